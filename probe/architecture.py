@@ -1,0 +1,63 @@
+"""Find the parts of a decoder-only model by structure, not by class name.
+
+Works for LLaMA, Gemma, Qwen2, Mistral and other decoders that keep their blocks in one
+``nn.ModuleList`` beside the token embedding, with or without a PEFT wrapper around them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .errors import ModelError
+
+
+@dataclass(frozen=True)
+class DecoderParts:
+    """The modules the probe needs: the body that runs embeddings and blocks, and the blocks."""
+
+    body: nn.Module
+    embeddings: nn.Module
+    blocks: nn.ModuleList
+    final_norm: nn.Module | None
+
+    @property
+    def num_layers(self) -> int:
+        """Layer 0 is the embedding output; layer i (1..num_blocks) the output of block i."""
+        return len(self.blocks) + 1
+
+
+def find_decoder(model: nn.Module) -> DecoderParts:
+    """Locate body, embeddings and decoder blocks of ``model`` or raise a clear ``ModelError``."""
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", type(model).__name__)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"model type {kind!r} is an encoder-decoder; the probe needs a decoder-only LM")
+    if "CausalLM" not in type(model).__name__:
+        raise ModelError(f"{type(model).__name__} is not a causal language model; unsupported")
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embeddings = None
+    if embeddings is None:
+        raise ModelError(f"model type {kind!r} exposes no input embeddings; unsupported")
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    expected = getattr(text_config, "num_hidden_layers", None)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) > 0
+        and (expected is None or len(module) == expected)
+        and len({type(block) for block in module}) == 1
+    ]
+    for name, blocks in candidates:
+        body = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+        if any(sub is embeddings for sub in body.modules()):
+            return DecoderParts(body, embeddings, blocks, getattr(body, "norm", None))
+    raise ModelError(
+        f"model type {kind!r} is not a supported decoder: found no list of "
+        f"{expected or 'N'} identical blocks beside the token embedding"
+    )
+

