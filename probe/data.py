@@ -23,6 +23,7 @@ from .languages import ENGLISH, canonical, is_language
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _PAIR_FILE = re.compile(r"^(?:.*\.)?(?P<a>[A-Za-z_]+)-(?P<b>[A-Za-z_]+)\.(?P<lang>[A-Za-z_]+)$")
+_METADATA_COLUMNS = {"id"}  # 'id' is also ISO 639-1 for Indonesian
 _LANGUAGE_FILE = re.compile(r"^(?P<lang>[a-z]{2,3}(?:_[A-Z][a-z]{3})?)(?:\.[\w-]+)?$")
 
 
@@ -252,11 +253,11 @@ def load_hub_dataset(name: str, split: str = "devtest", config: str | None = Non
 
 
 def corpus_from_columns(columns: dict[str, list[str]], name: str) -> ParallelCorpus:
-    """Sides from table columns named after languages; other columns are ignored."""
+    """Sides from table columns named after languages; other columns (``id``, ``url``) are ignored."""
     entries = []
     for column, values in columns.items():
         code = column.removeprefix("sentence_")
-        if is_language(code):
+        if is_language(code) and code not in _METADATA_COLUMNS:
             for row, value in enumerate(values):
                 if not isinstance(value, str) or not value.strip():
                     raise DataError(f"{name}, column {column}, row {row}: empty or not a string")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
@@ -217,7 +217,7 @@ class ActivationStore:
                 with safe_open(str(path), "pt") as handle:
                     vectors[key] = torch.stack([handle.get_tensor(p) for p in manifest["poolings"]])
                     n_tokens[key] = handle.get_tensor("n_tokens")
-            except (OSError, KeyError, RuntimeError) as exc:
+            except (OSError, KeyError, RuntimeError, SafetensorError) as exc:
                 raise StoreError(f"{path} is missing or unreadable: {exc}") from None
         return Activations(manifest["key"], directory, manifest["layers"], manifest["poolings"],
                            vectors, n_tokens, manifest, cached)
