@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from probe.data import load_parallel, named_datasets  # noqa: E402
-from probe.extract import BatchStats, ExtractionConfig, Extractor  # noqa: E402
-from probe.metrics import precision_at_1  # noqa: E402
-from probe.models import load_model  # noqa: E402
-from probe.store import ActivationStore  # noqa: E402
+from probe.data import load_parallel, named_datasets
+from probe.extract import ExtractionConfig, Extractor
+from probe.metrics import precision_at_1
+from probe.models import load_model
+from probe.store import ActivationStore
 
 
 def sentences_of(args: argparse.Namespace) -> list[str]:
@@ -42,13 +42,14 @@ def method_mexa(args, sentences) -> dict:
     """What researchers run today: causal LM, one sentence per forward, output_hidden_states."""
     loaded = load_model(args.model, dtype=args.dtype)
     tok, model = loaded.tokenizer, loaded.model
+    sentences = sentences[:: max(1, len(sentences) // args.mexa_sample)]
     start = time.perf_counter()
     with torch.no_grad():
         for sentence in sentences:
             enc = tok(sentence, return_tensors="pt")
             hidden = model(**enc, output_hidden_states=True).hidden_states
             _ = [h[0].float().mean(0) for h in hidden]
-    return {"seconds": time.perf_counter() - start}
+    return {"seconds": time.perf_counter() - start, "n": len(sentences)}
 
 
 def method_body(args, sentences) -> dict:
@@ -66,36 +67,43 @@ def method_body(args, sentences) -> dict:
 
 
 def method_engine(args, sentences) -> dict:
-    """This engine through the store: tokenise, batch, hook, pool, write; then a cached rerun."""
+    """This engine end to end: tokenise, batch, hook, pool, write to the store; a cached rerun."""
     loaded = load_model(args.model, dtype=args.dtype)
     extractor = Extractor(loaded, ExtractionConfig())
     corpus = load_parallel(args.data).select(args.languages.split(","), args.limit)
-    stats = BatchStats()
-    start = time.perf_counter()
-    extractor.extract(sentences, args.batch_size, stats)
-    seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         store = ActivationStore(tmp)
         start = time.perf_counter()
         acts = store.extract(extractor, corpus, args.batch_size, progress=False)
-        first = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         start = time.perf_counter()
         store.extract(extractor, corpus, args.batch_size, progress=False)
         rerun = time.perf_counter() - start
-        pivot = next(k for k in acts.vectors if k.startswith("eng"))
-        p1 = {k: precision_at_1(acts.get(pivot), acts.get(k)).tolist()
-              for k in acts.vectors if k != pivot}
-    return {"seconds": seconds, "padding": stats.padding_fraction, "store_first": first,
-            "store_rerun": rerun, "p_at_1": p1}
+    pivot = next(k for k in acts.vectors if k.startswith("eng"))
+    p1 = {k: precision_at_1(acts.get(pivot), acts.get(k)).tolist()
+          for k in acts.vectors if k != pivot}
+    return {"seconds": seconds, "padding": acts.manifest["extraction"]["padding_fraction"],
+            "rerun": rerun, "p_at_1": p1}
 
 
 METHODS = {"mexa": method_mexa, "body": method_body, "engine": method_engine}
 
 
+def fast_bf16() -> bool:
+    """bf16 pays off on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX); elsewhere emulated."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def run_child(args: argparse.Namespace, method: str, dtype: str) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--dtype", dtype, "--model", args.model,
            "--data", args.data, "--languages", args.languages, "--limit", str(args.limit),
-           "--batch-size", str(args.batch_size)]
+           "--batch-size", str(args.batch_size), "--mexa-sample", str(args.mexa_sample)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -109,13 +117,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--bf16", choices=["auto", "yes", "no"], default="auto",
+                        help="also time bf16 (auto: where the hardware has native bf16)")
+    parser.add_argument("--mexa-sample", type=int, default=100,
+                        help="time (a) on this many evenly spaced sentences of the same set "
+                             "(one sentence per forward: its rate does not depend on the count)")
     parser.add_argument("--child", choices=METHODS)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     if args.child:
         sentences = sentences_of(args)
-        result = METHODS[args.child](args, sentences)
-        result.update(n=len(sentences), rss_mb=peak_rss_mb())
+        result = {"n": len(sentences), **METHODS[args.child](args, sentences)}
+        result["rss_mb"] = peak_rss_mb()
         print(json.dumps(result))
         return
 
@@ -123,28 +135,31 @@ def main() -> None:
     print(f"{args.model} on {args.data} ({args.languages}, {args.limit} each = {n} sentences), "
           f"batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
-    results = {
-        "(a) MEXA-style fp32": run_child(args, "mexa", "float32"),
-        "(b) model body fp32": run_child(args, "body", "float32"),
-        "(c) engine fp32": run_child(args, "engine", "float32"),
-        "(b) model body bf16": run_child(args, "body", "bfloat16"),
-        "(c) engine bf16": run_child(args, "engine", "bfloat16"),
-    }
-    for name, r in results.items():
-        print(f"{name:22s} {r['n'] / r['seconds']:8.1f} sent/s   peak RSS {r['rss_mb']:7.0f} MB")
-    rate = {k: v["n"] / v["seconds"] for k, v in results.items()}
-    e32, e16 = results["(c) engine fp32"], results["(c) engine bf16"]
-    print(f"(c)/(b) fp32: {rate['(c) engine fp32'] / rate['(b) model body fp32']:.2f}x   "
-          f"(c)/(b) bf16: {rate['(c) engine bf16'] / rate['(b) model body bf16']:.2f}x")
-    best = max(rate["(c) engine fp32"], rate["(c) engine bf16"])
-    print(f"(c) best / (a): {best / rate['(a) MEXA-style fp32']:.1f}x")
-    print(f"padded tokens: {e32['padding']:.1%} of processed tokens")
-    print(f"store: first run {e32['store_first']:.2f} s, cached rerun {e32['store_rerun']:.3f} s "
-          f"({e32['store_rerun'] / e32['store_first']:.1%})")
-    diff = max(abs(a - b) for k in e32["p_at_1"]
-               for a, b in zip(e32["p_at_1"][k], e16["p_at_1"][k]))
-    print(f"centered P@1, max |fp32 - bf16| over layers and pairs: {diff:.3f}")
+    dtypes = ["float32"]
+    if args.bf16 == "yes" or (args.bf16 == "auto" and fast_bf16()):
+        dtypes.append("bfloat16")
+    results, rate = {}, {}
+    for dtype in dtypes:
+        for method in (["mexa"] if dtype == "float32" else []) + ["body", "engine"]:
+            r = results[method, dtype] = run_child(args, method, dtype)
+            rate[method, dtype] = r["n"] / r["seconds"]
+            print(f"{LABELS[method]} {dtype:9s} {rate[method, dtype]:8.1f} sent/s   "
+                  f"peak RSS {r['rss_mb']:6.0f} MB   ({r['n']} sentences)", flush=True)
+    for dtype in dtypes:
+        print(f"(c)/(b) {dtype}: {rate['engine', dtype] / rate['body', dtype]:.2f}x")
+    best = max(dtypes, key=lambda d: rate["engine", d])
+    print(f"(c) best ({best}) / (a) fp32: {rate['engine', best] / rate['mexa', 'float32']:.1f}x")
+    engine = results["engine", "float32"]
+    print(f"padded tokens: {engine['padding']:.1%} of processed tokens")
+    print(f"cached rerun: {engine['rerun']:.3f} s = {engine['rerun'] / engine['seconds']:.1%} "
+          f"of the first run ({engine['seconds']:.1f} s)")
+    if "bfloat16" in dtypes:
+        p32, p16 = engine["p_at_1"], results["engine", "bfloat16"]["p_at_1"]
+        diff = max(abs(a - b) for k in p32 for a, b in zip(p32[k], p16[k], strict=True))
+        print(f"centered P@1, max |fp32 - bf16| over layers and pairs: {diff:.3f}")
 
+
+LABELS = {"mexa": "(a) MEXA-style  ", "body": "(b) model body  ", "engine": "(c) this engine "}
 
 if __name__ == "__main__":
     main()

@@ -34,8 +34,9 @@ def find_decoder(model: nn.Module) -> DecoderParts:
     kind = getattr(config, "model_type", type(model).__name__)
     if getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"model type {kind!r} is an encoder-decoder; the probe needs a decoder-only LM")
-    if "CausalLM" not in type(model).__name__:
-        raise ModelError(f"{type(model).__name__} is not a causal language model; unsupported")
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    if "CausalLM" not in type(inner).__name__:
+        raise ModelError(f"{type(inner).__name__} is not a causal language model; unsupported")
     try:
         embeddings = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):

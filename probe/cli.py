@@ -11,10 +11,10 @@ from pathlib import Path
 from .data import load_parallel, named_datasets
 from .errors import DataError, ProbeError
 from .extract import POOLINGS, SPANS, ExtractionConfig, Extractor
-from .languages import ENGLISH, canonical
+from .languages import canonical
 from .metrics import precision_at_1
 from .models import DEFAULT_MODEL, PACKAGED, atomic_write_text, load_model
-from .store import ActivationStore, Activations
+from .store import Activations, ActivationStore
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -36,7 +36,8 @@ def parse_layers(text: str) -> tuple[int, ...] | None:
             start, _, stop = part.partition("-")
             layers += range(int(start), int(stop or start) + 1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"layers must look like 'all', '0,4,8' or '2-10': {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"layers must look like 'all', '0,4,8' or '2-10': {text!r}") from None
     return tuple(layers)
 
 
@@ -122,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     print(f"Retrieval P@1 (mean-centered, {pivot} <-> X, both directions averaged):")
     widths = [max(len(h), 5) for h in header]
     for row in [header, *rows]:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=False)))
     print(f"\nactivations: {acts.directory}\nsummary:     {summary}")
 
 

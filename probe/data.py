@@ -206,13 +206,13 @@ def load_tsv(path: Path) -> ParallelCorpus:
     for number, row in enumerate(csv.reader(rows[1:], delimiter="\t", quoting=csv.QUOTE_NONE), 2):
         if len(row) != len(header):
             raise DataError(f"{path}, line {number}: {len(row)} fields, the header has {len(header)}")
-        for column, cell in zip(columns, row):
+        for column, cell in zip(columns, row, strict=False):
             if not cell.strip():
                 raise DataError(f"{path}, line {number}: empty cell")
             column.append(cell.strip())
     if not columns[0]:
         raise DataError(f"{path} has a header but no rows")
-    return _unique_keys([(lang, "all", tuple(col)) for lang, col in zip(languages, columns)],
+    return _unique_keys([(lang, "all", tuple(col)) for lang, col in zip(languages, columns, strict=False)],
                         path.stem)
 
 

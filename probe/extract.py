@@ -120,7 +120,8 @@ class Extractor:
             return list(range(available))
         bad = [layer for layer in layers if not 0 <= layer < available]
         if bad or not layers:
-            raise DataError(f"layers {bad or '(none)'} out of range: this model has layers 0..{available - 1}")
+            raise DataError(f"layers {bad or '(none)'} out of range: "
+                            f"this model has layers 0..{available - 1}")
         return sorted(set(layers))
 
     # ---------------------------------------------------------------------------------- encoding
@@ -150,7 +151,8 @@ class Extractor:
             keep = [not special for special in enc["special_tokens_mask"][i]]
             if use_offsets:
                 start, end = starts[i], starts[i] + len(sentences[i])
-                keep = [k and a < end and b > start for k, (a, b) in zip(keep, enc["offset_mapping"][i])]
+                offsets = enc["offset_mapping"][i]
+                keep = [k and a < end and b > start for k, (a, b) in zip(keep, offsets, strict=True)]
             if not any(keep):
                 raise DataError(f"sentence {i} ({sentences[i][:40]!r}) has no token to pool")
             if len(token_ids) >= self.config.max_length:

@@ -6,15 +6,17 @@ Every loaded model carries an ``identity``: what it is and a content fingerprint
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -42,7 +44,9 @@ def _gemma3_270m_gguf() -> Path:
     target = cache_root() / "gguf" / pkg.MODEL_NAME
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        pkg.assemble(target)
+        partial = target.with_name(f".{target.name}.partial")
+        pkg.assemble(partial, overwrite=True)
+        os.replace(partial, target)
     return target
 
 
@@ -111,10 +115,8 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     memo[memo_key] = digest.hexdigest()
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
         atomic_write_text(memo_file, json.dumps(memo))
-    except OSError:
-        pass  # a read-only cache only costs a re-hash next time
     return memo[memo_key]
 
 
@@ -215,6 +217,7 @@ def convert_gguf(gguf_path: Path) -> Path:
         model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"{gguf_path}\n")
+        tmp.chmod(0o755)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

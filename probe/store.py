@@ -163,7 +163,7 @@ class ActivationStore:
             try:
                 with safe_open(str(path), "pt") as handle:
                     done.update(handle.get_tensor("index").tolist())
-            except Exception:  # noqa: BLE001 - an unreadable chunk is recomputed, never trusted
+            except Exception:
                 path.unlink()
         return done
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     Gemma3ForCausalLM,
     Gemma3TextConfig,
@@ -21,9 +21,10 @@ DATA = REPO_ROOT / "data" / "parallel"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep file hashes and converted models of tests out of the user's cache."""
-    monkeypatch.setenv("LAYER_ANALYSIS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+def _isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Keep the tiny models' hashes out of the user's cache; real models share it (convert once)."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("LAYER_ANALYSIS_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def _train_tokenizer() -> PreTrainedTokenizerFast:

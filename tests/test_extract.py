@@ -63,7 +63,7 @@ def test_bos_and_special_tokens_are_excluded(loaded):
     extractor = Extractor(loaded, ExtractionConfig())
     encoded = extractor.encode(SENTENCES)
     bos = loaded.tokenizer.bos_token_id
-    for ids, mask in zip(encoded.input_ids, encoded.pool_masks):
+    for ids, mask in zip(encoded.input_ids, encoded.pool_masks, strict=False):
         assert ids[0] == bos and mask[0] is False
         assert all(mask[1:])
 
@@ -73,13 +73,13 @@ def test_template_span_covers_exactly_the_sentence(loaded):
     config = ExtractionConfig(poolings=("mean", "last"), template=template)
     extractor = Extractor(loaded, config)
     encoded = extractor.encode(SENTENCES)
-    for sentence, ids, mask in zip(SENTENCES, encoded.input_ids, encoded.pool_masks):
-        span_text = loaded.tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    for sentence, ids, mask in zip(SENTENCES, encoded.input_ids, encoded.pool_masks, strict=False):
+        span_text = loaded.tokenizer.decode([t for t, m in zip(ids, mask, strict=False) if m])
         assert span_text.strip().strip('"') == sentence
         assert not mask[0] and not mask[-1]  # BOS and the trailing ' means' are outside
     prompt = Extractor(loaded, ExtractionConfig(template=template, span="prompt"))
     prompt_masks = prompt.encode(SENTENCES).pool_masks
-    assert all(sum(p) > sum(s) for p, s in zip(prompt_masks, encoded.pool_masks))
+    assert all(sum(p) > sum(s) for p, s in zip(prompt_masks, encoded.pool_masks, strict=False))
     # Span pooling differs from pooling the bare sentence: the prompt changes the context.
     bare = Extractor(loaded, ExtractionConfig()).extract(SENTENCES)
     wrapped = extractor.extract(SENTENCES)

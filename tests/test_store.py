@@ -28,7 +28,7 @@ def test_cache_key_changes_when_any_input_changes(llama, corpus, tiny_llama_dir,
     key = cache_key(base, corpus)[0]
     variants = {
         "data": cache_key(base, dataclasses.replace(corpus, sides={
-            k: dataclasses.replace(s, sentences=(s.sentences[0] + "!",) + s.sentences[1:])
+            k: dataclasses.replace(s, sentences=(s.sentences[0] + "!", *s.sentences[1:]))
             for k, s in corpus.sides.items()}))[0],
         "languages": cache_key(base, corpus.select(["en", "de"]))[0],
         "limit": cache_key(base, corpus.select(limit=10))[0],
@@ -104,7 +104,7 @@ def test_corrupt_run_directory_is_reported(llama, corpus, tmp_path):
     store = ActivationStore(tmp_path)
     acts = store.extract(Extractor(llama, ExtractionConfig()), corpus, progress=False)
     (acts.directory / "side.deu_Latn.safetensors").write_bytes(b"garbage")
-    with pytest.raises(StoreError, match="side.deu_Latn.safetensors"):
+    with pytest.raises(StoreError, match=r"side\.deu_Latn\.safetensors"):
         store.load(acts.directory)
     (acts.directory / "manifest.json").write_text("{")
     with pytest.raises(StoreError, match="not valid JSON"):

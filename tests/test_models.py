@@ -1,0 +1,56 @@
+"""Model loading: local directories, PEFT adapters, identities, devices and dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probe.errors import ModelError
+from probe.extract import ExtractionConfig, Extractor
+from probe.models import load_model, resolve_dtype
+
+
+def test_local_directory_identity_fingerprints_weights(tiny_llama_dir):
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    assert loaded.identity["directory"] == str(tiny_llama_dir.resolve())
+    assert len(loaded.identity["weights"]) == 64
+    assert loaded.dtype == torch.float32 and loaded.tokenizer.pad_token is not None
+
+
+def test_adapter_directory_loads_on_its_base_and_changes_states(tiny_llama_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base.model, config).save_pretrained(tmp_path / "adapter")
+    # An adapter directory alone names its base in adapter_config.json.
+    adapted = load_model(str(tmp_path / "adapter"), device="cpu", dtype="float32")
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    assert adapted.identity["adapter"]["path"] == str((tmp_path / "adapter").resolve())
+    assert adapted.identity["weights"] == base.identity["weights"]
+    sentences = ["A small test sentence.", "Another one."]
+    with_adapter = Extractor(adapted, ExtractionConfig()).extract(sentences)
+    without = Extractor(base, ExtractionConfig()).extract(sentences)
+    assert torch.equal(with_adapter[:, 0], without[:, 0])  # embeddings untouched by LoRA
+    assert not torch.allclose(with_adapter[:, -1], without[:, -1])
+    explicit = load_model(str(tiny_llama_dir), adapter=str(tmp_path / "adapter"), device="cpu",
+                          dtype="float32")
+    assert torch.equal(Extractor(explicit, ExtractionConfig()).extract(sentences), with_adapter)
+
+
+def test_bad_model_specs(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(str(tmp_path / "nope" / "model"))
+    with pytest.raises(ModelError, match=r"no config\.json"):
+        load_model(str(tmp_path))
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match=r"not a \.gguf model"):
+        load_model(str(tmp_path / "weights.bin"))
+
+
+def test_dtype_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    with pytest.raises(ModelError, match="unknown dtype"):
+        resolve_dtype("int3", cpu)
