@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import json
+import re
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
+
+from . import report
+from .analysis import AnalysisConfig, analyse, peak_layers
 from .data import load_parallel, named_datasets
 from .errors import DataError, ProbeError
 from .extract import POOLINGS, SPANS, ExtractionConfig, Extractor
 from .languages import canonical
-from .metrics import precision_at_1
+from .metrics import NORMALISATIONS, linear_cka
 from .models import DEFAULT_MODEL, PACKAGED, atomic_write_text, load_model
-from .store import Activations, ActivationStore
+from .projection import METHODS, project
+from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
+from .store import ActivationStore
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -22,6 +30,8 @@ Probe how a language model aligns languages layer by layer.
   layer-analysis run                       # default model (gemma3-270m) on the shipped data
   layer-analysis run --data flores-devtest --languages en,de,zh --limit 200
   layer-analysis run --model smollm2-135m --adapter out/x-zh --pooling mean last
+  layer-analysis report runs/NAME            # rebuild figures of a finished run
+  layer-analysis compare runs/base runs/x-zh # base vs adapters
   layer-analysis list-models | list-data
 """
 
@@ -46,85 +56,214 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="extract pooled states per layer and report retrieval P@1",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    run.add_argument("--model", default=DEFAULT_MODEL,
-                     help="packaged name, model directory, .gguf file, Hub id or PEFT adapter dir")
-    run.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
-    run.add_argument("--data", default="default",
-                     help="named set (see list-data), directory, .tsv/.jsonl file or hf:NAME@SPLIT")
-    run.add_argument("--languages", help="comma-separated languages (en, eng, eng_Latn); default all")
-    run.add_argument("--limit", type=int, help="use the first N sentences of each language")
-    run.add_argument("--pooling", nargs="+", default=["mean"], choices=POOLINGS,
-                     help="one or more poolings, all filled in the same forward pass")
-    run.add_argument("--template", help="prompt holding {sentence}, e.g. 'Text: {sentence}'")
-    run.add_argument("--span", default="sentence", choices=SPANS,
-                     help="with --template, pool over the sentence tokens or the whole prompt")
-    run.add_argument("--layers", type=parse_layers, default=None, metavar="all|0,4,8|2-10",
-                     help="layers to keep (0 = embeddings); default all")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    run.add_argument("--dtype", default="auto",
-                     help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
-    run.add_argument("--batch-size", type=int, default=32)
-    run.add_argument("--max-length", type=int, default=256, help="tokens per sentence, with template")
-    run.add_argument("--pivot", default="en", help="pivot language for the P@1 summary")
-    run.add_argument("--output", type=Path, default=Path("runs"),
-                     help="output directory; activations go to OUTPUT/store/<key>")
-    run.add_argument("--trust-remote-code", action="store_true",
-                     help="allow a Hub model's own Python code (off by default)")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    run = sub.add_parser(
+        "run", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="extract per-layer states, compute every metric, write tables and the report",
+        description="Extract pooled per-layer states of parallel sentences (cached by content), "
+                    "compute alignment metrics per layer with bootstrap CIs and chance levels, "
+                    "and write OUTPUT/NAME/{results.parquet,results.csv,manifest.json,"
+                    "report.html,figures/}.")
+    what = run.add_argument_group("model and data")
+    what.add_argument("--model", default=DEFAULT_MODEL,
+                      help="packaged name (see list-models), model directory, .gguf file, Hub id, "
+                           "or a PEFT adapter directory (its base is read from the adapter)")
+    what.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+    what.add_argument("--data", default="default",
+                      help="named set (see list-data), directory, .tsv/.jsonl file or hf:NAME@SPLIT")
+    what.add_argument("--languages", help="comma-separated languages (en, eng, eng_Latn, English); "
+                                          "default: all in the data")
+    what.add_argument("--limit", type=int, help="use the first N sentences of each language")
+    extraction = run.add_argument_group("extraction")
+    extraction.add_argument("--pooling", nargs="+", default=["mean"], choices=POOLINGS,
+                            help="one or more poolings, all filled in the same forward pass; "
+                                 "metrics use the first")
+    extraction.add_argument("--template", help="prompt holding {sentence}, e.g. 'Text: {sentence}'")
+    extraction.add_argument("--span", default="sentence", choices=SPANS,
+                            help="with --template, pool over the sentence tokens or the whole prompt")
+    extraction.add_argument("--layers", type=parse_layers, default=None, metavar="all|0,4,8|2-10",
+                            help="layers to keep (0 = embeddings); default all")
+    extraction.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    extraction.add_argument("--dtype", default="auto",
+                            help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    extraction.add_argument("--batch-size", type=int, default=32)
+    extraction.add_argument("--max-length", type=int, default=256,
+                            help="maximum tokens per sentence (template included)")
+    extraction.add_argument("--trust-remote-code", action="store_true",
+                            help="allow a Hub model's own Python code (off by default)")
+    metrics = run.add_argument_group("metrics")
+    metrics.add_argument("--pivot", default="en", help="pair the pivot with every other language")
+    metrics.add_argument("--all-pairs", action="store_true", help="analyse every language pair")
+    metrics.add_argument("--normalisations", nargs="+", default=list(NORMALISATIONS),
+                         choices=NORMALISATIONS, help="score normalisations reported side by side")
+    metrics.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
+    metrics.add_argument("--seed", type=int, default=0)
+    metrics.add_argument("--projection", default="umap", choices=[*METHODS, "none"],
+                         help="2-D projection for the scatter plot")
+    metrics.add_argument("--projection-layer", type=int,
+                         help="layer to project (default: the most common peak layer)")
+    output = run.add_argument_group("output")
+    output.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
+    output.add_argument("--name", help="run name (default: model-data-key)")
+    output.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
+    output.add_argument("--no-static", action="store_true",
+                        help="write report.html only, no PNG/PDF (which need Chromium)")
+    output.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    rep = sub.add_parser("report", help="rebuild the report and figures of a finished run")
+    rep.add_argument("run", type=Path, help="run directory (holds manifest.json)")
+    comp = sub.add_parser("compare", help="compare runs of several models (base vs adapters)")
+    comp.add_argument("runs", type=Path, nargs="+", help="two or more run directories")
+    comp.add_argument("--output", type=Path, default=Path("runs/compare"),
+                      help="directory for the comparison tables and report")
+    for p in (rep, comp):
+        p.add_argument("--metric", default="p@1",
+                       choices=["p@1", "r@5", "r@10", "mrr", "cosine", "cosine_adjusted"])
+        p.add_argument("--normalisation", default="centered", choices=NORMALISATIONS)
+        p.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
 
     sub.add_parser("list-models", help="packaged models that work offline")
     sub.add_parser("list-data", help="named parallel data sets")
     return parser
 
 
-def _summary(acts: Activations, pivot: str) -> tuple[list[str], list[list[str]]]:
-    """Centered P@1 per layer for pivot -> every other side, both directions averaged."""
-    sides = acts.manifest["sides"]
-    pivots = [k for k, s in sides.items() if s["language"] == pivot]
-    pairs = [(p, k) for k, s in sides.items() for p in pivots
-             if k != p and s["group"] == sides[p]["group"]]
-    if not pairs:
-        raise DataError(f"no side is aligned with pivot {pivot}; add it to --languages")
-    header = ["layer"] + [f"{sides[p]['language'][:3]}-{sides[k]['language'][:3]}" for p, k in pairs]
-    scores = []
-    for p, k in pairs:
-        forward = precision_at_1(acts.get(p), acts.get(k))
-        backward = precision_at_1(acts.get(k), acts.get(p))
-        scores.append((forward + backward) / 2)
-    rows = [[str(layer)] + [f"{s[i]:.3f}" for s in scores] for i, layer in enumerate(acts.layers)]
-    return header, rows
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
+
+
+def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
+    """Centered P@1 per layer, pivot <-> X (both directions averaged), as a text table."""
+    rows = table[(table.metric == "p@1") & (table.normalisation == "centered")].copy()
+    if pivot:
+        pairs = zip(rows.source, rows.target, strict=True)
+        rows["other"] = [t if s.startswith(pivot) else s for s, t in pairs]
+        name = f"{pivot[:3]} <-> X, both directions averaged"
+    else:
+        rows["other"] = rows.source.str[:3] + "-" + rows.target.str[:3]
+        name = "all pairs, source -> target"
+    grid = rows.pivot_table(index="layer", columns="other", values="value", aggfunc="mean")
+    grid.columns = [c.split("@")[0][:8] for c in grid.columns]
+    print(f"Retrieval P@1 (mean-centered, {name}):")
+    print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
     config = ExtractionConfig(poolings=tuple(args.pooling), layers=args.layers,
                               template=args.template, span=args.span, max_length=args.max_length)
+    analysis_config = AnalysisConfig(
+        pivot=None if args.all_pairs else canonical(args.pivot, "--pivot"),
+        normalisations=tuple(args.normalisations), bootstrap=args.bootstrap, seed=args.seed)
     languages = args.languages.split(",") if args.languages else None
     corpus = load_parallel(args.data).select(languages, args.limit)
-    pivot = canonical(args.pivot, "--pivot")
-    if pivot not in corpus.languages:
+    pivot = analysis_config.pivot
+    if pivot is not None and pivot not in corpus.languages:
         raise DataError(f"pivot {pivot} is not among the selected languages "
-                        f"({', '.join(corpus.languages)})")
+                        f"({', '.join(corpus.languages)}); add it or pass --all-pairs")
     loaded = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
     extractor = Extractor(loaded, config)
-    store = ActivationStore(args.output / "store")
+    timings["load_model"] = time.perf_counter() - clock
+    store = ActivationStore(args.store or args.output / "store")
+    clock = time.perf_counter()
     acts = store.extract(extractor, corpus, batch_size=args.batch_size, progress=not args.no_progress)
-    header, rows = _summary(acts, pivot)
-    buffer = io.StringIO()
-    csv.writer(buffer).writerows([header, *rows])
-    summary = acts.directory / "p_at_1_centered.csv"
-    atomic_write_text(summary, buffer.getvalue())
-    timing = acts.manifest.get("extraction", {})
-    source = "loaded from cache" if acts.cached else f"extracted in {timing.get('seconds', 0):.1f} s"
+    timings["extract"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    analysis = analyse(acts, loaded.name, analysis_config)
+    timings["analyse"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    layer = args.projection_layer
+    if layer is None:
+        layer = int(peak_layers(analysis.table).groupby("layer").size().idxmax())
+    projection = (project(acts, layer, args.projection) if args.projection != "none"
+                  else pd.DataFrame())
+    timings["project"] = time.perf_counter() - clock
+    run_dir = args.output / (args.name or _slug(f"{loaded.name}-{corpus.name}-{acts.key[:8]}"))
+    manifest = {
+        "command": ["layer-analysis", *sys.argv[1:]],
+        "model": {"name": loaded.name, "identity": loaded.identity,
+                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+        "data": {"name": corpus.name, "fingerprint": corpus.fingerprint(),
+                 "languages": corpus.languages, "sides": {k: len(s.sentences)
+                                                          for k, s in corpus.sides.items()}},
+        "extraction": {**asdict(config), "layers": extractor.layers,
+                       "batch_size": args.batch_size, **acts.manifest.get("extraction", {})},
+        "analysis": {**asdict(analysis_config), "projection": args.projection,
+                     "projection_layer": layer},
+        "activations": str(acts.directory.resolve()),
+        "cached": acts.cached,
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_run(run_dir, manifest, analysis.table, analysis.cka, projection)
+    results = read_run(run_dir)
+    clock = time.perf_counter()
+    paths = build_report(results, run_figures(results), f"{loaded.name} on {corpus.name}",
+                         static=not args.no_static)
+    manifest["timings_s"]["report"] = round(time.perf_counter() - clock, 3)
+    atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    source = "loaded from cache" if acts.cached else f"extracted in {timings['extract']:.1f} s"
     print(f"\n{loaded.name} on {corpus.name}: {len(corpus.sides)} languages x "
           f"{len(next(iter(corpus.sides.values())).sentences)} sentences, "
           f"{len(acts.layers)} layers, {source}")
-    print(f"Retrieval P@1 (mean-centered, {pivot} <-> X, both directions averaged):")
-    widths = [max(len(h), 5) for h in header]
-    for row in [header, *rows]:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=False)))
-    print(f"\nactivations: {acts.directory}\nsummary:     {summary}")
+    _print_table(analysis.table, pivot)
+    print(f"\nrun:         {run_dir}\nreport:      {paths[0]}\nactivations: {acts.directory}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    results = read_run(args.run)
+    figures = run_figures(results, args.metric, args.normalisation)
+    title = f"{results.manifest['model']['name']} on {results.manifest['data']['name']}"
+    paths = build_report(results, figures, title, static=not args.no_static)
+    print("\n".join(str(p) for p in paths))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    runs = [read_run(path) for path in args.runs]
+    if len(runs) < 2:
+        raise DataError("compare needs at least two run directories")
+    table = pd.concat([r.table for r in runs], ignore_index=True)
+    names = [r.manifest["model"]["name"] for r in runs]
+    if len(set(names)) < len(names):
+        raise DataError(f"two runs share a model name ({', '.join(names)}); compare different models")
+    figures = {f"comparison_{args.metric}": report.comparison(table, args.metric, args.normalisation),
+               f"heatmap_{args.metric}": report.heatmap(
+                   table.assign(source=table.model + ": " + table.source), args.metric,
+                   args.normalisation)}
+    fingerprints = {r.manifest["data"]["fingerprint"] for r in runs}
+    cka = pd.DataFrame()
+    if len(fingerprints) == 1:
+        cka = model_cka(runs)
+        figures["cka_models"] = report.cka_heatmap(cka, "linear CKA between models, layer by layer")
+    else:
+        print("note: the runs used different data; model x model CKA needs the same sentences")
+    args.output.mkdir(parents=True, exist_ok=True)
+    merged = RunResults(args.output, {"runs": [str(r.directory) for r in runs]}, table, cka,
+                        pd.DataFrame())
+    write_run(args.output, {"compare": [str(r.directory) for r in runs], "models": names,
+                            "versions": versions()}, table, cka, pd.DataFrame())
+    paths = build_report(merged, figures, "comparison: " + " vs ".join(names),
+                         static=not args.no_static)
+    print("\n".join(str(p) for p in paths))
+
+
+def model_cka(runs: list[RunResults]) -> pd.DataFrame:
+    """Linear CKA between the first run's model and each other, layer x layer, on the pivot side."""
+    store = ActivationStore(".")
+    acts = [store.load(Path(r.manifest["activations"])) for r in runs]
+    side = next(iter(acts[0].manifest["sides"]))
+    pivot = runs[0].manifest["analysis"].get("pivot")
+    if pivot:
+        side = next((k for k in acts[0].manifest["sides"] if k.startswith(pivot)), side)
+    base = acts[0].get(side)
+    rows = []
+    for run, other in zip(runs[1:], acts[1:], strict=True):
+        matrix = linear_cka(base, other.get(side))
+        rows += [{"layer_a": f"{runs[0].manifest['model']['name']} L{la}",
+                  "layer_b": f"{run.manifest['model']['name']} L{lb}", "value": float(matrix[i, j])}
+                 for i, la in enumerate(acts[0].layers) for j, lb in enumerate(other.layers)]
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(x="other model's layer", y="first model's layer")
+    return frame
 
 
 def cmd_list_models(_args: argparse.Namespace) -> None:
@@ -142,7 +281,8 @@ def cmd_list_data(_args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "list-models": cmd_list_models, "list-data": cmd_list_data}
+    handlers = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+                "list-models": cmd_list_models, "list-data": cmd_list_data}
     try:
         handlers[args.command](args)
     except ProbeError as exc:

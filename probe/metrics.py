@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 NORMALISATIONS = ("raw", "centered", "csls", "margin")
 RETRIEVAL_METRICS = ("p@1", "r@5", "r@10", "mrr")

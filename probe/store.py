@@ -32,6 +32,7 @@ from .models import atomic_write_text
 
 ENGINE_VERSION = 1
 MANIFEST = "manifest.json"
+TEXTS = "sentences.json"
 
 
 def cache_key(extractor: Extractor, corpus: ParallelCorpus) -> tuple[str, dict[str, Any]]:
@@ -62,6 +63,7 @@ class Activations:
     n_tokens: dict[str, torch.Tensor]
     manifest: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
+    texts: dict[str, list[str]] = field(default_factory=dict)
 
     def get(self, side: str, pooling: str | None = None) -> torch.Tensor:
         """(layers, sentences, hidden) of one side and pooling (the first pooling by default)."""
@@ -147,6 +149,8 @@ class ActivationStore:
             "truncated": 0 if not todo else encoded.truncated,
         }
         self._merge(directory, extractor, sides, len(sentences))
+        atomic_write_text(directory / TEXTS, json.dumps(
+            {side.key: list(side.sentences) for side in sides}, ensure_ascii=False))
         manifest["complete"] = True
         manifest["layers"] = extractor.layers
         manifest["poolings"] = list(extractor.config.poolings)
@@ -219,5 +223,9 @@ class ActivationStore:
                     n_tokens[key] = handle.get_tensor("n_tokens")
             except (OSError, KeyError, RuntimeError, SafetensorError) as exc:
                 raise StoreError(f"{path} is missing or unreadable: {exc}") from None
+        try:
+            texts = json.loads((directory / TEXTS).read_text())
+        except (OSError, ValueError):
+            texts = {}  # duplicates then count as distinct; neighbours show indices only
         return Activations(manifest["key"], directory, manifest["layers"], manifest["poolings"],
-                           vectors, n_tokens, manifest, cached)
+                           vectors, n_tokens, manifest, cached, texts)

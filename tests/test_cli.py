@@ -1,34 +1,74 @@
-"""The layer-analysis command: outputs, summaries and one clear error per bad input."""
+"""The layer-analysis command: outputs, report, compare, and one clear error per bad input."""
 
 from __future__ import annotations
 
-import csv
+import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
+from probe.analysis import COLUMNS
 from probe.cli import main
 
 
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.fixture
-def run_args(tiny_llama_dir, tmp_path):
+def run_args(tiny_llama_dir, out_dir):
     return ["run", "--model", str(tiny_llama_dir), "--languages", "en,de,zh", "--limit", "16",
-            "--output", str(tmp_path / "out"), "--no-progress", "--device", "cpu"]
+            "--output", str(out_dir), "--no-progress", "--device", "cpu", "--projection", "pca",
+            "--bootstrap", "200", "--no-static"]
 
 
-def test_run_writes_activations_and_summary(run_args, capsys, tmp_path):
-    assert main(run_args) == 0
+def test_run_writes_tables_manifest_and_report(run_args, out_dir, capsys):
+    assert main([*run_args, "--name", "base"]) == 0
     out = capsys.readouterr().out
-    assert "activations:" in out and "eng-deu" in out
-    run_dir = next((tmp_path / "out" / "store").iterdir())
-    assert (run_dir / "manifest.json").exists()
-    assert sorted(p.name for p in run_dir.glob("side.*")) == [
-        "side.deu_Latn.safetensors", "side.eng_Latn.safetensors", "side.zho_Hans.safetensors"]
-    rows = list(csv.reader((run_dir / "p_at_1_centered.csv").open()))
-    assert rows[0] == ["layer", "eng-deu", "eng-zho"] and len(rows) == 1 + 5
-    assert main(run_args) == 0
-    assert "loaded from cache" in capsys.readouterr().out
+    assert "Retrieval P@1" in out and "deu_Latn" in out and "report:" in out
+    run = out_dir / "base"
+    table = pd.read_parquet(run / "results.parquet")
+    assert list(table.columns) == COLUMNS
+    assert pd.read_csv(run / "results.csv").shape == table.shape
+    assert set(table.normalisation) == {"raw", "centered", "csls", "margin"}
+    assert {"p@1", "r@5", "r@10", "mrr", "cosine", "cosine_adjusted"} <= set(table.metric)
+    assert set(table.layer) == set(range(5))
+    both_ways = table[(table.metric == "p@1") & (table.normalisation == "centered")]
+    assert {("eng_Latn", "deu_Latn"), ("deu_Latn", "eng_Latn")} <= set(
+        zip(both_ways.source, both_ways.target, strict=True))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["data"]["languages"] == ["deu_Latn", "eng_Latn", "zho_Hans"]
+    assert {"load_model", "extract", "analyse", "report"} <= set(manifest["timings_s"])
+    assert "torch" in manifest["versions"]
+    html = (run / "report.html").read_text()
+    assert "heatmap_p@1" in html and "Plotly" in html
+    assert pd.read_csv(run / "cka.csv").value.max() == pytest.approx(1.0, abs=1e-4)
+    assert len(pd.read_csv(run / "projection.csv")) == 48
+
+
+def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from probe.models import load_model
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base.model, lora).save_pretrained(tmp_path / "x-de")
+    assert main([*run_args, "--name", "base"]) == 0
+    assert main([*run_args, "--name", "adapted", "--adapter", str(tmp_path / "x-de")]) == 0
+    (out_dir / "base" / "report.html").unlink()
+    assert main(["report", str(out_dir / "base"), "--no-static"]) == 0
+    assert (out_dir / "base" / "report.html").exists()
+    capsys.readouterr()
+    assert main(["compare", str(out_dir / "base"), str(out_dir / "adapted"), "--output",
+                 str(tmp_path / "cmp"), "--no-static"]) == 0
+    table = pd.read_parquet(tmp_path / "cmp" / "results.parquet")
+    assert table.model.nunique() == 2
+    cka = pd.read_csv(tmp_path / "cmp" / "cka.csv")
+    assert len(cka) == 25 and "comparison_p@1" in (tmp_path / "cmp" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(
@@ -36,10 +76,12 @@ def test_run_writes_activations_and_summary(run_args, capsys, tmp_path):
     [
         (["--languages", "en,xx"], "unknown language 'xx'"),
         (["--languages", "de,zh"], "pivot eng_Latn is not among the selected languages"),
+        (["--languages", ","], "unknown language ''"),
         (["--layers", "0,99"], "out of range"),
         (["--data", "nowhere"], "no data set, directory or file named 'nowhere'"),
         (["--template", "no slot"], "must contain {sentence}"),
         (["--limit", "0"], "at least 1"),
+        (["--projection-layer", "42"], "layer 42 was not extracted"),
     ],
 )
 def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message):
@@ -48,12 +90,28 @@ def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message
     assert message in err and "Traceback" not in err and err.count("error:") == 1
 
 
+def test_report_on_a_directory_without_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no manifest.json: not a finished layer-analysis run" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "has no readable results" in capsys.readouterr().err
+
+
+def test_argparse_errors_exit_nonzero(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--normalisations", "zscore"])
+    assert exc.value.code == 2 and "invalid choice: 'zscore'" in capsys.readouterr().err
+
+
 def test_bad_data_file_through_the_console_script(tmp_path):
     (tmp_path / "eng_Latn.txt").write_bytes(b"fine\nbroken \xc3\x28\n")
     (tmp_path / "deu_Latn.txt").write_bytes(b"gut\nkaputt\n")
     result = subprocess.run(
         [sys.executable, "-m", "probe.cli", "run", "--data", str(tmp_path), "--model", "unused"],
-        capture_output=True, text=True)
+        capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "eng_Latn.txt, line 2: not valid UTF-8" in result.stderr
     assert "Traceback" not in result.stderr

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-
+import pandas as pd
 import pytest
 import torch
 
 from probe.cli import main
+from probe.data import load_parallel
 from probe.extract import ExtractionConfig, Extractor
 from probe.models import load_model
 
@@ -16,18 +16,57 @@ pytestmark = pytest.mark.slow
 
 def test_default_model_run_finds_mid_layer_alignment(tmp_path, capsys):
     args = ["run", "--languages", "en,de,zh,ar", "--limit", "48", "--output", str(tmp_path),
-            "--no-progress"]
+            "--name", "e2e", "--no-progress", "--bootstrap", "200"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "gemma3-270m on default" in out and "19 layers" in out
-    summary = next(tmp_path.glob("store/*/p_at_1_centered.csv"))
-    rows = list(csv.reader(summary.open()))[1:]
-    mean_p1 = [sum(map(float, row[1:])) / 3 for row in rows]
-    peak = max(range(len(mean_p1)), key=mean_p1.__getitem__)
+    table = pd.read_parquet(tmp_path / "e2e" / "results.parquet")
+    p1 = table[(table.metric == "p@1") & (table.normalisation == "centered")]
+    mean_p1 = p1.groupby("layer").value.mean()
+    peak = int(mean_p1.idxmax())
     assert 6 <= peak <= 17, mean_p1  # aligned in the middle, not at the embeddings or the top
     assert mean_p1[peak] > 0.8 and mean_p1[1] < 0.5
+    assert (p1.value > p1.null_high).all() or mean_p1[peak] > 10 * p1.null.max()
+    for suffix in ("png", "pdf"):  # the static export ran through Chromium
+        assert (tmp_path / "e2e" / "figures" / f"heatmap_p@1.{suffix}").stat().st_size > 1000
     assert main(args) == 0
     assert "loaded from cache" in capsys.readouterr().out
+
+
+def test_engine_p_at_1_equals_a_plain_one_sentence_loop(tmp_path):
+    """Centered P@1 per layer from the CLI's table equals a naive reimplementation."""
+    languages = ["en", "de", "zh"]
+    args = ["run", "--model", "smollm2-135m", "--languages", ",".join(languages), "--limit", "40",
+            "--output", str(tmp_path), "--name", "smol", "--no-progress", "--projection", "none",
+            "--no-static", "--bootstrap", "100", "--normalisations", "centered"]
+    assert main(args) == 0
+    table = pd.read_parquet(tmp_path / "smol" / "results.parquet")
+    engine = table[(table.metric == "p@1") & (table.source == "eng_Latn")]
+
+    loaded = load_model("smollm2-135m", device="cpu", dtype="float32")
+    corpus = load_parallel("default").select(languages, 40)
+    special = set(loaded.tokenizer.all_special_ids)
+    pooled = {}
+    for key, side in corpus.sides.items():  # one sentence per forward, as MEXA does
+        per_sentence = []
+        for sentence in side.sentences:
+            ids = loaded.tokenizer(sentence, return_tensors="pt")
+            with torch.no_grad():
+                hidden = loaded.model(**ids, output_hidden_states=True).hidden_states
+            keep = torch.tensor([t not in special for t in ids.input_ids[0].tolist()])
+            # our last layer is before the final norm: take it from a hook-free recomputation
+            layers = [h[0][keep].mean(0) for h in hidden[:-1]]
+            per_sentence.append(torch.stack(layers))
+        pooled[key] = torch.stack(per_sentence, dim=1)  # (layers, n, d)
+    for target in ("deu_Latn", "zho_Hans"):
+        src, tgt = pooled["eng_Latn"], pooled[target]
+        src = src - src.mean(1, keepdim=True)
+        tgt = tgt - tgt.mean(1, keepdim=True)
+        src = src / src.norm(dim=-1, keepdim=True)
+        tgt = tgt / tgt.norm(dim=-1, keepdim=True)
+        naive = ((src @ tgt.transpose(1, 2)).argmax(-1) == torch.arange(40)).float().mean(-1)
+        ours = engine[engine.target == target].sort_values("layer").value.to_numpy()
+        assert ours[: len(naive)].tolist() == pytest.approx(naive.tolist(), abs=1e-9), target
 
 
 def test_llama_architecture_default_matches_hidden_states():

@@ -1,0 +1,46 @@
+"""2-D projections of one layer's sentence vectors (PCA via scikit-learn, UMAP via umap-learn)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .metrics import center
+from .store import Activations
+
+METHODS = ("pca", "umap")
+
+
+def project(acts: Activations, layer: int, method: str = "umap", pooling: str | None = None,
+            per_side: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Coordinates of up to ``per_side`` sentences per side at ``layer``, each side mean-centered
+    (as the headline metrics are), with the sentence text for hover labels."""
+    if layer not in acts.layers:
+        raise DataError(f"layer {layer} was not extracted in this run (layers {acts.layers})")
+    if method not in METHODS:
+        raise DataError(f"unknown projection {method!r}; choose from {', '.join(METHODS)}")
+    index = acts.layers.index(layer)
+    blocks, rows = [], []
+    for side, info in acts.manifest["sides"].items():
+        vectors = center(acts.get(side, pooling)[index : index + 1])[0][:per_side]
+        blocks.append(vectors.numpy())
+        texts = acts.texts.get(side, [])
+        rows += [{"side": side, "language": info["language"], "index": i,
+                  "text": texts[i] if i < len(texts) else ""} for i in range(len(vectors))]
+    data = np.concatenate(blocks)
+    data = data / np.linalg.norm(data, axis=1, keepdims=True).clip(1e-12)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        coords = PCA(n_components=2, random_state=seed).fit_transform(data)
+    else:
+        import umap
+
+        neighbours = max(2, min(15, len(data) - 1))
+        coords = umap.UMAP(n_components=2, n_neighbors=neighbours, metric="cosine",
+                           random_state=seed).fit_transform(data)
+    frame = pd.DataFrame(rows)
+    frame["layer"], frame["method"] = layer, method
+    frame["x"], frame["y"] = coords[:, 0], coords[:, 1]
+    return frame

@@ -1,0 +1,167 @@
+"""Plotly figures of an analysis and their export: one self-contained HTML, PNG and PDF files.
+
+Every figure title names its metric and normalisation. Static exports go through one
+``plotly.io.write_images`` call, so one browser start serves them all.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from .errors import DataError
+
+METRIC_NAMES = {"p@1": "P@1", "r@5": "recall@5", "r@10": "recall@10", "mrr": "MRR",
+                "cosine": "cosine of translations",
+                "cosine_adjusted": "baseline-adjusted cosine"}
+PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6",
+           "#9d755d", "#bab0ac", "#eeca3b", "#17becf", "#7f7f7f", "#393b79", "#8c6d31"]
+
+
+def _label(metric: str) -> str:
+    return METRIC_NAMES.get(metric, metric)
+
+
+def _select(table: pd.DataFrame, metric: str, normalisation: str) -> pd.DataFrame:
+    rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
+    if rows.empty:
+        raise DataError(f"no {metric} values with normalisation {normalisation!r} in the results")
+    return rows.assign(pair=rows.source.str.split("@").str[0] + " → " + rows.target.str.split("@").str[0])
+
+
+def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered") -> go.Figure:
+    """Language pairs × layers, one cell per value."""
+    rows = _select(table, metric, normalisation)
+    grid = rows.pivot_table(index="pair", columns="layer", values="value", sort=False)
+    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index),
+                               colorscale="Viridis", colorbar={"title": _label(metric)},
+                               hovertemplate="%{y}<br>layer %{x}: %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"{_label(metric)} per layer ({normalisation})",
+                      xaxis_title="layer", yaxis_title="source → target",
+                      height=max(320, 28 * len(grid) + 160))
+    return fig
+
+
+def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered",
+           by: str = "pair") -> go.Figure:
+    """One line per language pair (or per model), a 95 % bootstrap band each, and chance level."""
+    rows = _select(table, metric, normalisation)
+    fig = go.Figure()
+    for i, (name, group) in enumerate(rows.groupby(by, sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        group = group.sort_values("layer")
+        if group.ci_low.notna().any():
+            fig.add_trace(go.Scatter(
+                x=list(group.layer) + list(group.layer[::-1]),
+                y=list(group.ci_high) + list(group.ci_low[::-1]), fill="toself", fillcolor=color,
+                opacity=0.18, line={"width": 0}, hoverinfo="skip", showlegend=False,
+                legendgroup=str(name)))
+        fig.add_trace(go.Scatter(x=group.layer, y=group.value, mode="lines+markers", name=str(name),
+                                 line={"color": color}, legendgroup=str(name)))
+    null = rows.groupby("layer").null.mean()
+    fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="chance (random pairs)",
+                             line={"color": "black", "dash": "dash", "width": 1}))
+    fig.update_layout(title=f"{_label(metric)} per layer ({normalisation}; bands: 95 % bootstrap CI)",
+                      xaxis_title="layer", yaxis_title=_label(metric), hovermode="x unified")
+    return fig
+
+
+def cka_heatmap(cka: pd.DataFrame, title: str = "linear CKA between layers") -> go.Figure:
+    """Layer × layer (or model × model) linear CKA."""
+    grid = cka.pivot_table(index="layer_a", columns="layer_b", values="value", sort=False)
+    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index),
+                               zmin=0, zmax=1, colorscale="Viridis", colorbar={"title": "CKA"}))
+    fig.update_layout(title=title, xaxis_title=cka.attrs.get("x", "layer"),
+                      yaxis_title=cka.attrs.get("y", "layer"), yaxis_autorange="reversed")
+    return fig
+
+
+def comparison(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered"
+               ) -> go.Figure:
+    """Per model, the metric averaged over its language pairs, with the mean CI band."""
+    rows = _select(table, metric, normalisation)
+    mean = rows.groupby(["model", "layer"], sort=False)[["value", "ci_low", "ci_high", "null"]]
+    mean = mean.mean().reset_index()
+    mean["metric"], mean["normalisation"] = metric, normalisation
+    mean["source"], mean["target"] = "mean", "pairs"
+    fig = curves(mean, metric, normalisation, by="model")
+    fig.update_layout(title=f"{_label(metric)} per layer, mean over language pairs "
+                            f"({normalisation}), by model")
+    return fig
+
+
+def scatter(projection: pd.DataFrame) -> go.Figure:
+    """Sentences of one layer in 2-D, coloured by language, the sentence on hover."""
+    fig = go.Figure()
+    for i, (language, group) in enumerate(projection.groupby("language", sort=False)):
+        fig.add_trace(go.Scattergl(
+            x=group.x, y=group.y, mode="markers", name=language,
+            marker={"color": PALETTE[i % len(PALETTE)], "size": 6, "opacity": 0.8},
+            text=[html.escape(t[:120]) for t in group.text],
+            hovertemplate="%{text}<extra>" + language + "</extra>"))
+    first = projection.iloc[0]
+    fig.update_layout(title=f"{first.method.upper()} of layer {first.layer} (each language "
+                            "mean-centered)", xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+def write_html(figures: dict[str, go.Figure], path: Path, title: str, intro: str = "") -> None:
+    """One self-contained HTML page (plotly.js embedded once), written atomically."""
+    from plotly.offline import get_plotlyjs
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}</style>"
+             f"<script>{get_plotlyjs()}</script></head><body><h1>{html.escape(title)}</h1>"
+             f"<p>{html.escape(intro)}</p>"]
+    for name, fig in figures.items():
+        parts.append(f"<h2 id='{name}'>{html.escape(name)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
+                                     encoding="utf-8") as tmp:
+        tmp.write("".join(parts))
+    os.replace(tmp.name, path)
+
+
+def find_browser() -> str | None:
+    """A Chrome/Chromium for kaleido: $BROWSER_PATH, else Debian's chromium on PATH."""
+    for candidate in (os.environ.get("BROWSER_PATH"), shutil.which("chromium"),
+                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def write_static(figures: dict[str, go.Figure], directory: Path,
+                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """PNG/PDF of every figure in one batched kaleido call (one browser start)."""
+    import plotly.io as pio
+
+    browser = find_browser()
+    if browser is None:
+        raise DataError("PNG/PDF export needs Chrome or Chromium (Debian: apt-get install "
+                        "chromium; or set BROWSER_PATH); the HTML report was written")
+    os.environ.setdefault("BROWSER_PATH", browser)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".export-"))
+    try:
+        names = [(name, fmt) for fmt in formats for name in figures]
+        pio.write_images(fig=[figures[name] for name, _ in names],
+                         file=[tmp / f"{name}.{fmt}" for name, fmt in names],
+                         width=1000, height=600)
+        paths = []
+        for name, fmt in names:
+            final = directory / f"{name}.{fmt}"
+            os.replace(tmp / f"{name}.{fmt}", final)
+            paths.append(final)
+        return paths
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

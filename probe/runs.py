@@ -1,0 +1,133 @@
+"""Run directories: what a finished analysis leaves on disk, and the reports built from it.
+
+    RUN/manifest.json       configuration, versions, data fingerprint, timings, activation path
+    RUN/results.parquet     the tidy table (also results.csv)
+    RUN/cka.csv             layer x layer linear CKA
+    RUN/projection.csv      2-D coordinates of sentences at one layer
+    RUN/report.html         self-contained report; RUN/figures/*.png|pdf the static figures
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import report
+from .analysis import peak_layers
+from .errors import DataError, StoreError
+from .models import atomic_write_text
+
+MANIFEST = "manifest.json"
+RESULTS = "results.parquet"
+
+
+def versions() -> dict[str, str]:
+    """Versions of what shapes the numbers."""
+    out = {"python": platform.python_version()}
+    for name in ("layer-analysis", "torch", "transformers", "peft", "scikit-learn", "umap-learn"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclass
+class RunResults:
+    """A run directory read back."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    table: pd.DataFrame
+    cka: pd.DataFrame
+    projection: pd.DataFrame
+
+
+def _write_frame(frame: pd.DataFrame, path: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
+        pass
+    if path.suffix == ".parquet":
+        frame.to_parquet(tmp.name, index=False)
+    else:
+        frame.to_csv(tmp.name, index=False)
+    os.replace(tmp.name, path)
+
+
+def write_run(directory: Path, manifest: dict[str, Any], table: pd.DataFrame, cka: pd.DataFrame,
+              projection: pd.DataFrame) -> None:
+    """Write tables first and the manifest last: a directory with a manifest is complete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_frame(table, directory / RESULTS)
+    _write_frame(table, directory / "results.csv")
+    _write_frame(cka, directory / "cka.csv")
+    _write_frame(projection, directory / "projection.csv")
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, default=str))
+
+
+def read_run(directory: Path) -> RunResults:
+    """Read a run directory, or say clearly what is missing or broken."""
+    if not directory.is_dir():
+        raise StoreError(f"run directory {directory} does not exist")
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{directory} holds no {MANIFEST}: not a finished layer-analysis run "
+                         "(run 'layer-analysis run' first)") from None
+    except ValueError as exc:
+        raise StoreError(f"{directory / MANIFEST} is not valid JSON ({exc})") from None
+    try:
+        table = pd.read_parquet(directory / RESULTS)
+        cka = pd.read_csv(directory / "cka.csv")
+        projection = pd.read_csv(directory / "projection.csv", keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{directory} has no readable results ({exc})") from None
+    if table.empty:
+        raise StoreError(f"{directory / RESULTS} holds no results")
+    return RunResults(directory, manifest, table, cka, projection)
+
+
+def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "centered"
+                ) -> dict[str, Any]:
+    """The report's figures for one run."""
+    table = results.table
+    pivot = results.manifest.get("analysis", {}).get("pivot")
+    one_way = table[table.source.str.startswith(pivot)] if pivot else table
+    figures = {
+        f"heatmap_{metric}": report.heatmap(table, metric, normalisation),
+        f"curves_{metric}": report.curves(one_way if not one_way.empty else table, metric,
+                                          normalisation),
+        "curves_cosine_adjusted": report.curves(table, "cosine_adjusted", normalisation),
+        "heatmap_mrr_csls": report.heatmap(table, "mrr", "csls")
+        if (table.normalisation == "csls").any() else None,
+        "cka_layers": report.cka_heatmap(results.cka) if not results.cka.empty else None,
+        "projection": report.scatter(results.projection) if not results.projection.empty
+        else None,
+    }
+    return {name: fig for name, fig in figures.items() if fig is not None}
+
+
+def build_report(results: RunResults, figures: dict[str, Any], title: str, static: bool = True
+                 ) -> list[Path]:
+    """report.html plus, when ``static``, PNG and PDF of every figure under figures/."""
+    summary = ""
+    try:
+        peaks = peak_layers(results.table)
+        summary = "Peak layer of centered P@1: " + "; ".join(
+            f"{r.source.split('@')[0]}→{r.target.split('@')[0]} layer {r.layer} "
+            f"({r.value:.2f})" for r in peaks.itertuples())
+    except DataError:  # no P@1 rows: the report then has no summary line
+        pass
+    html_path = results.directory / "report.html"
+    report.write_html(figures, html_path, title, summary)
+    paths = [html_path]
+    if static:
+        paths += report.write_static(figures, results.directory / "figures")
+    return paths

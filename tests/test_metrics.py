@@ -1,0 +1,134 @@
+"""Every metric against hand-computed values on small synthetic inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probe.metrics import (
+    NORMALISATIONS,
+    bootstrap_ci,
+    cosine_null,
+    cosine_per_query,
+    equivalence,
+    linear_cka,
+    mutual_knn,
+    ranks,
+    retrieval_null,
+    retrieval_per_query,
+    score_matrix,
+)
+
+
+@pytest.fixture
+def vectors():
+    torch.manual_seed(0)
+    return torch.randn(3, 60, 24)  # 3 layers, 60 sentences, 24 dims
+
+
+@pytest.mark.parametrize("normalisation", NORMALISATIONS)
+def test_identical_vectors_retrieve_perfectly(vectors, normalisation):
+    values = retrieval_per_query(score_matrix(vectors, vectors, normalisation))
+    for metric in ("p@1", "r@5", "r@10", "mrr"):
+        assert torch.equal(values[metric].mean(-1), torch.ones(3))
+
+
+def test_shuffled_pairs_are_near_chance(vectors):
+    shuffled = vectors.roll(1, dims=1)  # a derangement: no sentence keeps its translation
+    values = retrieval_per_query(score_matrix(vectors, shuffled, "centered"))
+    chance = retrieval_null(60)
+    assert values["p@1"].mean() <= 5 * chance["p@1"]
+    assert abs(float(values["r@10"].mean()) - chance["r@10"]) < 0.15
+
+
+def test_hand_computed_ranks_and_ties():
+    # query 0: true 0.9, others 0.5, 0.9 (a tie) -> rank 2 (ties count against the query)
+    # query 1: true 0.8, others 0.1, 0.7       -> rank 1
+    # query 2: true 0.2, others 0.3, 0.6       -> rank 3
+    scores = torch.tensor([[[0.9, 0.5, 0.9], [0.1, 0.8, 0.7], [0.3, 0.6, 0.2]]])
+    assert ranks(scores).tolist() == [[2, 1, 3]]
+    values = retrieval_per_query(scores)
+    assert values["p@1"].mean().item() == pytest.approx(1 / 3)
+    assert values["mrr"].mean().item() == pytest.approx((1 / 2 + 1 + 1 / 3) / 3)
+    assert values["r@5"].mean().item() == 1.0
+
+
+def test_duplicate_sentences_are_not_competitors():
+    scores = torch.tensor([[[0.9, 0.9, 0.1], [0.9, 0.9, 0.1], [0.1, 0.1, 0.8]]])
+    assert ranks(scores).tolist() == [[2, 2, 1]]  # without duplicate handling: a tie each
+    correct = equivalence(["same", "same", "other"])
+    assert ranks(scores, correct).tolist() == [[1, 1, 1]]
+
+
+def test_collapsed_space_gets_worst_rank():
+    same = torch.ones(1, 5, 4)
+    assert ranks(score_matrix(same, same, "raw")).tolist() == [[5] * 5]
+
+
+def test_cosine_and_baseline_adjusted_by_hand():
+    cos = torch.tensor([[[1.0, 0.2, 0.4], [0.0, 0.5, 0.3], [0.6, 0.6, 0.9]]])
+    values = cosine_per_query(cos)
+    assert values["cosine"][0].tolist() == pytest.approx([1.0, 0.5, 0.9])
+    expected = [1.0 - 0.3, 0.5 - 0.15, 0.9 - 0.6]
+    assert values["cosine_adjusted"][0].tolist() == pytest.approx(expected)
+
+
+def test_csls_and_margin_by_hand():
+    src = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    tgt = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    cos = score_matrix(src, tgt, "raw")[0]
+    r = 1 / math.sqrt(2)
+    assert cos.flatten().tolist() == pytest.approx([1.0, r, 0.0, r])
+    # k = min(10, 2) = 2: r_src = row means, r_tgt = column means
+    r_src, r_tgt = cos.mean(1), cos.mean(0)
+    csls = score_matrix(src, tgt, "csls")[0]
+    expected_csls = 2 * cos - r_src[:, None] - r_tgt[None, :]
+    assert csls.flatten().tolist() == pytest.approx(expected_csls.flatten().tolist())
+    margin = score_matrix(src, tgt, "margin")[0]
+    expected = cos / ((r_src[:, None] + r_tgt[None, :]) / 2)
+    assert margin.flatten().tolist() == pytest.approx(expected.flatten().tolist())
+
+
+def test_centering_removes_a_shared_offset(vectors):
+    shifted = vectors + 1e4  # a huge shared direction: raw cosines all round to 1 (ties)
+    raw = retrieval_per_query(score_matrix(shifted, shifted + 0.5 * torch.randn_like(vectors),
+                                           "raw"))["p@1"].mean()
+    centered = retrieval_per_query(score_matrix(
+        shifted, shifted + 0.5 * torch.randn_like(vectors), "centered"))["p@1"].mean()
+    assert centered > raw + 0.3
+
+
+def test_bootstrap_interval_contains_the_estimate(vectors):
+    noisy = vectors + 1.5 * torch.randn_like(vectors)
+    values = retrieval_per_query(score_matrix(vectors, noisy, "centered"))["p@1"]
+    low, high = bootstrap_ci(values, samples=500)
+    mean = values.mean(-1)
+    assert torch.all(low <= mean) and torch.all(mean <= high) and torch.all(high - low > 0)
+    constant = torch.ones(2, 30)
+    low, high = bootstrap_ci(constant)
+    assert torch.equal(low, torch.ones(2)) and torch.equal(high, torch.ones(2))
+
+
+def test_nulls():
+    assert retrieval_null(4) == {"p@1": 0.25, "r@5": 1.0, "r@10": 1.0,
+                                 "mrr": pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)}
+    cos = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    mean, high = cosine_null(cos, permutations=400)["cosine"]
+    assert 0.3 < float(mean[0]) < 0.7 and float(high[0]) == 1.0  # identity or swap, equally likely
+
+
+def test_cka_self_is_one_and_invariant_to_orthogonal_maps(vectors):
+    q, _ = torch.linalg.qr(torch.randn(24, 24, generator=torch.Generator().manual_seed(2)))
+    cka = linear_cka(vectors, vectors @ q * 3.0)  # rotation and isotropic scaling
+    assert torch.allclose(cka.diagonal(), torch.ones(3), atol=1e-5)
+    assert cka.shape == (3, 3)
+    unrelated = linear_cka(vectors, torch.randn(3, 60, 24))
+    assert unrelated.max() < 0.6
+
+
+def test_mutual_knn(vectors):
+    assert torch.equal(mutual_knn(vectors, vectors, k=5), torch.ones(3))
+    perm = torch.randperm(60, generator=torch.Generator().manual_seed(3))
+    assert mutual_knn(vectors, vectors[:, perm], k=5).max() < 0.3
