@@ -21,11 +21,12 @@ from .metrics import (
     cosine_null,
     cosine_per_query,
     equivalence,
+    knn_overlap,
     linear_cka,
-    mutual_knn,
+    neighbours,
     retrieval_null,
     retrieval_per_query,
-    score_matrix,
+    score_matrices,
 )
 from .store import Activations
 
@@ -108,6 +109,7 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
         raise DataError(f"pooling {pooling!r} not in this run ({', '.join(acts.poolings)})")
     pairs = aligned_pairs(acts, config.pivot, config.sides)
     vectors = {k: acts.get(k, pooling) for k in {s for pair in pairs for s in pair}}
+    knn = {k: neighbours(center(v), config.knn_k) for k, v in vectors.items()}
     rows: list[dict] = []
     for source, target in pairs:
         src, tgt = vectors[source], vectors[target]
@@ -115,8 +117,7 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
         same_target = equivalence(acts.texts[target]) if acts.texts else None
         same_source = equivalence(acts.texts[source]) if acts.texts else None
         chance = {m: (v, v) for m, v in retrieval_null(n).items()}
-        for normalisation in config.normalisations:
-            scores = score_matrix(src, tgt, normalisation)
+        for normalisation, scores in score_matrices(src, tgt, config.normalisations).items():
             for a, b, matrix, correct in ((source, target, scores, same_target),
                                           (target, source, scores.transpose(-1, -2), same_source)):
                 meta = {"model": model, "source": a, "target": b, "pooling": pooling,
@@ -129,8 +130,8 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
                 nulls = cosine_null(scores, same_target, config.null_permutations, config.seed)
                 rows += _rows(cosine_per_query(scores, same_target), meta, acts.layers, config,
                               nulls)
-        overlap = mutual_knn(center(src), center(tgt), config.knn_k)
-        k = min(config.knn_k, n - 1)
+        overlap = knn_overlap(knn[source], knn[target])
+        k = knn[source].shape[-1]
         for i, layer in enumerate(acts.layers):
             rows.append({"model": model, "layer": layer, "source": source, "target": target,
                          "pooling": pooling, "normalisation": "centered",

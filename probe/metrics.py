@@ -21,6 +21,7 @@ Normalisations (the score matrix behind retrieval):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -51,20 +52,32 @@ def _neighbourhood(cos: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return r_src, r_tgt
 
 
+def score_matrices(src: torch.Tensor, tgt: torch.Tensor, normalisations: Sequence[str]
+                   ) -> dict[str, torch.Tensor]:
+    """(layers, n_src, n_tgt) retrieval scores for each of ``normalisations``; CSLS and margin
+    reuse the raw cosines, so at most two matrix products are needed."""
+    unknown = set(normalisations) - set(NORMALISATIONS)
+    if unknown:
+        raise ValueError(f"unknown normalisation {unknown}; choose from {NORMALISATIONS}")
+    out = {}
+    if "centered" in normalisations:
+        out["centered"] = cosine_matrix(center(src), center(tgt))
+    if {"raw", "csls", "margin"} & set(normalisations):
+        cos = cosine_matrix(src, tgt)
+        if "csls" in normalisations:
+            r_src, r_tgt = _neighbourhood(cos, CSLS_K)
+            out["csls"] = 2 * cos - r_src[..., :, None] - r_tgt[..., None, :]
+        if "margin" in normalisations:
+            r_src, r_tgt = _neighbourhood(cos, MARGIN_K)
+            out["margin"] = cos / ((r_src[..., :, None] + r_tgt[..., None, :]) / 2)
+        if "raw" in normalisations:
+            out["raw"] = cos
+    return {name: out[name] for name in normalisations}
+
+
 def score_matrix(src: torch.Tensor, tgt: torch.Tensor, normalisation: str) -> torch.Tensor:
     """(layers, n_src, n_tgt) retrieval scores under one of ``NORMALISATIONS``."""
-    if normalisation == "centered":
-        return cosine_matrix(center(src), center(tgt))
-    cos = cosine_matrix(src, tgt)
-    if normalisation == "raw":
-        return cos
-    if normalisation == "csls":
-        r_src, r_tgt = _neighbourhood(cos, CSLS_K)
-        return 2 * cos - r_src[..., :, None] - r_tgt[..., None, :]
-    if normalisation == "margin":
-        r_src, r_tgt = _neighbourhood(cos, MARGIN_K)
-        return cos / ((r_src[..., :, None] + r_tgt[..., None, :]) / 2)
-    raise ValueError(f"unknown normalisation {normalisation!r}; choose from {NORMALISATIONS}")
+    return score_matrices(src, tgt, [normalisation])[normalisation]
 
 
 def equivalence(texts: Sequence[str]) -> torch.Tensor:
@@ -76,12 +89,12 @@ def equivalence(texts: Sequence[str]) -> torch.Tensor:
 
 def ranks(scores: torch.Tensor, correct: torch.Tensor | None = None) -> torch.Tensor:
     """(layers, n) rank of each query's translation; ties count against it (see module doc)."""
-    n = scores.shape[-1]
-    if correct is None:
-        correct = torch.eye(n, dtype=torch.bool, device=scores.device)
     true = scores.diagonal(dim1=-2, dim2=-1)[..., None]  # (L, n, 1)
-    competitors = (scores >= true) & ~correct
-    return 1 + competitors.sum(-1)
+    at_least = scores >= true
+    rank = torch.count_nonzero(at_least, dim=-1)  # counts the query's own translation once
+    if correct is not None and correct.sum() > correct.shape[-1]:  # duplicates: not competitors
+        rank = rank + 1 - torch.count_nonzero(at_least & correct, dim=-1)
+    return rank
 
 
 def retrieval_per_query(scores: torch.Tensor, correct: torch.Tensor | None = None
@@ -117,16 +130,22 @@ def bootstrap_ci(values: torch.Tensor, samples: int = 1000, level: float = 0.95,
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Percentile bootstrap CI of the mean over the last axis (sentences), per leading index."""
     n = values.shape[-1]
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randint(n, (samples, n), generator=generator)
     flat = values.reshape(-1, n).float()
-    # Mean of each resample as a matrix product with resample counts: memory samples x n.
-    counts = torch.zeros(samples, n).scatter_add_(1, index, torch.ones(samples, n))
-    means = flat @ counts.T / n  # (rows, samples)
+    # Mean of each resample as a matrix product with its resample counts (samples x n).
+    means = flat @ _resample_counts(n, samples, seed).T / n  # (rows, samples)
     alpha = (1 - level) / 2
     low = means.quantile(alpha, dim=-1).reshape(values.shape[:-1])
     high = means.quantile(1 - alpha, dim=-1).reshape(values.shape[:-1])
     return low, high
+
+
+@functools.lru_cache(maxsize=8)
+def _resample_counts(n: int, samples: int, seed: int) -> torch.Tensor:
+    """How often each sentence occurs in each bootstrap resample; the same for every curve of a
+    run, so all curves share resamples (and paired differences stay meaningful)."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randint(n, (samples, n), generator=generator)
+    return torch.zeros(samples, n).scatter_add_(1, index, torch.ones(samples, n))
 
 
 def retrieval_null(n: int) -> dict[str, float]:
@@ -155,7 +174,7 @@ def cosine_null(cos: torch.Tensor, correct: torch.Tensor | None = None, permutat
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
     """Centered linear Gram matrix of (..., n, d) features."""
-    x = center(x.double())
+    x = center(x.float())
     return x @ x.transpose(-1, -2)
 
 
@@ -165,10 +184,23 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x and y are (layers, n, d) over the same n sentences (d may differ, e.g. two models).
     """
     gx, gy = _gram(x), _gram(y)  # (Lx, n, n), (Ly, n, n)
-    hsic = gx.flatten(1) @ gy.flatten(1).T
-    norm_x = gx.flatten(1).norm(dim=-1)
-    norm_y = gy.flatten(1).norm(dim=-1)
+    hsic = (gx.flatten(1).double() @ gy.flatten(1).double().T)
+    norm_x = gx.flatten(1).double().norm(dim=-1)
+    norm_y = gy.flatten(1).double().norm(dim=-1)
     return (hsic / (norm_x[:, None] * norm_y[None, :])).float()
+
+
+def neighbours(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (layers, n, k) of each sentence's k nearest other sentences (cosine) in z."""
+    sim = cosine_matrix(z, z)
+    sim.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
+    return sim.topk(min(k, z.shape[-2] - 1), dim=-1).indices
+
+
+def knn_overlap(nx: torch.Tensor, ny: torch.Tensor) -> torch.Tensor:
+    """Per layer, mean share of neighbours two kNN index sets (layers, n, k) have in common."""
+    k = nx.shape[-1]
+    return ((nx[..., :, None] == ny[..., None, :]).any(-1).float().sum(-1) / k).mean(-1)
 
 
 def mutual_knn(x: torch.Tensor, y: torch.Tensor, k: int = 10) -> torch.Tensor:
@@ -176,13 +208,4 @@ def mutual_knn(x: torch.Tensor, y: torch.Tensor, k: int = 10) -> torch.Tensor:
 
     x and y are (layers, n, d): the same sentences in two languages (or two models).
     """
-    k = min(k, x.shape[-2] - 1)
-
-    def neighbours(z: torch.Tensor) -> torch.Tensor:
-        sim = cosine_matrix(z, z)
-        sim.diagonal(dim1=-2, dim2=-1).fill_(float("-inf"))
-        return sim.topk(k, dim=-1).indices  # (L, n, k)
-
-    nx, ny = neighbours(x), neighbours(y)
-    overlap = (nx[..., :, None] == ny[..., None, :]).any(-1).float().sum(-1) / k
-    return overlap.mean(-1)
+    return knn_overlap(neighbours(x, k), neighbours(y, k))

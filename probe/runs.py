@@ -85,13 +85,20 @@ def read_run(directory: Path) -> RunResults:
         raise StoreError(f"{directory / MANIFEST} is not valid JSON ({exc})") from None
     try:
         table = pd.read_parquet(directory / RESULTS)
-        cka = pd.read_csv(directory / "cka.csv")
-        projection = pd.read_csv(directory / "projection.csv", keep_default_na=False)
+        cka = _optional_csv(directory / "cka.csv")
+        projection = _optional_csv(directory / "projection.csv", keep_default_na=False)
     except (OSError, ValueError) as exc:
         raise StoreError(f"{directory} has no readable results ({exc})") from None
     if table.empty:
         raise StoreError(f"{directory / RESULTS} holds no results")
     return RunResults(directory, manifest, table, cka, projection)
+
+
+def _optional_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    """A CSV that may hold no table (e.g. no projection was asked for)."""
+    if path.exists() and path.stat().st_size <= 1:
+        return pd.DataFrame()
+    return pd.read_csv(path, **kwargs)
 
 
 def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "centered"
