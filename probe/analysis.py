@@ -27,6 +27,7 @@ from .metrics import (
     retrieval_null,
     retrieval_per_query,
     score_matrices,
+    unit_vectors,
 )
 from .store import Activations
 
@@ -110,14 +111,15 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
     pairs = aligned_pairs(acts, config.pivot, config.sides)
     vectors = {k: acts.get(k, pooling) for k in {s for pair in pairs for s in pair}}
     knn = {k: neighbours(center(v), config.knn_k) for k, v in vectors.items()}
+    units = {k: unit_vectors(v) for k, v in vectors.items()}
     rows: list[dict] = []
     for source, target in pairs:
-        src, tgt = vectors[source], vectors[target]
-        n = src.shape[1]
+        n = vectors[source].shape[1]
         same_target = equivalence(acts.texts[target]) if acts.texts else None
         same_source = equivalence(acts.texts[source]) if acts.texts else None
         chance = {m: (v, v) for m, v in retrieval_null(n).items()}
-        for normalisation, scores in score_matrices(src, tgt, config.normalisations).items():
+        matrices = score_matrices(units[source], units[target], config.normalisations)
+        for normalisation, scores in matrices.items():
             for a, b, matrix, correct in ((source, target, scores, same_target),
                                           (target, source, scores.transpose(-1, -2), same_source)):
                 meta = {"model": model, "source": a, "target": b, "pooling": pooling,

@@ -52,18 +52,27 @@ def _neighbourhood(cos: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tenso
     return r_src, r_tgt
 
 
-def score_matrices(src: torch.Tensor, tgt: torch.Tensor, normalisations: Sequence[str]
+def unit_vectors(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Unit-length raw and per-layer mean-centered vectors of one side, computed once per side."""
+    return {"raw": F.normalize(x.float(), dim=-1), "centered": F.normalize(center(x.float()), dim=-1)}
+
+
+def score_matrices(src: torch.Tensor | dict[str, torch.Tensor],
+                   tgt: torch.Tensor | dict[str, torch.Tensor], normalisations: Sequence[str]
                    ) -> dict[str, torch.Tensor]:
     """(layers, n_src, n_tgt) retrieval scores for each of ``normalisations``; CSLS and margin
-    reuse the raw cosines, so at most two matrix products are needed."""
+    reuse the raw cosines, so at most two matrix products are needed. ``src``/``tgt`` are
+    vectors or their ``unit_vectors``."""
     unknown = set(normalisations) - set(NORMALISATIONS)
     if unknown:
         raise ValueError(f"unknown normalisation {unknown}; choose from {NORMALISATIONS}")
+    u_src = src if isinstance(src, dict) else unit_vectors(src)
+    u_tgt = tgt if isinstance(tgt, dict) else unit_vectors(tgt)
     out = {}
     if "centered" in normalisations:
-        out["centered"] = cosine_matrix(center(src), center(tgt))
+        out["centered"] = u_src["centered"] @ u_tgt["centered"].transpose(-1, -2)
     if {"raw", "csls", "margin"} & set(normalisations):
-        cos = cosine_matrix(src, tgt)
+        cos = u_src["raw"] @ u_tgt["raw"].transpose(-1, -2)
         if "csls" in normalisations:
             r_src, r_tgt = _neighbourhood(cos, CSLS_K)
             out["csls"] = 2 * cos - r_src[..., :, None] - r_tgt[..., None, :]
@@ -91,10 +100,16 @@ def ranks(scores: torch.Tensor, correct: torch.Tensor | None = None) -> torch.Te
     """(layers, n) rank of each query's translation; ties count against it (see module doc)."""
     true = scores.diagonal(dim1=-2, dim2=-1)[..., None]  # (L, n, 1)
     at_least = scores >= true
-    rank = torch.count_nonzero(at_least, dim=-1)  # counts the query's own translation once
-    if correct is not None and correct.sum() > correct.shape[-1]:  # duplicates: not competitors
-        rank = rank + 1 - torch.count_nonzero(at_least & correct, dim=-1)
+    # Counts the query's own translation once; summing bytes is ~2x faster than summing bools.
+    rank = at_least.view(torch.uint8).sum(-1, dtype=torch.int32)
+    if has_duplicates(correct):  # duplicates of the translation are answers, not competitors
+        rank = rank + 1 - (at_least & correct).view(torch.uint8).sum(-1, dtype=torch.int32)
     return rank
+
+
+def has_duplicates(correct: torch.Tensor | None) -> bool:
+    """Whether an equivalence mask marks anything beyond the diagonal."""
+    return correct is not None and int(correct.sum()) > correct.shape[-1]
 
 
 def retrieval_per_query(scores: torch.Tensor, correct: torch.Tensor | None = None
@@ -109,11 +124,12 @@ def cosine_per_query(cos: torch.Tensor, correct: torch.Tensor | None = None
                      ) -> dict[str, torch.Tensor]:
     """Per-pair cosine and baseline-adjusted cosine (minus the mean cosine to non-translations)."""
     n = cos.shape[-1]
-    if correct is None:
-        correct = torch.eye(n, dtype=torch.bool, device=cos.device)
     true = cos.diagonal(dim1=-2, dim2=-1)
-    others = (~correct).sum(-1).clamp_min(1)
-    baseline = cos.masked_fill(correct, 0.0).sum(-1) / others
+    if has_duplicates(correct):
+        others = (~correct).sum(-1).clamp_min(1)
+        baseline = cos.masked_fill(correct, 0.0).sum(-1) / others
+    else:
+        baseline = (cos.sum(-1) - true) / max(n - 1, 1)
     return {"cosine": true, "cosine_adjusted": true - baseline}
 
 
@@ -161,8 +177,8 @@ def cosine_null(cos: torch.Tensor, correct: torch.Tensor | None = None, permutat
     n = cos.shape[-1]
     generator = torch.Generator().manual_seed(seed)
     perms = torch.stack([torch.randperm(n, generator=generator) for _ in range(permutations)])
-    rows = torch.arange(n)
-    paired = cos[..., rows[None, :], perms]  # (L, P, n): cos(x_i, y_pi(i))
+    index = perms.T[None].expand(cos.shape[0], n, permutations)  # (L, n, P)
+    paired = torch.gather(cos, 2, index).transpose(1, 2)  # (L, P, n): cos(x_i, y_pi(i))
     per_query = cosine_per_query(cos, correct)
     baseline = per_query["cosine"] - per_query["cosine_adjusted"]  # (L, n)
     samples = {"cosine": paired.mean(-1), "cosine_adjusted": (paired - baseline[:, None]).mean(-1)}

@@ -44,7 +44,7 @@ def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cent
                                colorscale="Viridis", colorbar={"title": _label(metric)},
                                hovertemplate="%{y}<br>layer %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title=f"{_label(metric)} per layer ({normalisation})",
-                      xaxis_title="layer", yaxis_title="source → target",
+                      xaxis_title="layer", yaxis_title="source → target", yaxis_autorange="reversed",
                       height=max(320, 28 * len(grid) + 160))
     return fig
 
