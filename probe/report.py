@@ -17,6 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .errors import DataError
+from .models import atomic_write_text
 
 METRIC_NAMES = {"p@1": "P@1", "r@5": "recall@5", "r@10": "recall@10", "mrr": "MRR",
                 "cosine": "cosine of translations",
@@ -124,11 +125,7 @@ def write_html(figures: dict[str, go.Figure], path: Path, title: str, intro: str
         parts.append(f"<h2 id='{name}'>{html.escape(name)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                     encoding="utf-8") as tmp:
-        tmp.write("".join(parts))
-    os.replace(tmp.name, path)
+    atomic_write_text(path, "".join(parts))
 
 
 def find_browser() -> str | None:

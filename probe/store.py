@@ -224,7 +224,7 @@ class ActivationStore:
             except (OSError, KeyError, RuntimeError, SafetensorError) as exc:
                 raise StoreError(f"{path} is missing or unreadable: {exc}") from None
         try:
-            texts = json.loads((directory / TEXTS).read_text())
+            texts = json.loads((directory / TEXTS).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             texts = {}  # duplicates then count as distinct; neighbours show indices only
         return Activations(manifest["key"], directory, manifest["layers"], manifest["poolings"],
