@@ -43,12 +43,13 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=19)
     parser.add_argument("--hidden", type=int, default=640)
     parser.add_argument("--pivot-only", action="store_true")
+    parser.add_argument("--device", default="cpu", help="where the analysis runs (cpu, cuda)")
     parser.add_argument("--normalisations", nargs="+", default=list(NORMALISATIONS),
                         choices=NORMALISATIONS)
     args = parser.parse_args()
     acts = synthetic(args.languages, args.sentences, args.layers, args.hidden)
     config = AnalysisConfig(pivot="eng_Latn" if args.pivot_only else None,
-                            normalisations=tuple(args.normalisations))
+                            normalisations=tuple(args.normalisations), device=args.device)
     start = time.perf_counter()
     result = analyse(acts, "synthetic", config)
     seconds = time.perf_counter() - start
@@ -56,7 +57,7 @@ def main() -> None:
     print(f"{args.languages} languages x {args.sentences} sentences x {args.layers} layers "
           f"(d={args.hidden}), {'pivot' if args.pivot_only else 'all'} pairs ({pairs} directed), "
           f"normalisations {'/'.join(args.normalisations)}, 1000 bootstrap resamples, "
-          f"{torch.get_num_threads()} threads: "
+          f"{args.device} ({torch.get_num_threads()} CPU threads): "
           f"{seconds:.1f} s, {len(result.table):,} rows")
 
 

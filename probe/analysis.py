@@ -15,19 +15,16 @@ import torch
 
 from .errors import DataError
 from .metrics import (
+    COSINE_NORMALISATIONS,
     NORMALISATIONS,
     bootstrap_ci,
-    center,
-    cosine_null,
-    cosine_per_query,
-    equivalence,
     knn_overlap,
     linear_cka,
     neighbours,
+    pair_statistics,
+    prepare,
+    retrieval,
     retrieval_null,
-    retrieval_per_query,
-    score_matrices,
-    unit_vectors,
 )
 from .store import Activations
 
@@ -47,6 +44,7 @@ class AnalysisConfig:
     knn_k: int = 10
     seed: int = 0
     sides: tuple[str, ...] | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.normalisations if n not in NORMALISATIONS]
@@ -87,20 +85,38 @@ def aligned_pairs(acts: Activations, pivot: str | None, sides: tuple[str, ...] |
     return pairs
 
 
-def _rows(values: dict[str, torch.Tensor], meta: dict, layers: list[int], config: AnalysisConfig,
-          nulls: dict[str, tuple]) -> list[dict]:
-    rows = []
-    for metric, per_query in values.items():
-        low, high = bootstrap_ci(per_query, config.bootstrap, seed=config.seed)
-        mean = per_query.mean(-1)
-        null_mean, null_high = nulls[metric]
-        for i, layer in enumerate(layers):
-            rows.append({**meta, "layer": layer, "metric": metric, "value": float(mean[i]),
-                         "ci_low": float(low[i]), "ci_high": float(high[i]),
-                         "null": float(null_mean[i] if torch.is_tensor(null_mean) else null_mean),
-                         "null_high": float(null_high[i] if torch.is_tensor(null_high)
-                                            else null_high)})
-    return rows
+@dataclass
+class _Curves:
+    """Per-query curves of one pair, bootstrapped together in one matrix product."""
+
+    meta: list[dict] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)  # (layers, n) each
+    nulls: list[tuple] = field(default_factory=list)  # (mean, high): floats or (layers,)
+
+    def add(self, meta: dict, values: torch.Tensor, null: tuple) -> None:
+        self.meta.append(meta)
+        self.values.append(values)
+        self.nulls.append(null)
+
+    def table(self, layers: list[int], config: AnalysisConfig) -> dict[str, list]:
+        stacked = torch.stack(self.values)  # (curves, layers, n)
+        low, high = bootstrap_ci(stacked, config.bootstrap, seed=config.seed)
+        mean = stacked.mean(-1)
+        columns: dict[str, list] = {c: [] for c in COLUMNS}
+        for i, (meta, (null, null_high)) in enumerate(zip(self.meta, self.nulls, strict=True)):
+            for name in ("model", "source", "target", "pooling", "normalisation", "metric"):
+                columns[name] += [meta[name]] * len(layers)
+            columns["layer"] += layers
+            columns["value"] += mean[i].tolist()
+            columns["ci_low"] += low[i].tolist()
+            columns["ci_high"] += high[i].tolist()
+            columns["null"] += _per_layer(null, len(layers))
+            columns["null_high"] += _per_layer(null_high, len(layers))
+        return columns
+
+
+def _per_layer(value: float | torch.Tensor, layers: int) -> list[float]:
+    return value.tolist() if torch.is_tensor(value) else [float(value)] * layers
 
 
 def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConfig()) -> Analysis:
@@ -109,38 +125,51 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
     if pooling not in acts.poolings:
         raise DataError(f"pooling {pooling!r} not in this run ({', '.join(acts.poolings)})")
     pairs = aligned_pairs(acts, config.pivot, config.sides)
-    vectors = {k: acts.get(k, pooling) for k in {s for pair in pairs for s in pair}}
-    knn = {k: neighbours(center(v), config.knn_k) for k, v in vectors.items()}
-    units = {k: unit_vectors(v) for k, v in vectors.items()}
-    rows: list[dict] = []
+    used = sorted({s for pair in pairs for s in pair})
+    vectors = {k: acts.get(k, pooling) for k in used}
+    sides = {k: prepare(vectors[k].to(config.device), acts.texts.get(k) if acts.texts else None)
+             for k in used}
+    knn = {k: neighbours(side, config.knn_k) for k, side in sides.items()}
+    columns: dict[str, list] = {c: [] for c in COLUMNS}
     for source, target in pairs:
-        n = vectors[source].shape[1]
-        same_target = equivalence(acts.texts[target]) if acts.texts else None
-        same_source = equivalence(acts.texts[source]) if acts.texts else None
-        chance = {m: (v, v) for m, v in retrieval_null(n).items()}
-        matrices = score_matrices(units[source], units[target], config.normalisations)
-        for normalisation, scores in matrices.items():
-            for a, b, matrix, correct in ((source, target, scores, same_target),
-                                          (target, source, scores.transpose(-1, -2), same_source)):
-                meta = {"model": model, "source": a, "target": b, "pooling": pooling,
-                        "normalisation": normalisation}
-                rows += _rows(retrieval_per_query(matrix, correct), meta, acts.layers, config,
-                              chance)
-            if normalisation in ("raw", "centered"):
-                meta = {"model": model, "source": source, "target": target, "pooling": pooling,
-                        "normalisation": normalisation}
-                nulls = cosine_null(scores, same_target, config.null_permutations, config.seed)
-                rows += _rows(cosine_per_query(scores, same_target), meta, acts.layers, config,
-                              nulls)
+        n = sides[source].n
+        stats = pair_statistics(sides[source], sides[target], config.normalisations,
+                                config.null_permutations, config.seed)
+        chance = retrieval_null(n)
+        curves = _Curves()
+        base = {"model": model, "pooling": pooling}
+        for (normalisation, direction), rank in stats.ranks.items():
+            a, b = (source, target) if direction == "forward" else (target, source)
+            for metric, values in retrieval(rank).items():
+                curves.add({**base, "source": a, "target": b, "normalisation": normalisation,
+                            "metric": metric}, values, (chance[metric], chance[metric]))
+        for normalisation in [n for n in config.normalisations if n in COSINE_NORMALISATIONS]:
+            meta = {**base, "source": source, "target": target, "normalisation": normalisation}
+            cosine, baseline = stats.cosine[normalisation], stats.baseline[normalisation]
+            null = stats.null.get(normalisation)
+            for metric, values, shift in (("cosine", cosine, 0.0),
+                                          ("cosine_adjusted", cosine - baseline, baseline)):
+                if null is None:
+                    bounds = (float("nan"), float("nan"))
+                else:
+                    shifted = null - (shift.mean(-1, keepdim=True) if torch.is_tensor(shift)
+                                      else shift)
+                    bounds = (shifted.mean(-1), shifted.quantile(0.95, dim=-1))
+                curves.add({**meta, "metric": metric}, values, bounds)
+        for name, values in curves.table(acts.layers, config).items():
+            columns[name] += values
         overlap = knn_overlap(knn[source], knn[target])
         k = knn[source].shape[-1]
-        for i, layer in enumerate(acts.layers):
-            rows.append({"model": model, "layer": layer, "source": source, "target": target,
-                         "pooling": pooling, "normalisation": "centered",
-                         "metric": f"mutual_knn@{k}", "value": float(overlap[i]),
-                         "ci_low": float("nan"), "ci_high": float("nan"),
-                         "null": k / (n - 1), "null_high": float("nan")})
-    table = pd.DataFrame(rows, columns=COLUMNS)
+        layers = len(acts.layers)
+        for name, values in {"model": [model] * layers, "layer": acts.layers,
+                             "source": [source] * layers, "target": [target] * layers,
+                             "pooling": [pooling] * layers, "normalisation": ["centered"] * layers,
+                             "metric": [f"mutual_knn@{k}"] * layers, "value": overlap.tolist(),
+                             "ci_low": [float("nan")] * layers, "ci_high": [float("nan")] * layers,
+                             "null": [k / (n - 1)] * layers,
+                             "null_high": [float("nan")] * layers}.items():
+            columns[name] += values
+    table = pd.DataFrame(columns, columns=COLUMNS)
     anchor = pairs[0][0]
     cka = linear_cka(vectors[anchor], vectors[anchor])
     cka_table = pd.DataFrame([{"model": model, "side": anchor, "layer_a": la, "layer_b": lb,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -168,7 +169,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     acts = store.extract(extractor, corpus, batch_size=args.batch_size, progress=not args.no_progress)
     timings["extract"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    analysis = analyse(acts, loaded.name, analysis_config)
+    device = next(loaded.model.parameters()).device.type  # analyse where the model ran
+    analysis = analyse(acts, loaded.name, dataclasses.replace(analysis_config, device=device))
     timings["analyse"] = time.perf_counter() - clock
     clock = time.perf_counter()
     layer = args.projection_layer

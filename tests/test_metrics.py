@@ -10,16 +10,20 @@ import torch
 from probe.metrics import (
     NORMALISATIONS,
     bootstrap_ci,
-    cosine_null,
-    cosine_per_query,
     equivalence,
     linear_cka,
     mutual_knn,
+    pair_statistics,
+    prepare,
     ranks,
+    retrieval,
     retrieval_null,
-    retrieval_per_query,
     score_matrix,
 )
+
+
+def retrieval_per_query(scores, correct=None):
+    return retrieval(ranks(scores, correct))
 
 
 @pytest.fixture
@@ -68,11 +72,45 @@ def test_collapsed_space_gets_worst_rank():
 
 
 def test_cosine_and_baseline_adjusted_by_hand():
-    cos = torch.tensor([[[1.0, 0.2, 0.4], [0.0, 0.5, 0.3], [0.6, 0.6, 0.9]]])
-    values = cosine_per_query(cos)
-    assert values["cosine"][0].tolist() == pytest.approx([1.0, 0.5, 0.9])
-    expected = [1.0 - 0.3, 0.5 - 0.15, 0.9 - 0.6]
-    assert values["cosine_adjusted"][0].tolist() == pytest.approx(expected)
+    a, b = 1 / math.sqrt(5), 2 / math.sqrt(5)
+    src = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 2.0]]])
+    tgt = torch.tensor([[[1.0, 0.0], [1.0, 2.0], [0.0, 1.0]]])
+    # raw cosines: [[1, a, 0], [0, b, 1], [a, 1, b]]
+    stats = pair_statistics(prepare(src), prepare(tgt), ["raw"])
+    assert stats.cosine["raw"][0].tolist() == pytest.approx([1.0, b, b])
+    assert stats.baseline["raw"][0].tolist() == pytest.approx([a / 2, 1 / 2, (a + 1) / 2])
+    assert stats.ranks[("raw", "forward")].tolist() == [[1, 2, 2]]
+    assert stats.ranks[("raw", "backward")].tolist() == [[1, 2, 2]]
+
+
+def test_duplicates_in_the_blockwise_engine():
+    vectors = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    texts = ["same", "same", "other"]
+    stats = pair_statistics(prepare(vectors, texts), prepare(vectors, texts), ["raw"])
+    assert stats.ranks[("raw", "forward")].tolist() == [[1, 1, 1]]
+    assert stats.ranks[("raw", "backward")].tolist() == [[1, 1, 1]]
+    # the baseline leaves the duplicate out: sentence 0 is compared with sentence 2 only
+    assert stats.baseline["raw"][0].tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3000, 2**30])
+def test_blockwise_engine_matches_whole_matrices(vectors, block_bytes):
+    """Row blocks (down to one row), two passes and the closed-form raw cosines give exactly
+    the ranks of whole score matrices, in both directions, duplicates included."""
+    src = vectors + 3.0  # a shared offset, as in real models
+    tgt = vectors + 0.8 * torch.randn_like(vectors) + 3.0
+    texts = [f"s{i % 50}" for i in range(60)]  # ten duplicated sentences
+    stats = pair_statistics(prepare(src, texts), prepare(tgt, texts), NORMALISATIONS,
+                            permutations=5, block_bytes=block_bytes)
+    correct = equivalence(texts)
+    for name in NORMALISATIONS:
+        whole = score_matrix(src, tgt, name)
+        assert torch.equal(stats.ranks[(name, "forward")], ranks(whole, correct)), name
+        assert torch.equal(stats.ranks[(name, "backward")],
+                           ranks(whole.transpose(-1, -2), correct)), name
+    direct = torch.nn.functional.cosine_similarity(src, tgt, dim=-1)
+    assert torch.allclose(stats.cosine["raw"], direct, atol=1e-5)
+    assert stats.null["centered"].shape == (3, 5)
 
 
 def test_csls_and_margin_by_hand():
@@ -114,9 +152,10 @@ def test_bootstrap_interval_contains_the_estimate(vectors):
 def test_nulls():
     assert retrieval_null(4) == {"p@1": 0.25, "r@5": 1.0, "r@10": 1.0,
                                  "mrr": pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)}
-    cos = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
-    mean, high = cosine_null(cos, permutations=400)["cosine"]
-    assert 0.3 < float(mean[0]) < 0.7 and float(high[0]) == 1.0  # identity or swap, equally likely
+    pair = prepare(torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))  # raw cosines: the identity
+    null = pair_statistics(pair, pair, ["raw"], permutations=400).null["raw"][0]
+    assert all(min(abs(v), abs(v - 1)) < 1e-6 for v in null.tolist())  # identity or swap
+    assert 0.3 < float(null.mean()) < 0.7
 
 
 def test_cka_self_is_one_and_invariant_to_orthogonal_maps(vectors):
