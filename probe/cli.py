@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import re
 import sys
-import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from . import report
-from .analysis import AnalysisConfig, analyse, peak_layers
-from .data import load_parallel, named_datasets
+from .analysis import AnalysisConfig
+from .data import named_datasets
 from .errors import DataError, ProbeError
-from .extract import POOLINGS, SPANS, ExtractionConfig, Extractor
+from .extract import POOLINGS, SPANS, ExtractionConfig
 from .languages import canonical
-from .metrics import NORMALISATIONS, linear_cka
-from .models import DEFAULT_MODEL, PACKAGED, atomic_write_text, load_model
-from .projection import METHODS, project
-from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
-from .store import ActivationStore
+from .metrics import NORMALISATIONS
+from .models import DEFAULT_MODEL, PACKAGED
+from .pipeline import RunRequest, execute
+from .projection import METHODS
+from .runs import RunResults, build_report, model_cka, read_run, run_figures, versions, write_run
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -127,10 +122,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
-
-
 def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
     """Centered P@1 per layer, pivot <-> X (both directions averaged), as a text table."""
     rows = table[(table.metric == "p@1") & (table.normalisation == "centered")].copy()
@@ -148,67 +139,29 @@ def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    config = ExtractionConfig(poolings=tuple(args.pooling), layers=args.layers,
-                              template=args.template, span=args.span, max_length=args.max_length)
-    analysis_config = AnalysisConfig(
-        pivot=None if args.all_pairs else canonical(args.pivot, "--pivot"),
-        normalisations=tuple(args.normalisations), bootstrap=args.bootstrap, seed=args.seed)
-    languages = args.languages.split(",") if args.languages else None
-    corpus = load_parallel(args.data).select(languages, args.limit)
-    pivot = analysis_config.pivot
-    if pivot is not None and pivot not in corpus.languages:
-        raise DataError(f"pivot {pivot} is not among the selected languages "
-                        f"({', '.join(corpus.languages)}); add it or pass --all-pairs")
-    loaded = load_model(args.model, args.adapter, args.device, args.dtype, args.trust_remote_code)
-    extractor = Extractor(loaded, config)
-    timings["load_model"] = time.perf_counter() - clock
-    store = ActivationStore(args.store or args.output / "store")
-    clock = time.perf_counter()
-    acts = store.extract(extractor, corpus, batch_size=args.batch_size, progress=not args.no_progress)
-    timings["extract"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    device = next(loaded.model.parameters()).device.type  # analyse where the model ran
-    analysis = analyse(acts, loaded.name, dataclasses.replace(analysis_config, device=device))
-    timings["analyse"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    layer = args.projection_layer
-    if layer is None:
-        layer = int(peak_layers(analysis.table).groupby("layer").size().idxmax())
-    projection = (project(acts, layer, args.projection) if args.projection != "none"
-                  else pd.DataFrame())
-    timings["project"] = time.perf_counter() - clock
-    run_dir = args.output / (args.name or _slug(f"{loaded.name}-{corpus.name}-{acts.key[:8]}"))
-    manifest = {
-        "command": ["layer-analysis", *sys.argv[1:]],
-        "model": {"name": loaded.name, "identity": loaded.identity,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
-        "data": {"name": corpus.name, "fingerprint": corpus.fingerprint(),
-                 "languages": corpus.languages, "sides": {k: len(s.sentences)
-                                                          for k, s in corpus.sides.items()}},
-        "extraction": {**asdict(config), "layers": extractor.layers,
-                       "batch_size": args.batch_size, **acts.manifest.get("extraction", {})},
-        "analysis": {**asdict(analysis_config), "projection": args.projection,
-                     "projection_layer": layer},
-        "activations": str(acts.directory.resolve()),
-        "cached": acts.cached,
-        "versions": versions(),
-        "timings_s": {k: round(v, 3) for k, v in timings.items()},
-    }
-    write_run(run_dir, manifest, analysis.table, analysis.cka, projection)
-    results = read_run(run_dir)
-    clock = time.perf_counter()
-    paths = build_report(results, run_figures(results), f"{loaded.name} on {corpus.name}",
-                         static=not args.no_static)
-    manifest["timings_s"]["report"] = round(time.perf_counter() - clock, 3)
-    atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    source = "loaded from cache" if acts.cached else f"extracted in {timings['extract']:.1f} s"
-    print(f"\n{loaded.name} on {corpus.name}: {len(corpus.sides)} languages x "
-          f"{len(next(iter(corpus.sides.values())).sentences)} sentences, "
-          f"{len(acts.layers)} layers, {source}")
-    _print_table(analysis.table, pivot)
-    print(f"\nrun:         {run_dir}\nreport:      {paths[0]}\nactivations: {acts.directory}")
+    request = RunRequest(
+        model=args.model, adapter=args.adapter, data=args.data,
+        languages=args.languages.split(",") if args.languages else None, limit=args.limit,
+        extraction=ExtractionConfig(poolings=tuple(args.pooling), layers=args.layers,
+                                    template=args.template, span=args.span,
+                                    max_length=args.max_length),
+        analysis=AnalysisConfig(pivot=None if args.all_pairs else canonical(args.pivot, "--pivot"),
+                                normalisations=tuple(args.normalisations),
+                                bootstrap=args.bootstrap, seed=args.seed),
+        projection=args.projection, projection_layer=args.projection_layer, device=args.device,
+        dtype=args.dtype, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+        output=args.output, name=args.name, store=args.store, static=not args.no_static,
+        progress_bars=not args.no_progress)
+    outcome = execute(request, ["layer-analysis", *sys.argv[1:]])
+    manifest = outcome.results.manifest
+    name = manifest["model"]["name"]
+    source = ("loaded from cache" if outcome.cached
+              else f"extracted in {manifest['timings_s']['extract']:.1f} s")
+    print(f"\n{name} on {manifest['data']['name']}: {len(manifest['data']['sides'])} languages x "
+          f"{outcome.sentences} sentences, {len(manifest['extraction']['layers'])} layers, {source}")
+    _print_table(outcome.results.table, request.analysis.pivot)
+    print(f"\nrun:         {outcome.results.directory}\nreport:      {outcome.report[0]}\n"
+          f"activations: {outcome.activations}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -246,26 +199,6 @@ def cmd_compare(args: argparse.Namespace) -> None:
     paths = build_report(merged, figures, "comparison: " + " vs ".join(names),
                          static=not args.no_static)
     print("\n".join(str(p) for p in paths))
-
-
-def model_cka(runs: list[RunResults]) -> pd.DataFrame:
-    """Linear CKA between the first run's model and each other, layer x layer, on the pivot side."""
-    store = ActivationStore(".")
-    acts = [store.load(Path(r.manifest["activations"])) for r in runs]
-    side = next(iter(acts[0].manifest["sides"]))
-    pivot = runs[0].manifest["analysis"].get("pivot")
-    if pivot:
-        side = next((k for k in acts[0].manifest["sides"] if k.startswith(pivot)), side)
-    base = acts[0].get(side)
-    rows = []
-    for run, other in zip(runs[1:], acts[1:], strict=True):
-        matrix = linear_cka(base, other.get(side))
-        rows += [{"layer_a": f"{runs[0].manifest['model']['name']} L{la}",
-                  "layer_b": f"{run.manifest['model']['name']} L{lb}", "value": float(matrix[i, j])}
-                 for i, la in enumerate(acts[0].layers) for j, lb in enumerate(other.layers)]
-    frame = pd.DataFrame(rows)
-    frame.attrs.update(x="other model's layer", y="first model's layer")
-    return frame
 
 
 def cmd_list_models(_args: argparse.Namespace) -> None:

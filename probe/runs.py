@@ -23,7 +23,9 @@ import pandas as pd
 from . import report
 from .analysis import peak_layers
 from .errors import DataError, StoreError
+from .metrics import linear_cka
 from .models import atomic_write_text
+from .store import Activations, ActivationStore
 
 MANIFEST = "manifest.json"
 RESULTS = "results.parquet"
@@ -99,6 +101,37 @@ def _optional_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     if path.exists() and path.stat().st_size <= 1:
         return pd.DataFrame()
     return pd.read_csv(path, **kwargs)
+
+
+def load_activations(results: RunResults) -> Activations:
+    """The stored activations a run was computed from (a clear error if they are gone)."""
+    path = results.manifest.get("activations")
+    if not path:
+        raise StoreError(f"{results.directory} records no activations (a comparison run?)")
+    return ActivationStore(Path(path).parent).load(Path(path))
+
+
+def model_cka(runs: list[RunResults]) -> pd.DataFrame:
+    """Linear CKA between the first run's model and each other, layer x layer, on the pivot side
+    (the runs must share their sentences)."""
+    acts = [load_activations(r) for r in runs]
+    side = next(iter(acts[0].manifest["sides"]))
+    pivot = runs[0].manifest["analysis"].get("pivot")
+    if pivot:
+        side = next((k for k in acts[0].manifest["sides"] if k.startswith(pivot)), side)
+    base = acts[0].get(side)
+    first = runs[0].manifest["model"]["name"]
+    rows = []
+    for run, other in zip(runs[1:], acts[1:], strict=True):
+        if side not in other.vectors:
+            raise DataError(f"{run.directory} has no {side}; model CKA needs the same sentences")
+        matrix = linear_cka(base, other.get(side))
+        rows += [{"layer_a": f"{first} L{la}", "layer_b": f"{run.manifest['model']['name']} L{lb}",
+                  "value": float(matrix[i, j])}
+                 for i, la in enumerate(acts[0].layers) for j, lb in enumerate(other.layers)]
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(x="other model's layer", y="first model's layer")
+    return frame
 
 
 def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "centered"

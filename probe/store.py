@@ -94,8 +94,10 @@ class ActivationStore:
         chunk_size: int = 512,
         progress: bool = True,
         on_chunk: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
     ) -> Activations:
-        """Load the activations of ``corpus`` if stored, else compute what is missing and store."""
+        """Load the activations of ``corpus`` if stored, else compute what is missing and store.
+        ``on_chunk(number)`` follows every chunk written, ``on_batch(done, total)`` every batch."""
         key, inputs = cache_key(extractor, corpus)
         directory = self.directory(key)
         manifest_path = directory / MANIFEST
@@ -128,6 +130,8 @@ class ActivationStore:
                 buffer_idx += chosen
                 buffer_states.append(states)
                 bar.update(len(chosen))
+                if on_batch is not None:
+                    on_batch(bar.n, len(sentences))
                 if len(buffer_idx) >= chunk_size or len(done) + len(buffer_idx) == len(sentences):
                     lengths = torch.tensor([len(encoded.input_ids[i]) for i in buffer_idx])
                     _save_atomic(

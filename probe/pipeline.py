@@ -1,0 +1,137 @@
+"""One analysis run from request to run directory: load, extract (cached), analyse, project,
+write tables and the report. Shared by ``layer-analysis run`` and the dashboard's New run page."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .analysis import AnalysisConfig, analyse, peak_layers
+from .data import load_parallel
+from .errors import DataError
+from .extract import ExtractionConfig, Extractor
+from .models import DEFAULT_MODEL, atomic_write_text, load_model
+from .projection import project
+from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
+from .store import ActivationStore
+
+Progress = Callable[[str, float], None]
+"""Called with what is happening and the fraction of the run done (0..1)."""
+
+
+@dataclass
+class RunRequest:
+    """Everything a run needs; the CLI's ``run`` options one to one."""
+
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    data: str = "default"
+    languages: list[str] | None = None
+    limit: int | None = None
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    projection: str = "umap"
+    projection_layer: int | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 32
+    trust_remote_code: bool = False
+    output: Path = Path("runs")
+    name: str | None = None
+    store: Path | None = None
+    static: bool = True
+    progress_bars: bool = True
+
+
+@dataclass
+class RunOutcome:
+    results: RunResults
+    report: list[Path]
+    sentences: int
+    cached: bool
+    activations: Path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
+
+
+def execute(request: RunRequest, command: list[str], progress: Progress | None = None
+            ) -> RunOutcome:
+    """Run the analysis ``request`` describes; ``command`` is recorded in the manifest."""
+    def say(stage: str, done: float) -> None:
+        if progress is not None:
+            progress(stage, done)
+
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    say("loading data", 0.0)
+    corpus = load_parallel(request.data).select(request.languages, request.limit)
+    pivot = request.analysis.pivot
+    if pivot is not None and pivot not in corpus.languages:
+        raise DataError(f"pivot {pivot} is not among the selected languages "
+                        f"({', '.join(corpus.languages)}); add it or analyse all pairs")
+    say(f"loading {request.model}", 0.02)
+    loaded = load_model(request.model, request.adapter, request.device, request.dtype,
+                        request.trust_remote_code)
+    extractor = Extractor(loaded, request.extraction)
+    timings["load_model"] = time.perf_counter() - clock
+    store = ActivationStore(request.store or request.output / "store")
+    clock = time.perf_counter()
+    acts = store.extract(extractor, corpus, batch_size=request.batch_size,
+                         progress=request.progress_bars,
+                         on_batch=lambda done, total: say(
+                             f"extracting: {done}/{total} sentences", 0.05 + 0.8 * done / total))
+    timings["extract"] = time.perf_counter() - clock
+    say("computing metrics", 0.85)
+    clock = time.perf_counter()
+    device = next(loaded.model.parameters()).device.type  # analyse where the model ran
+    config = dataclasses.replace(request.analysis, device=device)
+    analysis = analyse(acts, loaded.name, config)
+    timings["analyse"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    layer = request.projection_layer
+    if layer is None:
+        layer = int(peak_layers(analysis.table).groupby("layer").size().idxmax())
+    if request.projection != "none":
+        say(f"projecting layer {layer} ({request.projection})", 0.9)
+    projection = (project(acts, layer, request.projection) if request.projection != "none"
+                  else pd.DataFrame())
+    timings["project"] = time.perf_counter() - clock
+    run_dir = request.output / (request.name
+                                or _slug(f"{loaded.name}-{corpus.name}-{acts.key[:8]}"))
+    manifest = {
+        "command": command,
+        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
+                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+        "data": {"name": corpus.name, "fingerprint": corpus.fingerprint(),
+                 "languages": corpus.languages, "sides": {k: len(s.sentences)
+                                                          for k, s in corpus.sides.items()}},
+        "extraction": {**asdict(request.extraction), "layers": extractor.layers,
+                       "batch_size": request.batch_size, **acts.manifest.get("extraction", {})},
+        "analysis": {**asdict(config), "projection": request.projection,
+                     "projection_layer": layer},
+        "activations": str(acts.directory.resolve()),
+        "cached": acts.cached,
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    write_run(run_dir, manifest, analysis.table, analysis.cka, projection)
+    results = read_run(run_dir)
+    say("writing the report", 0.95)
+    clock = time.perf_counter()
+    paths = build_report(results, run_figures(results), f"{loaded.name} on {corpus.name}",
+                         static=request.static)
+    manifest["timings_s"]["report"] = round(time.perf_counter() - clock, 3)
+    atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    results.manifest = manifest
+    say("done", 1.0)
+    return RunOutcome(results, paths, len(next(iter(corpus.sides.values())).sentences),
+                      acts.cached, acts.directory)
