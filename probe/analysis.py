@@ -17,12 +17,15 @@ from .errors import DataError
 from .metrics import (
     COSINE_NORMALISATIONS,
     NORMALISATIONS,
+    PairScorer,
     bootstrap_ci,
+    equivalence,
     knn_overlap,
     linear_cka,
     neighbours,
     pair_statistics,
     prepare,
+    ranks,
     retrieval,
     retrieval_null,
 )
@@ -187,3 +190,41 @@ def peak_layers(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "
         raise DataError(f"no {metric} ({normalisation}) values in this table")
     best = rows.loc[rows.groupby(["model", "source", "target"]).value.idxmax()]
     return best[["model", "source", "target", "layer", "value", "ci_low", "ci_high"]]
+
+
+def retrieval_failures(acts: Activations, layer: int, source: str, target: str,
+                       normalisation: str = "centered", pooling: str | None = None
+                       ) -> pd.DataFrame:
+    """Queries of ``source`` whose translation in ``target`` is not retrieved first at ``layer``:
+    the query, its translation, the best-scoring wrong candidate, the two scores, their gap and
+    the translation's rank (worst gap first)."""
+    if layer not in acts.layers:
+        raise DataError(f"layer {layer} was not extracted in this run (layers {acts.layers})")
+    for side in (source, target):
+        if side not in acts.vectors:
+            raise DataError(f"{side} is not in this run ({', '.join(acts.vectors)})")
+    index = acts.layers.index(layer)
+    texts = acts.texts or {}
+    src_texts, tgt_texts = texts.get(source), texts.get(target)
+    one_layer = [prepare(acts.get(side, pooling)[index:index + 1], texts.get(side))
+                 for side in (source, target)]
+    scores = PairScorer(*one_layer, [normalisation]).matrices(0)[normalisation]
+    correct = (equivalence(tgt_texts) if tgt_texts else torch.eye(len(scores), dtype=torch.bool))
+    rank = ranks(scores[None], correct)[0]
+    wrong = scores.masked_fill(correct, float("-inf"))
+    retrieved = wrong.argmax(-1)
+    failed = torch.nonzero(rank > 1).flatten().tolist()
+
+    def text(side_texts: list[str] | None, i: int) -> str:
+        return side_texts[i] if side_texts else f"#{i}"
+
+    rows = [{"query": text(src_texts, i), "translation": text(tgt_texts, i),
+             "retrieved": text(tgt_texts, int(retrieved[i])),
+             "translation_score": float(scores[i, i]),
+             "retrieved_score": float(wrong[i, retrieved[i]]),
+             "gap": float(wrong[i, retrieved[i]] - scores[i, i]), "rank": int(rank[i]),
+             "index": i, "retrieved_index": int(retrieved[i])} for i in failed]
+    frame = pd.DataFrame(rows, columns=["query", "translation", "retrieved", "translation_score",
+                                        "retrieved_score", "gap", "rank", "index",
+                                        "retrieved_index"])
+    return frame.sort_values("gap", ascending=False, ignore_index=True)

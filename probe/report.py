@@ -137,16 +137,28 @@ def find_browser() -> str | None:
     return None
 
 
-def write_static(figures: dict[str, go.Figure], directory: Path,
-                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """PNG/PDF of every figure in one batched kaleido call (one browser start)."""
-    import plotly.io as pio
-
+def _use_browser() -> None:
     browser = find_browser()
     if browser is None:
         raise DataError("PNG/PDF export needs Chrome or Chromium (Debian: apt-get install "
                         "chromium; or set BROWSER_PATH); the HTML report was written")
     os.environ.setdefault("BROWSER_PATH", browser)
+
+
+def figure_image(fig: go.Figure, fmt: str = "png") -> bytes:
+    """One figure as PNG/PDF/SVG bytes (starts the browser once: batch with write_static)."""
+    import plotly.io as pio
+
+    _use_browser()
+    return pio.to_image(fig, format=fmt, width=1000, height=600)
+
+
+def write_static(figures: dict[str, go.Figure], directory: Path,
+                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """PNG/PDF of every figure in one batched kaleido call (one browser start)."""
+    import plotly.io as pio
+
+    _use_browser()
     directory.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".export-"))
     try:

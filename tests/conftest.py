@@ -84,3 +84,25 @@ def shared_data() -> Path:
     if root is None:
         pytest.skip("../shared/data is absent (it only exists beside the project's own checkout)")
     return root
+
+
+@pytest.fixture(scope="session")
+def dashboard_runs(tiny_llama_dir, tmp_path_factory) -> Path:
+    """runs/base and runs/x-de: a tiny model and a LoRA adapter on it, same data."""
+    from peft import LoraConfig, get_peft_model
+
+    from probe.analysis import AnalysisConfig
+    from probe.models import load_model
+    from probe.pipeline import RunRequest, execute
+
+    root = tmp_path_factory.mktemp("dashboard") / "runs"
+    adapter = root.parent / "x-de"
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base.model, lora).save_pretrained(adapter)
+    for name, model in (("base", str(tiny_llama_dir)), ("x-de", str(adapter))):
+        execute(RunRequest(model=model, languages=["en", "de", "zh"], limit=24, device="cpu",
+                           analysis=AnalysisConfig(bootstrap=100, null_permutations=20),
+                           projection="pca", output=root, name=name, static=False,
+                           progress_bars=False), ["test"])
+    return root

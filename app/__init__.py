@@ -1,0 +1,1 @@
+"""The Streamlit dashboard over layer-analysis runs: ``streamlit run app``."""

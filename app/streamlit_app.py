@@ -1,0 +1,34 @@
+"""layer-analysis dashboard: ``streamlit run app`` (listens on 127.0.0.1, see .streamlit/)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.dashboard import discover_runs, run_label, runs_root
+
+st.set_page_config(page_title="layer-analysis", page_icon=":material/stacked_line_chart:",
+                   layout="wide")
+
+with st.sidebar:
+    st.text_input("Runs directory", value=str(runs_root()), key="runs_root",
+                  help="where `layer-analysis run --output` wrote its runs")
+    found = [str(p) for p in discover_runs(runs_root())]
+    chosen = [p for p in st.session_state.get("selected_runs", []) if p in found]
+    pending = st.session_state.pop("pending_select", None)  # a run the New run page finished
+    if pending in found and pending not in chosen:
+        chosen.insert(0, pending)
+    st.session_state["selected_runs"] = chosen or found[:1]
+    st.multiselect("Runs shown", found, key="selected_runs", format_func=run_label,
+                   help="the runs the pages work on; Compare uses all of them")
+    if not found:
+        st.caption(f"No finished runs under `{runs_root()}` yet.")
+
+pages = [
+    st.Page("views/runs.py", title="Runs", icon=":material/folder_open:", default=True),
+    st.Page("views/overview.py", title="Overview", icon=":material/grid_on:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("views/neighbours.py", title="Neighbours", icon=":material/join_inner:"),
+    st.Page("views/projection.py", title="Projection", icon=":material/scatter_plot:"),
+    st.Page("views/new_run.py", title="New run", icon=":material/play_arrow:"),
+]
+st.navigation(pages).run()

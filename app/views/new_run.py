@@ -1,0 +1,97 @@
+"""New run: start an analysis on a packaged (or local) model and a data set, with a progress
+bar; the finished run is selected in the sidebar."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from app.dashboard import guarded, run_label, runs_root
+from probe.analysis import AnalysisConfig
+from probe.data import load_parallel, named_datasets
+from probe.errors import ProbeError
+from probe.extract import POOLINGS, ExtractionConfig
+from probe.languages import ENGLISH
+from probe.metrics import NORMALISATIONS
+from probe.models import DEFAULT_MODEL, PACKAGED
+from probe.pipeline import RunRequest, execute
+from probe.projection import METHODS
+
+OTHER = "other…"
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def languages_of(data: str) -> list[str]:
+    return load_parallel(data).languages
+
+
+def page() -> None:
+    st.title("New run")
+    models = list(PACKAGED)
+    model = st.selectbox("Model", [*models, OTHER], index=models.index(DEFAULT_MODEL),
+                         key="new-model", help="packaged models work offline; converted once")
+    if model == OTHER:
+        model = st.text_input("Model directory, .gguf file, Hub id or PEFT adapter directory",
+                              key="new-model-path").strip()
+    adapter = st.text_input("PEFT adapter directory (optional)", key="new-adapter").strip() or None
+    available = [name for name, (where, _) in named_datasets().items() if where is not None]
+    data = st.selectbox("Data", [*available, OTHER], key="new-data")
+    if data == OTHER:
+        data = st.text_input("Directory of <language>.txt files, .tsv or .jsonl file",
+                             key="new-data-path").strip()
+    if not model or not data:
+        st.info("Name a model and a data set.")
+        return
+    try:
+        found = languages_of(data)
+    except ProbeError as exc:
+        st.error(str(exc))
+        return
+    default = ([ENGLISH] if ENGLISH in found else []) + [c for c in found if c != ENGLISH][:7]
+    languages = st.multiselect("Languages", found, default=default, key="new-languages")
+    left, middle, right = st.columns(3)
+    limit = left.number_input("Sentences per language (0 = all)", 0, 100_000, 100, step=50,
+                              key="new-limit")
+    pooling = middle.selectbox("Pooling", POOLINGS, key="new-pooling")
+    projection = right.selectbox("Projection", [*METHODS, "none"], index=1, key="new-projection")
+    all_pairs = left.checkbox("All language pairs", key="new-all-pairs")
+    pivot = middle.selectbox("Pivot", languages or [ENGLISH], disabled=all_pairs,
+                             index=languages.index(ENGLISH) if ENGLISH in languages else 0,
+                             key="new-pivot")
+    normalisations = right.multiselect("Normalisations", NORMALISATIONS,
+                                       default=list(NORMALISATIONS), key="new-norms")
+    name = st.text_input("Run name (optional)", key="new-name").strip() or None
+    static = st.checkbox("Also export PNG and PDF figures", key="new-static")
+    if not st.button("Start", type="primary", key="new-start"):
+        _show_last()
+        return
+    if len(languages) < 2 or not normalisations:
+        st.error("Choose at least two languages and one normalisation.")
+        return
+    request = RunRequest(
+        model=model, adapter=adapter, data=data, languages=languages, limit=limit or None,
+        extraction=ExtractionConfig(poolings=(pooling,)),
+        analysis=AnalysisConfig(pivot=None if all_pairs else pivot,
+                                normalisations=tuple(normalisations)),
+        projection=projection, output=runs_root(), name=name, static=static,
+        progress_bars=False)
+    bar = st.progress(0.0, text="starting")
+    started = time.perf_counter()
+    outcome = execute(request, ["dashboard", "new run"],
+                      progress=lambda stage, done: bar.progress(min(done, 1.0), text=stage))
+    path = str(outcome.results.directory)
+    st.session_state["pending_select"] = path
+    st.session_state["last_run"] = (path, time.perf_counter() - started)
+    st.rerun()
+
+
+def _show_last() -> None:
+    last = st.session_state.get("last_run")
+    if last:
+        path, seconds = last
+        st.success(f"Finished {run_label(path)} in {seconds:.0f} s; it is selected in the "
+                   "sidebar — see **Overview**.")
+
+
+guarded(page)

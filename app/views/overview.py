@@ -1,0 +1,48 @@
+"""Overview: languages x layers heatmap, curves with CI bands and chance, peak layers."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app.dashboard import guarded, pick_run, short, show_figure, show_table
+from probe import report
+from probe.analysis import peak_layers
+from probe.report import METRIC_NAMES
+
+
+def page() -> None:
+    st.title("Overview")
+    results = pick_run("overview-run")
+    if results is None:
+        return
+    table = results.table
+    metrics = [m for m in METRIC_NAMES if m in set(table.metric)]
+    metrics += sorted(m for m in set(table.metric) if m.startswith("mutual_knn"))
+    left, middle, right = st.columns(3)
+    metric = left.selectbox("Metric", metrics, format_func=lambda m: METRIC_NAMES.get(m, m),
+                            key="overview-metric")
+    normalisations = sorted(set(table[table.metric == metric].normalisation),
+                            key=lambda n: (n != "centered", n))
+    normalisation = middle.selectbox("Normalisation", normalisations, key="overview-norm")
+    pivot = results.manifest.get("analysis", {}).get("pivot")
+    directions = ["both", f"{pivot[:3]} → X", f"X → {pivot[:3]}"] if pivot else ["all"]
+    direction = right.selectbox("Direction", directions, key="overview-direction",
+                                disabled=not pivot)
+    rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
+    if direction.endswith("→ X"):
+        rows = rows[rows.source.str.startswith(pivot)]
+    elif direction.startswith("X →"):
+        rows = rows[rows.target.str.startswith(pivot)]
+
+    show_figure(report.heatmap(rows, metric, normalisation), f"heatmap-{metric}-{normalisation}")
+    show_figure(report.curves(rows, metric, normalisation), f"curves-{metric}-{normalisation}")
+
+    st.subheader("Peak layer per language pair")
+    peaks = peak_layers(rows, metric, normalisation)
+    peaks = peaks.assign(source=peaks.source.map(short), target=peaks.target.map(short))
+    show_table(peaks.drop(columns="model").round(3), f"peaks-{metric}-{normalisation}")
+    with st.expander("All values of this metric"):
+        show_table(rows, f"values-{metric}-{normalisation}")
+
+
+guarded(page)

@@ -1,0 +1,181 @@
+"""The dashboard, driven headless with streamlit's AppTest on runs of a tiny model."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.dashboard import extract_archive
+from probe.errors import StoreError
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
+
+
+def app(root: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("LAYER_ANALYSIS_RUNS", str(root))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+
+
+def select_all_runs(at: AppTest) -> None:
+    picker = at.sidebar.multiselect[0]
+    picker.set_value(picker.options).run()
+
+
+def test_runs_page_lists_runs_and_manifests(dashboard_runs, monkeypatch):
+    at = app(dashboard_runs, monkeypatch)
+    assert at.title[0].value == "Runs"
+    listed = at.dataframe[0].value
+    assert set(listed.run) == {"base", "x-de"}
+    assert len(at.sidebar.multiselect[0].value) == 1  # the newest run, by default
+    select_all_runs(at)
+    assert len(at.json) == 2  # one manifest per selected run
+    names = [json.loads(j.proto.body)["model"]["name"] for j in at.json]
+    assert any(name.endswith("+x-de") for name in names)  # base model + adapter
+
+
+def test_overview_widgets_change_the_figures(dashboard_runs, monkeypatch):
+    at = goto(app(dashboard_runs, monkeypatch), "overview")
+    heatmap, curves = charts(at)[:2]
+    assert heatmap["layout"]["title"]["text"] == "P@1 per layer (centered)"
+    assert any(t.get("name") == "chance (random pairs)" for t in curves["data"])
+    at.selectbox(key="overview-metric").set_value("mrr").run()
+    at.selectbox(key="overview-norm").set_value("csls").run()
+    assert charts(at)[0]["layout"]["title"]["text"] == "MRR per layer (csls)"
+    both = len(charts(at)[0]["data"][0]["y"])
+    direction = at.selectbox(key="overview-direction")
+    direction.select(direction.options[1]).run()  # eng -> X only
+    assert len(charts(at)[0]["data"][0]["y"]) == both // 2
+    peaks = at.dataframe[0].value
+    assert {"source", "target", "layer", "value"} <= set(peaks.columns)
+    assert len(at.get("download_button")) >= 3
+
+
+def test_compare_base_and_adapter(dashboard_runs, monkeypatch):
+    at = app(dashboard_runs, monkeypatch)
+    select_all_runs(at)
+    goto(at, "compare")
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert any("by model" in t for t in titles)
+    assert any("model minus" in t for t in titles)
+    assert any("and the other models" in t for t in titles)  # model x model CKA
+    base = at.selectbox(key="compare-base")
+    other = next(name for name in base.options if name != base.value)
+    base.set_value(other).run()
+    assert any(f"minus {other}" in c["layout"]["title"]["text"] for c in charts(at))
+
+
+def test_neighbours_show_failed_queries(dashboard_runs, monkeypatch):
+    at = goto(app(dashboard_runs, monkeypatch), "neighbours")
+    failures = at.dataframe[0].value
+    assert list(failures.columns)[:6] == ["query", "translation", "retrieved",
+                                          "translation_score", "retrieved_score", "gap"]
+    assert (failures["rank"] > 1).all() and (failures.gap >= 0).all()
+    assert (failures["query"].str.len() > 0).all()  # sentences, not indices
+    inspect = at.selectbox(key="neighbours-row")
+    inspect.select(len(failures) - 1).run()
+    assert f"**Query** (eng_Latn): {failures['query'].iloc[-1]}" in at.markdown[1].value
+    assert "Retrieved instead" in at.markdown[1].value
+    summary = at.markdown[0].value
+    slider = at.select_slider(key="neighbours-layer")
+    other = next(layer for layer in slider.options if int(layer) != slider.value)
+    slider.set_value(int(other)).run()
+    assert at.markdown[0].value != summary and f"layer {other}" in at.markdown[0].value
+
+
+def test_projection_layer_method_and_languages(dashboard_runs, monkeypatch):
+    at = goto(app(dashboard_runs, monkeypatch), "projection")
+    scatter = charts(at)[0]
+    assert len(scatter["data"]) == 3  # one trace per language
+    assert all(t["text"] for t in scatter["data"])  # the sentence on hover
+    at.select_slider(key="projection-layer").set_value(1).run()
+    assert "layer 1" in charts(at)[0]["layout"]["title"]["text"]
+    at.multiselect(key="projection-languages").set_value(["deu_Latn"]).run()
+    assert len(charts(at)[0]["data"]) == 1
+
+
+def test_new_run_from_the_page(dashboard_runs, monkeypatch, tiny_llama_dir, tmp_path):
+    root = tmp_path / "fresh"
+    at = app(root, monkeypatch)
+    assert "does not exist" in at.warning[0].value
+    goto(at, "new_run")
+    at.selectbox(key="new-model").set_value("other…").run()
+    at.text_input(key="new-model-path").input(str(tiny_llama_dir)).run()
+    at.multiselect(key="new-languages").set_value(["eng_Latn", "fra_Latn"]).run()
+    at.number_input(key="new-limit").set_value(8).run()
+    at.selectbox(key="new-projection").set_value("none").run()
+    at.text_input(key="new-name").input("from-ui").run()
+    at.button(key="new-start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert (root / "from-ui" / "results.parquet").exists()
+    assert "Finished from-ui" in at.success[0].value
+    assert at.sidebar.multiselect[0].value == [str(root / "from-ui")]
+
+
+def test_new_run_error_is_a_message(dashboard_runs, monkeypatch, tmp_path):
+    at = goto(app(tmp_path, monkeypatch), "new_run")
+    at.selectbox(key="new-model").set_value("other…").run()
+    at.text_input(key="new-model-path").input(str(tmp_path / "no-such-model")).run()
+    at.multiselect(key="new-languages").set_value(["eng_Latn", "fra_Latn"]).run()
+    at.button(key="new-start").click().run()
+    assert not at.exception
+    assert "no-such-model" in at.error[0].value
+
+
+def test_corrupt_and_missing_runs_show_messages(dashboard_runs, monkeypatch, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(dashboard_runs / "base", root / "broken")
+    (root / "broken" / "manifest.json").write_text("{not json")
+    at = app(root, monkeypatch)
+    assert not at.exception
+    assert any("not valid JSON" in e.value for e in at.error)
+    shutil.copytree(dashboard_runs / "x-de", root / "gone")
+    (root / "gone" / "results.parquet").write_bytes(b"garbage")
+    at = app(root, monkeypatch)
+    assert any("no readable results" in e.value for e in at.error)
+    at.sidebar.multiselect[0].set_value([str(root / "gone")]).run()
+    at.switch_page("views/overview.py").run()
+    assert not at.exception and any("no readable results" in e.value for e in at.error)
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_upload_archive(dashboard_runs, tmp_path):
+    run_dir = dashboard_runs / "base"
+    files = {f"base/{p.name}": p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    run = extract_archive(_zip(files), "base.zip", tmp_path)
+    assert (run / "results.parquet").exists() and run.is_relative_to(tmp_path / "uploaded")
+    with pytest.raises(StoreError, match="exists already"):
+        extract_archive(_zip(files), "base.zip", tmp_path)
+    with pytest.raises(StoreError, match="outside the run directory"):
+        extract_archive(_zip({"../evil.txt": b"x"}), "evil.zip", tmp_path)
+    assert not (tmp_path / "evil.txt").exists()
+    with pytest.raises(StoreError, match="neither a zip nor a tar"):
+        extract_archive(b"plain bytes", "junk.zip", tmp_path)
+    with pytest.raises(StoreError, match=r"no manifest\.json"):
+        extract_archive(_zip({"notes.txt": b"hello"}), "notes.zip", tmp_path)
