@@ -49,3 +49,4 @@ def test_static_export_batches_png_and_pdf(table, tmp_path):
     png = (tmp_path / "heat.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000  # a drawn figure, not a blank page
     assert (tmp_path / "heat.pdf").read_bytes().startswith(b"%PDF")
+    assert report.figure_image(figures["heat"]).startswith(b"\x89PNG")  # the dashboard's button
