@@ -71,6 +71,11 @@ def display_name(code: str) -> str:
     return _LANGUAGES[code][0]
 
 
+def iso639_1(code: str) -> str:
+    """Two-letter code of a canonical code (``zho_Hans`` -> ``zh``), as data files name them."""
+    return _LANGUAGES[code][1]
+
+
 def known_languages() -> dict[str, str]:
     """Canonical code -> English name, for listings."""
     return {code: entry[0] for code, entry in _LANGUAGES.items()}
