@@ -1,0 +1,1 @@
+"""Cross-lingual (CoIT) and multilingual (MuIT) instruction tuning, and evaluation."""

@@ -1,0 +1,117 @@
+"""Training records: Alpaca-format instruction data and English -> X translation pairs, each
+record keeping where it came from; bad records are counted by reason, never silently dropped."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from probe.errors import DataError
+
+from .prompts import translation_instruction
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Alpaca-format example; ``origin`` is ``component:index``."""
+
+    instruction: str
+    input: str
+    output: str
+    origin: str
+
+
+@dataclass
+class Report:
+    """Records kept and rejected per component, rejections by reason."""
+
+    kept: Counter = field(default_factory=Counter)
+    rejected: Counter = field(default_factory=Counter)  # (component, reason) -> count
+
+    def reject(self, component: str, reason: str) -> None:
+        self.rejected[(component, reason)] += 1
+
+    def merge(self, other: Report) -> None:
+        self.kept.update(other.kept)
+        self.rejected.update(other.rejected)
+
+    def lines(self) -> list[str]:
+        out = []
+        for component in sorted({*self.kept, *(c for c, _ in self.rejected)}):
+            bad = {r: n for (c, r), n in self.rejected.items() if c == component}
+            detail = ", ".join(f"{n} {r}" for r, n in sorted(bad.items())) or "none rejected"
+            out.append(f"{component}: {self.kept[component]} kept ({detail})")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"kept": dict(self.kept),
+                "rejected": {f"{c}: {r}": n for (c, r), n in sorted(self.rejected.items())}}
+
+
+def read_alpaca(path: Path, component: str, report: Report, window: slice = slice(None)
+                ) -> list[Record]:
+    """Records of an Alpaca JSON array or JSONL file (``input`` may be missing or null), of the
+    items in ``window`` (file order); ``origin`` holds each item's index in the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 (byte {exc.start})") from None
+    try:
+        if path.suffix == ".jsonl":
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            items = json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path} must hold a JSON array of records (or one record per line)")
+    records = []
+    for i in range(*window.indices(len(items))):
+        item = items[i]
+        if not isinstance(item, dict) or not isinstance(item.get("instruction"), str) \
+                or not isinstance(item.get("output"), str):
+            report.reject(component, "missing instruction/output")
+            continue
+        extra = item.get("input")
+        if extra is not None and not isinstance(extra, str):
+            report.reject(component, "input not text")
+            continue
+        if not item["instruction"].strip():
+            report.reject(component, "empty instruction")
+            continue
+        if not item["output"].strip():
+            report.reject(component, "empty output")
+            continue
+        records.append(Record(item["instruction"], extra or "", item["output"], f"{component}:{i}"))
+    report.kept[component] += len(records)
+    return records
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 (byte {exc.start})") from None
+
+
+def translation_records(sources: list[str], targets: list[str], source: str, target: str,
+                        component: str, report: Report, offset: int = 0) -> list[Record]:
+    """Translation examples from line-aligned text: instruction rotated by line, input = source
+    sentence, output = its translation. Pairs with an empty side are rejected."""
+    if len(sources) != len(targets):
+        raise DataError(f"{component}: {len(sources)} source lines but {len(targets)} targets")
+    records = []
+    for i, (src, tgt) in enumerate(zip(sources, targets, strict=True), start=offset):
+        if not src.strip() or not tgt.strip():
+            report.reject(component, "empty side")
+            continue
+        records.append(Record(translation_instruction(source, target, i), src.strip(),
+                              tgt.strip(), f"{component}:{i}"))
+    report.kept[component] += len(records)
+    return records
