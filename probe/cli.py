@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from train import cli as train_cli
+
 from . import report
 from .analysis import AnalysisConfig
 from .data import named_datasets
@@ -117,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--normalisation", default="centered", choices=NORMALISATIONS)
         p.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
 
+    train_cli.add_parsers(sub)
     sub.add_parser("list-models", help="packaged models that work offline")
     sub.add_parser("list-data", help="named parallel data sets")
     return parser
@@ -217,7 +220,7 @@ def cmd_list_data(_args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-                "list-models": cmd_list_models, "list-data": cmd_list_data}
+                "list-models": cmd_list_models, "list-data": cmd_list_data, **train_cli.HANDLERS}
     try:
         handlers[args.command](args)
     except ProbeError as exc:

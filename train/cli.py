@@ -1,0 +1,169 @@
+"""``layer-analysis train`` and ``layer-analysis evaluate``: CoIT / MuIT recipes or any mixture
+spec, and translation / XQuAD evaluation of a base model, an adapter or a fine-tuned model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from probe.errors import DataError
+from probe.languages import ENGLISH, canonical, iso639_1
+
+from .mixture import parse_spec
+
+RECIPES = ("coit", "muit")
+
+
+def recipe_spec(recipe: str, languages: list[str], instructions: int, translations: int) -> str:
+    """CoIT (one language: x-model) or MuIT (several: m-model) as a mixture spec: English
+    Alpaca, then per language its Alpaca data and English -> language translation pairs."""
+    codes = [canonical(name, "--languages") for name in languages]
+    if recipe == "coit" and len(codes) != 1:
+        raise DataError("CoIT trains an x-model for one language: pass exactly one --languages")
+    if recipe == "muit" and len(codes) < 2:
+        raise DataError("MuIT trains an m-model on several languages: pass two or more")
+    if ENGLISH in codes:
+        raise DataError("English is always in the mixture; list the target languages only")
+    parts = [f"alpaca_en[:{instructions}]"]
+    for code in codes:
+        iso = iso639_1(code)
+        parts += [f"alpaca_{iso}[:{instructions}]", f"translation_en-{iso}[:{translations}]"]
+    return " + ".join(parts)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="cross-lingual (CoIT) or multilingual (MuIT) instruction tuning, LoRA or full",
+        description="Fine-tune a causal LM on instruction + translation data (loss on responses "
+                    "only). Writes OUTPUT/{adapter files or model files, training.json, "
+                    "train_log.jsonl, checkpoints/}; the probe loads OUTPUT directly. Several "
+                    "GPUs: `accelerate launch --config_file train/accelerate/ddp.yaml -m probe.cli "
+                    "train ...` (or torchrun).")
+    what = train.add_argument_group("what to train")
+    what.add_argument("--model", default="smollm2-135m", help="packaged name, directory, Hub id")
+    what.add_argument("--recipe", choices=RECIPES,
+                      help="coit: one language -> x-model; muit: several -> m-model")
+    what.add_argument("--languages", help="target languages, comma-separated (en is implied)")
+    what.add_argument("--instructions", type=int, default=2000,
+                      help="Alpaca records per language (English included)")
+    what.add_argument("--translations", type=int, default=5000,
+                      help="English -> X translation pairs per language")
+    what.add_argument("--mixture", help="a mixture spec instead of a recipe, e.g. "
+                                        "'alpaca_en[:2000] + translation_en-zh[:5000]'")
+    what.add_argument("--output", type=Path, required=True, help="output directory")
+    how = train.add_argument_group("how")
+    how.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    how.add_argument("--lora-r", type=int, default=8)
+    how.add_argument("--lora-alpha", type=int, default=16)
+    how.add_argument("--lora-dropout", type=float, default=0.05)
+    how.add_argument("--lora-targets", help="comma-separated module names (default: every "
+                                            "linear layer of the decoder blocks)")
+    how.add_argument("--epochs", type=float, default=1.0)
+    how.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
+    how.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
+    how.add_argument("--grad-accum", type=int, default=1)
+    how.add_argument("--lr", type=float, help="default 2e-4 with LoRA, 2e-5 full")
+    how.add_argument("--warmup", type=float, default=0.03, help="share of steps warming up")
+    how.add_argument("--max-length", type=int, default=256, help="longer records are reported "
+                                                                 "and left out")
+    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--save-every", type=int, default=100, help="optimizer steps")
+    how.add_argument("--log-every", type=int, default=10)
+    how.add_argument("--device", default="auto", help="auto (CUDA when there is one) or cpu")
+    how.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16")
+    how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    how.add_argument("--no-progress", action="store_true")
+
+    ev = sub.add_parser(
+        "evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="translation (chrF++, spBLEU) or XQuAD (EM, F1) of a model or adapter",
+        description="Greedy decoding with left-padded batches. Translation: English -> each "
+                    "language on FLORES devtest; XQuAD: zero-shot, instruction in the language.")
+    ev.add_argument("--model", default="smollm2-135m",
+                    help="packaged name, directory, Hub id or an adapter/training output directory")
+    ev.add_argument("--task", choices=("translation", "xquad"), default="translation")
+    ev.add_argument("--languages", required=True, help="comma-separated target languages")
+    ev.add_argument("--data", default="flores-devtest", help="parallel data for translation")
+    ev.add_argument("--limit", type=int, default=100, help="sentences / questions per language")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-new-tokens", type=int, help="default 128 (translation), 32 (XQuAD)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--output", type=Path, help="scores JSON (predictions beside it)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .loop import TrainConfig, train
+
+    if bool(args.mixture) == bool(args.recipe):
+        raise DataError("pass either --recipe (with --languages) or --mixture")
+    if args.recipe:
+        if not args.languages:
+            raise DataError(f"--recipe {args.recipe} needs --languages")
+        spec = recipe_spec(args.recipe, args.languages.split(","), args.instructions,
+                           args.translations)
+    else:
+        spec = str(parse_spec(args.mixture))
+    config = TrainConfig(
+        mixture=spec, output=args.output, model=args.model, full=args.full, lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        lora_targets=tuple(args.lora_targets.split(",")) if args.lora_targets else None,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr or (2e-5 if args.full else 2e-4),
+        warmup=args.warmup, max_length=args.max_length, seed=args.seed,
+        save_every=args.save_every, log_every=args.log_every, device=args.device,
+        dtype=args.dtype, resume=args.resume, progress=not args.no_progress)
+    summary = train(config).summary
+    print(f"mixture: {summary['mixture']}")
+    for line in _report_lines(summary):
+        print(f"  {line}")
+    for note in summary["notes"]:
+        print(f"  note: {note}")
+    print(f"{summary['trainable']}: {summary['trainable_parameters']:,} trainable parameters; "
+          f"{summary['steps']} steps in {summary['seconds']:.0f} s, final loss "
+          f"{summary['final_loss']:.3f}, peak memory {summary['peak_memory_gb']:.1f} GB")
+    print(f"output: {args.output}  (probe it: layer-analysis run --model {args.output})")
+
+
+def _report_lines(summary: dict) -> list[str]:
+    kept, rejected = summary["data"]["kept"], summary["data"]["rejected"]
+    lines = []
+    for component, n in kept.items():
+        bad = {k.split(": ", 1)[1]: v for k, v in rejected.items() if k.startswith(component + ":")}
+        detail = ", ".join(f"{v} {k}" for k, v in bad.items()) or "none rejected"
+        lines.append(f"{component}: {n} kept ({detail})")
+    return lines
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from probe.models import load_model
+
+    from .evaluate import evaluate_translation, evaluate_xquad, write_evaluation
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    results = []
+    for language in args.languages.split(","):
+        if args.task == "translation":
+            result = evaluate_translation(loaded, language, args.data, args.limit,
+                                          max_new_tokens=args.max_new_tokens or 128,
+                                          batch_size=args.batch_size)
+            spbleu = result.scores["spbleu"]
+            print(f"{loaded.name} en->{result.scores['target']}: chrF++ "
+                  f"{result.scores['chrf++']:.2f}, spBLEU "
+                  f"{'n/a (no FLORES-200 SentencePiece model here)' if spbleu is None else spbleu}"
+                  f" ({result.scores['sentences']} sentences)")
+        else:
+            result = evaluate_xquad(loaded, language, args.limit,
+                                    max_new_tokens=args.max_new_tokens or 32,
+                                    batch_size=args.batch_size)
+            s = result.scores
+            print(f"{loaded.name} XQuAD-{s['language']}: EM {s['em']:.1f}, F1 {s['f1']:.1f}, "
+                  f"contains {s['contains']:.1f} ({s['questions']} questions)")
+        results.append(result)
+    if args.output:
+        write_evaluation(results, args.output)
+        print(f"scores: {args.output}")
+
+
+HANDLERS = {"train": cmd_train, "evaluate": cmd_evaluate}

@@ -1,0 +1,196 @@
+"""Evaluation: translation on FLORES (greedy, chrF++ always, spBLEU when sacrebleu's FLORES-200
+SentencePiece model is available) and XQuAD zero-shot with the prompt in the target language
+(exact match and F1 with SQuAD v1.1 normalisation, plus x-LLM's substring rule)."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from probe.data import load_parallel, shared_data_root
+from probe.errors import DataError
+from probe.languages import ENGLISH, canonical, iso639_1
+from probe.models import LoadedModel
+
+from .prompts import alpaca_prompt, translation_instruction
+
+# "Answer the question with a short span from the passage.", written for this project.
+XQUAD_INSTRUCTIONS = {
+    "en": "Answer the question with a short span from the passage.",
+    "ar": "أجب عن السؤال بعبارة قصيرة من النص.",
+    "de": "Beantworte die Frage mit einer kurzen Textstelle aus dem Abschnitt.",
+    "el": "Απάντησε στην ερώτηση με ένα σύντομο απόσπασμα από το κείμενο.",
+    "es": "Responde a la pregunta con un fragmento breve del texto.",
+    "hi": "अनुच्छेद से एक छोटे अंश के साथ प्रश्न का उत्तर दीजिए।",
+    "ro": "Răspunde la întrebare cu un fragment scurt din text.",
+    "ru": "Ответь на вопрос коротким фрагментом из текста.",
+    "th": "ตอบคำถามด้วยข้อความสั้น ๆ จากบทความ",
+    "tr": "Soruyu metinden kısa bir bölümle yanıtlayın.",
+    "vi": "Trả lời câu hỏi bằng một đoạn ngắn trong văn bản.",
+    "zh": "请用文章中的一小段文字回答问题。",
+}
+
+
+@torch.no_grad()
+def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
+             batch_size: int = 16) -> list[str]:
+    """Greedy continuations of ``prompts``, batched with left padding (longest first)."""
+    tokenizer, model = loaded.tokenizer, loaded.model.eval()
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True)
+        batch = batch.to(loaded.device)
+        tokens = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
+                                pad_token_id=tokenizer.pad_token_id,
+                                eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(tokens[:, batch["input_ids"].shape[1]:],
+                                       skip_special_tokens=True)
+        for i, text in zip(chosen, texts, strict=True):
+            out[i] = text.strip()
+    return out
+
+
+# --------------------------------------------------------------------------------- scoring
+
+
+def chrf_pp(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus chrF++ (sacrebleu: character 6-grams plus word bigrams)."""
+    from sacrebleu.metrics import CHRF
+
+    return CHRF(word_order=2).corpus_score(hypotheses, [references]).score
+
+
+def spbleu(hypotheses: list[str], references: list[str]) -> float | None:
+    """Corpus BLEU on sacrebleu's FLORES-200 SentencePiece tokens, or None where that model
+    cannot be had (it is downloaded once into ~/.sacrebleu)."""
+    from sacrebleu.metrics import BLEU
+
+    try:
+        return BLEU(tokenize="flores200").corpus_score(hypotheses, [references]).score
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1: lower case, drop punctuation and English articles, squeeze whitespace."""
+    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: list[str]) -> float:
+    return float(max(normalize_answer(prediction) == normalize_answer(a) for a in answers))
+
+
+def f1(prediction: str, answers: list[str]) -> float:
+    """SQuAD v1.1 token F1, best over the gold answers."""
+    def one(gold: str) -> float:
+        pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+        common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+        same = sum(common.values())
+        if same == 0:
+            return 0.0
+        precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+        return 2 * precision * recall / (precision + recall)
+
+    return max(one(a) for a in answers)
+
+
+def contains_answer(prediction: str, answers: list[str]) -> float:
+    """x-LLM's rule: correct when a normalised gold answer occurs in the normalised prediction."""
+    prediction = normalize_answer(prediction)
+    return float(any(normalize_answer(a) and normalize_answer(a) in prediction for a in answers))
+
+
+# ------------------------------------------------------------------------------------ tasks
+
+
+@dataclass
+class Evaluation:
+    scores: dict
+    predictions: list[dict]
+
+
+def evaluate_translation(loaded: LoadedModel, target: str, data: str = "flores-devtest",
+                         limit: int | None = 100, source: str = ENGLISH,
+                         max_new_tokens: int = 128, batch_size: int = 16) -> Evaluation:
+    """Translate ``limit`` sentences of ``data`` from ``source`` to ``target`` (fixed
+    evaluation instruction) and score them."""
+    src, tgt = canonical(source, "--source"), canonical(target, "--languages")
+    corpus = load_parallel(data).select([src, tgt], limit)
+    sources = next(s for s in corpus.sides.values() if s.language == src).sentences
+    references = next(s for s in corpus.sides.values() if s.language == tgt).sentences
+    instruction = translation_instruction(src, tgt)
+    hypotheses = generate(loaded, [alpaca_prompt(instruction, s) for s in sources],
+                          max_new_tokens, batch_size)
+    hypotheses = [h.split("\n")[0].strip() for h in hypotheses]  # one line per sentence
+    scores = {"task": "translation", "source": src, "target": tgt, "data": corpus.name,
+              "sentences": len(sources), "chrf++": round(chrf_pp(hypotheses, references), 2),
+              "spbleu": spbleu(hypotheses, references)}
+    if scores["spbleu"] is not None:
+        scores["spbleu"] = round(scores["spbleu"], 2)
+    predictions = [{"source": s, "reference": r, "hypothesis": h}
+                   for s, r, h in zip(sources, references, hypotheses, strict=True)]
+    return Evaluation(scores, predictions)
+
+
+def read_xquad(language: str, limit: int | None = None) -> list[dict]:
+    """Questions of XQuAD (``../shared/data/xquad/xquad.<iso>.json``): context, question, answers."""
+    iso = iso639_1(canonical(language, "--languages"))
+    root = shared_data_root()
+    path = root / "xquad" / f"xquad.{iso}.json" if root else None
+    if path is None or not path.is_file():
+        raise DataError(f"XQuAD for {iso} not found (expected ../shared/data/xquad/xquad.{iso}.json)")
+    items = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                items.append({"id": qa["id"], "context": paragraph["context"],
+                              "question": qa["question"],
+                              "answers": [a["text"] for a in qa["answers"]]})
+    return items[:limit]
+
+
+def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
+                   max_new_tokens: int = 32, batch_size: int = 8) -> Evaluation:
+    """Zero-shot XQuAD with the instruction in the question's language."""
+    iso = iso639_1(canonical(language, "--languages"))
+    if iso not in XQUAD_INSTRUCTIONS:
+        raise DataError(f"XQuAD has no {iso}; languages: {', '.join(XQUAD_INSTRUCTIONS)}")
+    items = read_xquad(language, limit)
+    prompts = [alpaca_prompt(XQUAD_INSTRUCTIONS[iso], f"{q['context']}\n\n{q['question']}")
+               for q in items]
+    answers = [a.split("\n")[0].strip() for a in generate(loaded, prompts, max_new_tokens,
+                                                           batch_size)]
+    per = [{"id": q["id"], "question": q["question"], "answers": q["answers"], "prediction": a,
+            "em": exact_match(a, q["answers"]), "f1": f1(a, q["answers"]),
+            "contains": contains_answer(a, q["answers"])} for q, a in zip(items, answers,
+                                                                          strict=True)]
+    n = max(len(per), 1)
+    scores = {"task": "xquad", "language": iso, "questions": len(per),
+              "em": round(100 * sum(p["em"] for p in per) / n, 2),
+              "f1": round(100 * sum(p["f1"] for p in per) / n, 2),
+              "contains": round(100 * sum(p["contains"] for p in per) / n, 2)}
+    return Evaluation(scores, per)
+
+
+def write_evaluation(evaluations: list[Evaluation], path: Path) -> None:
+    """Scores as JSON (predictions beside it as JSONL), each written atomically."""
+    from probe.models import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps([e.scores for e in evaluations], indent=2,
+                                       ensure_ascii=False))
+    lines = [json.dumps({**p, **{k: v for k, v in e.scores.items() if k in ("task", "target",
+                                                                             "language")}},
+                        ensure_ascii=False) for e in evaluations for p in e.predictions]
+    atomic_write_text(path.with_suffix(".predictions.jsonl"), "\n".join(lines) + "\n")
