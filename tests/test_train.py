@@ -13,7 +13,7 @@ import torch
 from probe.cli import main
 from probe.errors import DataError
 from probe.models import load_model
-from train import loop
+from train import evaluate, loop
 from train.cli import recipe_spec
 from train.encode import IGNORE, collate, encode
 from train.loop import ResponseOnlyLM, TrainConfig, lora_targets, train
@@ -205,3 +205,112 @@ def test_train_cli_errors(tmp_path):
     assert main(["train", "--output", str(tmp_path / "o")]) == 2
     assert main(["train", "--recipe", "coit", "--output", str(tmp_path / "o")]) == 2
     assert main(["train", "--mixture", "alpaca_en[:", "--output", str(tmp_path / "o")]) == 2
+
+
+# ------------------------------------------------------------------------------- evaluation
+
+
+def squad_reference(prediction: str, gold: str) -> tuple[float, float]:
+    """The SQuAD v1.1 evaluation script's normalisation, exact match and F1, as published."""
+    import collections
+    import re
+    import string
+
+    def normalize(s: str) -> str:
+        s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", s).split())
+
+    p, g = normalize(prediction).split(), normalize(gold).split()
+    same = sum((collections.Counter(p) & collections.Counter(g)).values())
+    f1_score = 0.0 if same == 0 else 2 * (same / len(p)) * (same / len(g)) / (same / len(p) + same / len(g))
+    return float(normalize(prediction) == normalize(gold)), f1_score
+
+
+def test_scorers_match_sacrebleu_and_the_squad_script():
+    import sacrebleu
+
+    hypotheses = ["The cat sat on the mat.", "Es regnet heute.", "völlig anders"]
+    references = ["The cat is sitting on the mat.", "Es regnet heute.", "ganz und gar anders"]
+    assert evaluate.chrf_pp(hypotheses, references) == pytest.approx(
+        sacrebleu.corpus_chrf(hypotheses, [references], word_order=2).score)
+    assert evaluate.chrf_pp(["Es regnet heute."], ["Es regnet heute."]) == pytest.approx(100)
+    assert evaluate.chrf_pp(["xyz"], ["abc"]) == pytest.approx(0)
+    assert evaluate.spbleu(hypotheses, references) is None or 0 < evaluate.spbleu(
+        hypotheses, references) < 100  # None where the FLORES-200 tokenizer cannot be fetched
+    cases = [("The Eiffel Tower!", ["eiffel tower"], 1.0, 1.0, 1.0),
+             ("in the year 1889", ["1889"], 0.0, 0.5, 1.0),
+             ("Paris", ["London", "paris."], 1.0, 1.0, 1.0),
+             ("a b c d", ["c d e"], 0.0, 2 / 3, 0.0),  # "a" is an article: b c d vs c d e
+             ("nothing", ["1889"], 0.0, 0.0, 0.0)]
+    for prediction, answers, em, f1, contains in cases:
+        assert evaluate.exact_match(prediction, answers) == em
+        assert evaluate.f1(prediction, answers) == pytest.approx(f1)
+        assert evaluate.contains_answer(prediction, answers) == contains
+        reference = [squad_reference(prediction, a) for a in answers]
+        assert (em, pytest.approx(f1)) == (max(r[0] for r in reference), max(r[1] for r in reference))
+
+
+def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llama_dir):
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    prompts = [alpaca_prompt("Translate.", s) for s in
+               ("Hello.", "A much longer sentence about rivers and mountains.", "Yes", "Why not?")]
+    batched = evaluate.generate(loaded, prompts, max_new_tokens=6, batch_size=4)
+    single = [evaluate.generate(loaded, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
+    assert batched == single and any(batched)
+    assert loaded.tokenizer.padding_side == "left"
+
+
+def test_evaluate_cli_writes_scores_and_predictions(tmp_path, tiny_llama_dir, shared_data):
+    out = tmp_path / "eval" / "scores.json"
+    assert main(["evaluate", "--model", str(tiny_llama_dir), "--languages", "de,zh", "--limit", "3",
+                 "--max-new-tokens", "4", "--device", "cpu", "--output", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    assert [s["target"] for s in scores] == ["deu_Latn", "zho_Hans"]
+    assert all(s["sentences"] == 3 and 0 <= s["chrf++"] <= 100 for s in scores)
+    predictions = out.with_suffix(".predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 6 and json.loads(predictions[0])["reference"]
+    xquad = tmp_path / "xquad.json"
+    assert main(["evaluate", "--model", str(tiny_llama_dir), "--task", "xquad", "--languages",
+                 "el", "--limit", "2", "--max-new-tokens", "3", "--device", "cpu", "--output",
+                 str(xquad)]) == 0
+    [s] = json.loads(xquad.read_text())
+    assert s["questions"] == 2 and s["language"] == "el"
+    assert main(["evaluate", "--model", str(tiny_llama_dir), "--task", "xquad", "--languages",
+                 "ja", "--device", "cpu"]) == 2  # XQuAD has no Japanese
+
+
+# ------------------------------------------------------------------------------ multi-process
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_trains_and_saves_once(tmp_path, tiny_llama_dir, memorisable):
+    """The accelerate/torchrun path: two CPU processes (gloo), one adapter, one log."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "probe.cli", "train", "--mixture", str(memorisable), "--model",
+               str(tiny_llama_dir), "--output", str(out), "--batch-size", "2", "--max-steps", "3",
+               "--log-every", "1", "--save-every", "2", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "training.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 3
+    assert [e["step"] for e in log(out)] == [1, 2, 3]  # written by the main process only
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    assert done.stdout.count("trainable parameters") == 1
+    reloaded = load_model(str(out), device="cpu", dtype="float32")
+    assert reloaded.name.endswith("+ddp")
+
+
+def test_shipped_launch_configs_are_valid_accelerate_configs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    launch = Path(__file__).resolve().parents[1] / "train" / "launch"
+    ddp = load_config_from_file(str(launch / "ddp.yaml"))
+    fsdp = load_config_from_file(str(launch / "fsdp.yaml"))
+    assert (ddp.distributed_type.value, fsdp.distributed_type.value) == ("MULTI_GPU", "FSDP")
+    assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"

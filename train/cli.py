@@ -38,7 +38,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Fine-tune a causal LM on instruction + translation data (loss on responses "
                     "only). Writes OUTPUT/{adapter files or model files, training.json, "
                     "train_log.jsonl, checkpoints/}; the probe loads OUTPUT directly. Several "
-                    "GPUs: `accelerate launch --config_file train/accelerate/ddp.yaml -m probe.cli "
+                    "GPUs: `accelerate launch --config_file train/launch/ddp.yaml -m probe.cli "
                     "train ...` (or torchrun).")
     what = train.add_argument_group("what to train")
     what.add_argument("--model", default="smollm2-135m", help="packaged name, directory, Hub id")
@@ -114,7 +114,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         warmup=args.warmup, max_length=args.max_length, seed=args.seed,
         save_every=args.save_every, log_every=args.log_every, device=args.device,
         dtype=args.dtype, resume=args.resume, progress=not args.no_progress)
-    summary = train(config).summary
+    result = train(config)
+    if not result.main_process:
+        return
+    summary = result.summary
     print(f"mixture: {summary['mixture']}")
     for line in _report_lines(summary):
         print(f"  {line}")

@@ -112,6 +112,7 @@ def _latest_checkpoint(output: Path) -> Path | None:
 class TrainResult:
     summary: dict  # what training.json holds
     model: nn.Module  # the trained model (PEFT-wrapped for LoRA), unwrapped from accelerate
+    main_process: bool = True  # False in the other processes of a multi-process run
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -237,7 +238,8 @@ def train(config: TrainConfig) -> TrainResult:
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     _save_final(accelerator, wrapper, loaded.tokenizer, output, config.full, summary)
-    return TrainResult(summary, accelerator.unwrap_model(wrapper).model.eval())
+    return TrainResult(summary, accelerator.unwrap_model(wrapper).model.eval(),
+                       accelerator.is_main_process)
 
 
 def _checkpoint(accelerator, output: Path, step: int, keep: int, settings: dict) -> None:
