@@ -7,9 +7,10 @@ import argparse
 from pathlib import Path
 
 from probe.errors import DataError
-from probe.languages import ENGLISH, canonical, iso639_1
+from probe.languages import ENGLISH, canonical
 
-from .mixture import parse_spec
+from .loop import TrainConfig
+from .mixture import instruction_translation_spec, parse_spec
 
 RECIPES = ("coit", "muit")
 
@@ -24,11 +25,7 @@ def recipe_spec(recipe: str, languages: list[str], instructions: int, translatio
         raise DataError("MuIT trains an m-model on several languages: pass two or more")
     if ENGLISH in codes:
         raise DataError("English is always in the mixture; list the target languages only")
-    parts = [f"alpaca_en[:{instructions}]"]
-    for code in codes:
-        iso = iso639_1(code)
-        parts += [f"alpaca_{iso}[:{instructions}]", f"translation_en-{iso}[:{translations}]"]
-    return " + ".join(parts)
+    return instruction_translation_spec(instructions, dict.fromkeys(codes, translations))
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +49,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--mixture", help="a mixture spec instead of a recipe, e.g. "
                                         "'alpaca_en[:2000] + translation_en-zh[:5000]'")
     what.add_argument("--output", type=Path, required=True, help="output directory")
-    how = train.add_argument_group("how")
+    training_options(train)
+
+    ev = sub.add_parser(
+        "evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="translation (chrF++, spBLEU) or XQuAD (EM, F1) of a model or adapter",
+        description="Greedy decoding with left-padded batches. Translation: English -> each "
+                    "language on FLORES devtest; XQuAD: zero-shot, instruction in the language.")
+    ev.add_argument("--model", default="smollm2-135m",
+                    help="packaged name, directory, Hub id or an adapter/training output directory")
+    ev.add_argument("--task", choices=("translation", "xquad"), default="translation")
+    ev.add_argument("--languages", required=True, help="comma-separated target languages")
+    ev.add_argument("--data", default="flores-devtest", help="parallel data for translation")
+    ev.add_argument("--limit", type=int, default=100, help="sentences / questions per language")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-new-tokens", type=int, help="default 128 (translation), 32 (XQuAD)")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--output", type=Path, help="scores JSON (predictions beside it)")
+
+
+def training_options(parser: argparse.ArgumentParser) -> None:
+    """How to train: shared by ``train`` and ``sweep``."""
+    how = parser.add_argument_group("how")
     how.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     how.add_argument("--lora-r", type=int, default=8)
     how.add_argument("--lora-alpha", type=int, default=16)
@@ -75,26 +94,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     how.add_argument("--no-progress", action="store_true")
 
-    ev = sub.add_parser(
-        "evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="translation (chrF++, spBLEU) or XQuAD (EM, F1) of a model or adapter",
-        description="Greedy decoding with left-padded batches. Translation: English -> each "
-                    "language on FLORES devtest; XQuAD: zero-shot, instruction in the language.")
-    ev.add_argument("--model", default="smollm2-135m",
-                    help="packaged name, directory, Hub id or an adapter/training output directory")
-    ev.add_argument("--task", choices=("translation", "xquad"), default="translation")
-    ev.add_argument("--languages", required=True, help="comma-separated target languages")
-    ev.add_argument("--data", default="flores-devtest", help="parallel data for translation")
-    ev.add_argument("--limit", type=int, default=100, help="sentences / questions per language")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--max-new-tokens", type=int, help="default 128 (translation), 32 (XQuAD)")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--dtype", default="auto")
-    ev.add_argument("--output", type=Path, help="scores JSON (predictions beside it)")
+
+def training_config(args: argparse.Namespace, mixture: str, output: Path) -> TrainConfig:
+    """A TrainConfig from the shared training options."""
+    return TrainConfig(
+        mixture=mixture, output=output, model=args.model, full=args.full, lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        lora_targets=tuple(args.lora_targets.split(",")) if args.lora_targets else None,
+        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr or (2e-5 if args.full else 2e-4),
+        warmup=args.warmup, max_length=args.max_length, seed=args.seed,
+        save_every=args.save_every, log_every=args.log_every, device=args.device,
+        dtype=args.dtype, resume=args.resume, progress=not args.no_progress)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .loop import TrainConfig, train
+    from .loop import train
 
     if bool(args.mixture) == bool(args.recipe):
         raise DataError("pass either --recipe (with --languages) or --mixture")
@@ -105,15 +120,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                            args.translations)
     else:
         spec = str(parse_spec(args.mixture))
-    config = TrainConfig(
-        mixture=spec, output=args.output, model=args.model, full=args.full, lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-        lora_targets=tuple(args.lora_targets.split(",")) if args.lora_targets else None,
-        epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr or (2e-5 if args.full else 2e-4),
-        warmup=args.warmup, max_length=args.max_length, seed=args.seed,
-        save_every=args.save_every, log_every=args.log_every, device=args.device,
-        dtype=args.dtype, resume=args.resume, progress=not args.no_progress)
+    config = training_config(args, spec, args.output)
     result = train(config)
     if not result.main_process:
         return

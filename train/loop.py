@@ -103,7 +103,7 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB on Linux
 
 
-def _latest_checkpoint(output: Path) -> Path | None:
+def latest_checkpoint(output: Path) -> Path | None:
     done = [p for p in (output / CHECKPOINTS).glob("step-*") if (p / STATE).exists()]
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
@@ -124,9 +124,9 @@ def train(config: TrainConfig) -> TrainResult:
     output = config.output
     if (output / "training.json").exists() and not config.resume:
         raise DataError(f"{output} holds a finished training run; choose another --output")
-    if config.resume and _latest_checkpoint(output) is None:
+    if config.resume and latest_checkpoint(output) is None:
         raise DataError(f"--resume: {output} holds no checkpoint to resume from")
-    if not config.resume and _latest_checkpoint(output) is not None:
+    if not config.resume and latest_checkpoint(output) is not None:
         raise DataError(f"{output} holds checkpoints of an unfinished run: pass --resume to "
                         "continue it, or choose another --output")
     loaded = load_model(config.model, device="cpu", dtype="float32")
@@ -165,7 +165,7 @@ def train(config: TrainConfig) -> TrainResult:
                 if k not in ("resume", "progress", "save_every", "keep_checkpoints", "log_every",
                              "output", "device")}
     if config.resume:
-        checkpoint = _latest_checkpoint(output)
+        checkpoint = latest_checkpoint(output)
         saved = json.loads((checkpoint / STATE).read_text())
         changed = {k: (saved["settings"].get(k), v) for k, v in json.loads(
             json.dumps(settings, default=str)).items() if saved["settings"].get(k) != v}

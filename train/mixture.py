@@ -138,6 +138,20 @@ def _load(component: Component, report: Report, notes: list[str]) -> list[Record
     return records
 
 
+def instruction_translation_spec(instructions: int, translations: dict[str, int]) -> str:
+    """English Alpaca, then per language its Alpaca data and its English -> language pairs
+    (left out where 0): the CoIT / MuIT mixture as a spec."""
+    if instructions < 0 or any(n < 0 for n in translations.values()):
+        raise DataError("record counts must be ≥ 0")
+    parts = [f"alpaca_en[:{instructions}]"]
+    for language, n in translations.items():
+        iso = iso639_1(canonical(language, "mixture"))
+        parts.append(f"alpaca_{iso}[:{instructions}]")
+        if n:
+            parts.append(f"translation_en-{iso}[:{n}]")
+    return " + ".join(parts)
+
+
 def build_mixture(spec: MixtureSpec | str, seed: int = 0) -> Mixture:
     """Load every component, then shuffle all records together with ``seed``."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
