@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from train import cli as train_cli
+from train import law_cli
 
 from . import report
 from .analysis import AnalysisConfig
@@ -31,6 +32,13 @@ Probe how a language model aligns languages layer by layer.
   layer-analysis report runs/NAME            # rebuild figures of a finished run
   layer-analysis compare runs/base runs/x-zh # base vs adapters
   layer-analysis list-models | list-data
+
+Train and evaluate x-models (CoIT) and m-models (MuIT), fit the translation-data scaling law:
+  layer-analysis train --recipe coit --languages zh --output out/x-zh
+  layer-analysis train --recipe muit --languages ar,el,hi,tr,vi,zh --output out/m
+  layer-analysis evaluate --model out/x-zh --languages zh
+  layer-analysis sweep --languages el,zh --sizes 0,250,500,1000 --output out/sweep
+  layer-analysis fit-law out/sweep && layer-analysis allocate out/sweep/law/law.json --budget 2000
 """
 
 
@@ -120,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
 
     train_cli.add_parsers(sub)
+    law_cli.add_parsers(sub)
     sub.add_parser("list-models", help="packaged models that work offline")
     sub.add_parser("list-data", help="named parallel data sets")
     return parser
@@ -220,7 +229,8 @@ def cmd_list_data(_args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-                "list-models": cmd_list_models, "list-data": cmd_list_data, **train_cli.HANDLERS}
+                "list-models": cmd_list_models, "list-data": cmd_list_data, **train_cli.HANDLERS,
+                **law_cli.HANDLERS}
     try:
         handlers[args.command](args)
     except ProbeError as exc:

@@ -1,0 +1,164 @@
+"""Scaling law, allocation and sweep: fits recover known parameters, the allocator is optimal
+and respects budget and caps, specs round-trip, bad input fails clearly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probe.cli import main
+from probe.errors import DataError
+from train.allocate import allocate, uniform
+from train.law import FAMILIES, LawFit, compare_families, fit_law
+from train.mixture import build_mixture, instruction_translation_spec, parse_spec
+
+SIMILARITY = {"ell_Grek": 0.3, "hin_Deva": 0.6, "zho_Hans": 0.9}
+SIZES = [0, 250, 500, 1000, 2000, 4000]
+TRUE = {"A": 8.0, "beta": 0.4, "gamma": 1.5}
+BASELINES = {"ell_Grek": 10.0, "hin_Deva": 20.0, "zho_Hans": 30.0}
+
+
+def synthetic(family: str = "log", noise: float = 0.2, seed: int = 0) -> pd.DataFrame:
+    law = LawFit(family, SIMILARITY, float(np.mean(list(SIMILARITY.values()))), TRUE,
+                 dict.fromkeys(TRUE, 0.0), BASELINES, dict.fromkeys(BASELINES, 0.0), 0, 0, 0, 0,
+                 0, [])
+    rng = np.random.default_rng(seed)
+    rows = [{"language": x, "pairs": n, "score": float(law.predict(x, n)) + rng.normal(0, noise)}
+            for x in SIMILARITY for n in SIZES]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_fit_recovers_known_parameters(family):
+    points = synthetic(family)
+    fit = fit_law(list(points.language), list(points.pairs), list(points.score), SIMILARITY,
+                  family)
+    for name, value in TRUE.items():
+        assert abs(fit.params[name] - value) < max(4 * fit.errors[name], 0.05 * value), name
+    for x, b in BASELINES.items():
+        assert fit.baselines[x] == pytest.approx(b, abs=0.6)
+    assert fit.rmse < 0.3 and fit.r2 > 0.99 and fit.loo_rmse < 0.6
+    assert LawFit.from_dict(json.loads(json.dumps(fit.as_dict()))) == fit
+
+
+def test_the_generating_family_wins_the_comparison():
+    for family in ("log", "saturating"):
+        points = synthetic(family, noise=0.1)
+        fits = compare_families(list(points.language), list(points.pairs), list(points.score),
+                                SIMILARITY)
+        assert fits[0].family == family
+        assert [f.aicc for f in fits] == sorted(f.aicc for f in fits)
+
+
+def test_fit_refuses_too_few_points_and_undefined_curves():
+    with pytest.raises(DataError, match="only 5 points"):
+        fit_law(["ell_Grek"] * 2 + ["zho_Hans"] * 3, [0, 100, 0, 100, 200], [1, 2, 3, 4, 5],
+                SIMILARITY)
+    with pytest.raises(DataError, match="fewer than two sizes"):
+        fit_law(["ell_Grek"] * 5 + ["zho_Hans"], [0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 5, 6],
+                SIMILARITY)
+    with pytest.raises(DataError, match="no similarity score"):
+        fit_law(["tur_Latn"] * 5, [0, 1, 2, 3, 4], [1, 2, 3, 4, 5], SIMILARITY)
+    one = fit_law(["ell_Grek"] * 5, [0, 100, 200, 400, 800], [1, 2, 2.5, 3, 3.2], SIMILARITY)
+    assert one.params["gamma"] == 0 and "γ is fixed" in one.notes[0]
+
+
+def constructed_law() -> LawFit:
+    """Saturating law where Chinese (more similar) gains 20 points and Greek 2: uniform wastes
+    pairs on Greek."""
+    similarity = {"ell_Grek": 0.2, "zho_Hans": 0.8}
+    return LawFit("saturating", similarity, 0.5, {"A": 2 * 10 ** 0.5, "beta": 0.5,
+                                                  "gamma": 2 * np.log(10) / 0.6 / 2},
+                  {}, {"ell_Grek": 20.0, "zho_Hans": 10.0}, {}, 0, 0, 0, 0, 0, [])
+
+
+def test_allocation_respects_budget_and_caps_and_beats_uniform():
+    law = constructed_law()
+    best = allocate(law, 2000, {"ell_Grek": 5000, "zho_Hans": 5000}, step=10)
+    even = uniform(law, 2000, {"ell_Grek": 5000, "zho_Hans": 5000})
+    assert sum(best.pairs.values()) <= 2000 and sum(even.pairs.values()) == 2000
+    assert even.pairs == {"ell_Grek": 1000, "zho_Hans": 1000}
+    assert best.value > even.value + 1 and best.pairs["zho_Hans"] > best.pairs["ell_Grek"]
+    grid = [(a, 2000 - a) for a in range(0, 2001, 10)]  # brute force over the same grid
+    brute = max(float(law.predict("ell_Grek", a) + law.predict("zho_Hans", b)) for a, b in grid)
+    assert best.value == pytest.approx(brute)
+    capped = allocate(law, 2000, {"ell_Grek": 5000, "zho_Hans": 300}, step=10)
+    assert capped.pairs["zho_Hans"] <= 300 and sum(capped.pairs.values()) <= 2000
+    assert uniform(law, 2000, {"ell_Grek": 5000, "zho_Hans": 300}).pairs == \
+        {"ell_Grek": 1700, "zho_Hans": 300}
+    fair = allocate(law, 2000, objective="min", step=10)
+    assert fair.value >= uniform(law, 2000, objective="min").value
+    assert fair.value == pytest.approx(max(
+        min(float(law.predict("ell_Grek", a)), float(law.predict("zho_Hans", b)))
+        for a, b in itertools.product(range(0, 2001, 10), repeat=2) if a + b <= 2000))
+    for bad, message in ((dict(budget=-5), "budget must be ≥ 0"),
+                         (dict(budget=10, caps={"ell_Grek": -1}), "caps must be ≥ 0"),
+                         (dict(budget=10, objective="mean"), "unknown objective"),
+                         (dict(budget=10, caps={"tur_Latn": 3}), "not fitted on")):
+        with pytest.raises(DataError, match=message):
+            allocate(law, **bad)
+
+
+def test_written_spec_round_trips_through_the_training_parser(shared_data):
+    spec = instruction_translation_spec(20, {"ell_Grek": 120, "zho_Hans": 0})
+    assert spec == "alpaca_en[:20] + alpaca_el[:20] + translation_en-el[:120] + alpaca_zh[:20]"
+    assert str(parse_spec(spec)) == spec
+    mixture = build_mixture(spec)
+    assert mixture.report.kept == {"alpaca_en": 20, "alpaca_el": 20, "translation_en-el": 120,
+                                   "alpaca_zh": 20}
+
+
+def test_fit_law_and_allocate_cli(tmp_path):
+    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
+    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
+    saved = json.loads((tmp_path / "law" / "law.json").read_text())
+    assert saved["best"] == saved["fits"][0]["family"] and len(saved["fits"]) == 3
+    assert (tmp_path / "law" / "report.html").stat().st_size > 10_000
+    law = str(tmp_path / "law" / "law.json")
+    assert main(["allocate", law, "--budget", "3000", "--caps", "el=200,hi=5000,zh=5000",
+                 "--instructions", "50", "--no-static"]) == 0
+    allocation = json.loads((tmp_path / "law" / "allocation" / "allocation.json").read_text())
+    pairs = {r["language"]: r["pairs"] for r in allocation["allocated"]}
+    assert pairs["ell_Grek"] <= 200 and sum(pairs.values()) <= 3000
+    assert allocation["value"]["allocated"] >= allocation["value"]["uniform"]
+    spec = (tmp_path / "law" / "allocation" / "allocated.spec").read_text().strip()
+    assert str(parse_spec(spec)) == spec and spec.startswith("alpaca_en[:50]")
+    assert main(["allocate", law, "--budget", "-5"]) == 2
+    assert main(["allocate", str(tmp_path / "nope.json"), "--budget", "5"]) == 2
+    points.head(3).rename(columns={"score": "chrf++"}).to_csv(tmp_path / "few.csv", index=False)
+    assert main(["fit-law", str(tmp_path / "few.csv"), "--no-static"]) == 2
+
+
+def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
+    from train.loop import TrainConfig
+    from train.sweep import SweepConfig, point_dir, run_sweep
+
+    def config(**kwargs) -> SweepConfig:
+        template = TrainConfig(mixture="", output=tmp_path, model=str(tiny_llama_dir),
+                               batch_size=4, max_length=1024, device="cpu", progress=False,
+                               save_every=1000)
+        return SweepConfig(**{**dict(languages=["el"], sizes=[6, 0], output=tmp_path / "sweep",
+                                     training=template, instructions=4, eval_sentences=2,
+                                     max_new_tokens=3, similarity_sentences=12), **kwargs})
+
+    table = run_sweep(config(), say=lambda _: None)
+    assert list(table.pairs) == [0, 6] and set(table.language) == {"ell_Grek"}
+    assert table.similarity.between(0, 1).all() and table.similarity.nunique() == 1
+    assert list(table.examples) == [8, 14] and table["train_lr"].eq(2e-4).all()
+    assert {"chrf++", "spbleu", "mixture", "steps", "final_loss"} <= set(table.columns)
+    assert pd.read_csv(tmp_path / "sweep" / "sweep.csv").shape == table.shape
+    done = point_dir(tmp_path / "sweep", "ell_Grek", 6)
+    trained = (done / "training.json").stat().st_mtime_ns
+    (done / "evaluation.json").unlink()  # as if interrupted after training
+    again = run_sweep(config(), say=lambda _: None)
+    assert (done / "training.json").stat().st_mtime_ns == trained  # not retrained
+    assert again["chrf++"].tolist() == table["chrf++"].tolist()
+    with pytest.raises(DataError, match="other settings"):
+        run_sweep(config(instructions=5), say=lambda _: None)
+    with pytest.raises(DataError, match="sizes must be"):
+        config(sizes=[-1])

@@ -1,0 +1,244 @@
+"""``layer-analysis sweep``, ``fit-law`` and ``allocate``: the translation-data scaling law
+and the budgeted MuIT mixture it recommends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from probe import report
+from probe.errors import DataError
+from probe.languages import ENGLISH, canonical, display_name
+from probe.models import atomic_write_text
+
+from .cli import training_config, training_options
+from .law import FAMILIES, LawFit, compare_families
+
+METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_em", "xquad_contains")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}"
+                                         ) from exc
+    if not sizes or min(sizes) < 0:
+        raise argparse.ArgumentTypeError("sizes must be whole numbers ≥ 0")
+    return sizes
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    sweep = sub.add_parser(
+        "sweep", formatter_class=fmt,
+        help="x-models on growing amounts of translation data, each evaluated (resumable)",
+        description="For every language and size: CoIT training on --instructions Alpaca "
+                    "records (English and the language) plus SIZE English -> language pairs, "
+                    "then chrF++ on FLORES devtest (and XQuAD with --xquad). The base model's "
+                    "similarity to English is measured once by the probe. Rerun the same "
+                    "command to resume; OUTPUT/sweep.csv holds the results.")
+    sweep.add_argument("--languages", required=True, help="target languages, comma-separated")
+    sweep.add_argument("--sizes", type=_sizes, default=[0, 250, 500, 1000, 2000, 4000],
+                       help="translation pairs per point, comma-separated")
+    sweep.add_argument("--instructions", type=int, default=100,
+                       help="Alpaca records per language at every point")
+    sweep.add_argument("--model", default="smollm2-135m", help="base model")
+    sweep.add_argument("--output", type=Path, required=True, help="sweep directory")
+    sweep.add_argument("--eval-sentences", type=int, default=50, help="FLORES devtest sentences")
+    sweep.add_argument("--max-new-tokens", type=int, default=100)
+    sweep.add_argument("--xquad", type=int, default=0, help="XQuAD questions per point (0: none)")
+    sweep.add_argument("--similarity-data", default="flores-dev",
+                       help="parallel data for the similarity score")
+    sweep.add_argument("--similarity-sentences", type=int, default=200)
+    training_options(sweep)
+
+    fit = sub.add_parser(
+        "fit-law", formatter_class=fmt,
+        help="fit scaling laws to a sweep and say which family the data support",
+        description="Fits P_L(n) = b_L + A·exp(γ(s_L − s̄))·g(n; β) for g = power, log, "
+                    "saturating (see train/law.py) by least squares; ranks them by AICc and "
+                    "leave-one-out RMSE. Writes DIR/law.json, law.csv and a report.")
+    fit.add_argument("sweep", type=Path, help="sweep directory (or a CSV with language, pairs, "
+                                              "similarity and the metric)")
+    fit.add_argument("--metric", default="chrf++", choices=METRICS)
+    fit.add_argument("--family", default="all", choices=["all", *FAMILIES])
+    fit.add_argument("--output", type=Path, help="directory (default: SWEEP/law)")
+    fit.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
+
+    alloc = sub.add_parser(
+        "allocate", formatter_class=fmt,
+        help="split a budget of translation pairs across languages by the fitted law",
+        description="Maximises the summed (or lowest) predicted score subject to the budget and "
+                    "per-language caps (default: the pairs available in ../shared/data), and "
+                    "compares with the uniform split. Writes a MuIT mixture spec for "
+                    "`layer-analysis train --mixture \"$(cat DIR/allocated.spec)\"`.")
+    alloc.add_argument("law", type=Path, help="law.json written by fit-law")
+    alloc.add_argument("--budget", type=int, required=True, help="total translation pairs")
+    alloc.add_argument("--caps", help="per-language limits, e.g. 'el=500,zh=8000'")
+    alloc.add_argument("--objective", default="sum", choices=["sum", "min"])
+    alloc.add_argument("--family", help="which fitted family (default: the best)")
+    alloc.add_argument("--instructions", type=int, default=100,
+                       help="Alpaca records per language in the written specs")
+    alloc.add_argument("--step", type=int, help="allocation granularity in pairs "
+                                                "(default: budget / 400)")
+    alloc.add_argument("--output", type=Path, help="directory (default: beside law.json)")
+    alloc.add_argument("--no-static", action="store_true")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(
+        languages=args.languages.split(","), sizes=args.sizes, output=args.output,
+        training=training_config(args, "", args.output), instructions=args.instructions,
+        eval_sentences=args.eval_sentences, max_new_tokens=args.max_new_tokens,
+        xquad=args.xquad, similarity_data=args.similarity_data,
+        similarity_sentences=args.similarity_sentences)
+    table = run_sweep(config)
+    columns = [c for c in ("name", "pairs", "similarity", "chrf++", "xquad_f1", "steps")
+               if c in table]
+    print(table[columns].to_string(index=False))
+    print(f"table: {args.output / 'sweep.csv'}  (fit it: layer-analysis fit-law {args.output})")
+
+
+def read_points(path: Path, metric: str) -> pd.DataFrame:
+    csv = path / "sweep.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise DataError(f"{path} holds no sweep.csv: run `layer-analysis sweep` first")
+    table = pd.read_csv(csv)
+    missing = [c for c in ("language", "pairs", "similarity", metric) if c not in table]
+    if missing:
+        raise DataError(f"{csv} lacks the column(s) {', '.join(missing)}")
+    table = table.dropna(subset=[metric, "similarity"])
+    table["language"] = [canonical(x, str(csv)) for x in table.language]
+    return table
+
+
+def _fit_lines(fit: LawFit) -> list[str]:
+    p, e = fit.params, fit.errors
+    lines = [f"{fit.family:<11} AICc {fit.aicc:8.2f}  RMSE {fit.rmse:.3f}  R² {fit.r2:.3f}  "
+             f"leave-one-out RMSE {fit.loo_rmse:.3f}",
+             f"    A = {p['A']:.3f} ± {e['A']:.3f}   β = {p['beta']:.3f} ± {e['beta']:.3f}   "
+             f"γ = {p['gamma']:.3f} ± {e['gamma']:.3f}",
+             "    b_L: " + ", ".join(f"{display_name(x)} {b:.2f} ± {fit.baseline_errors[x]:.2f}"
+                                    for x, b in fit.baselines.items())]
+    return lines + [f"    note: {n}" for n in fit.notes]
+
+
+def cmd_fit_law(args: argparse.Namespace) -> None:
+    from .law_report import law_curves, predicted_vs_measured
+
+    points = read_points(args.sweep, args.metric)
+    similarity = dict(zip(points.language, points.similarity, strict=True))
+    families = None if args.family == "all" else [args.family]
+    fits = compare_families(list(points.language), list(points.pairs), list(points[args.metric]),
+                            similarity, families)
+    out = args.output or (args.sweep if args.sweep.is_dir() else args.sweep.parent) / "law"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "law.json", json.dumps(
+        {"metric": args.metric, "best": fits[0].family, "fits": [f.as_dict() for f in fits]},
+        indent=2))
+    rows = [{"family": f.family, "parameter": k, "value": v, "stderr": f.errors[k]}
+            for f in fits for k, v in f.params.items()]
+    rows += [{"family": f.family, "parameter": f"b[{x}]", "value": v,
+              "stderr": f.baseline_errors[x]} for f in fits for x, v in f.baselines.items()]
+    rows += [{"family": f.family, "parameter": q, "value": getattr(f, q), "stderr": None}
+             for f in fits for q in ("rmse", "r2", "aicc", "loo_rmse")]
+    atomic_write_text(out / "law.csv", pd.DataFrame(rows).to_csv(index=False))
+    for fit in fits:
+        print("\n".join(_fit_lines(fit)))
+    if len(fits) > 1 and math.isfinite(fits[1].aicc):
+        print(f"the data support the {fits[0].family} law (lowest AICc; "
+              f"ΔAICc to {fits[1].family}: {fits[1].aicc - fits[0].aicc:.2f})")
+    elif len(fits) > 1:
+        print("too few points beyond the parameters to compare the families (AICc undefined)")
+    measured = points.assign(model="x-models (sweep)", measured=points[args.metric],
+                             predicted=[float(fits[0].predict(x, n)) for x, n in
+                                        zip(points.language, points.pairs, strict=True)])
+    figures = {"law_curves": law_curves(points, fits, args.metric),
+               "law_predicted_vs_measured": predicted_vs_measured(measured, args.metric)}
+    report.write_html(figures, out / "report.html", f"Scaling law of {args.metric}",
+                      "s_L: " + ", ".join(f"{display_name(x)} {s:.3f}"
+                                          for x, s in similarity.items()))
+    if not args.no_static:
+        report.write_static(figures, out / "figures")
+    print(f"law: {out / 'law.json'}  (allocate: layer-analysis allocate {out / 'law.json'} "
+          "--budget N)")
+
+
+def load_fit(path: Path, family: str | None = None) -> LawFit:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run `layer-analysis fit-law` first")
+    try:
+        saved = json.loads(path.read_text())
+        fits = {f["family"]: f for f in saved["fits"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a law.json written by fit-law") from exc
+    name = family or saved["best"]
+    if name not in fits:
+        raise DataError(f"{path} has no {name} fit (it has {', '.join(fits)})")
+    return LawFit.from_dict(fits[name])
+
+
+def _caps(text: str | None, languages: list[str]) -> dict[str, int]:
+    from .mixture import translation_files
+    from .records import read_lines
+
+    caps = {}
+    for x in languages:  # default: what the data holds
+        try:
+            caps[x] = len(read_lines(translation_files(ENGLISH, x)[0]))
+        except DataError:
+            caps[x] = 0
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        try:
+            caps[canonical(name.strip(), "--caps")] = int(value)
+        except ValueError as exc:
+            raise DataError(f"--caps: expected LANGUAGE=PAIRS, got {item!r}") from exc
+    return caps
+
+
+def cmd_allocate(args: argparse.Namespace) -> None:
+    from .allocate import allocate, uniform
+    from .law_report import allocation_bars
+    from .mixture import instruction_translation_spec
+
+    fit = load_fit(args.law, args.family)
+    caps = _caps(args.caps, list(fit.baselines))
+    best = allocate(fit, args.budget, caps, args.objective, args.step)
+    even = uniform(fit, args.budget, caps, args.objective)
+    out = args.output or args.law.parent / "allocation"
+    out.mkdir(parents=True, exist_ok=True)
+    specs = {name: instruction_translation_spec(args.instructions, a.pairs)
+             for name, a in (("allocated", best), ("uniform", even))}
+    for name, spec in specs.items():
+        atomic_write_text(out / f"{name}.spec", spec + "\n")
+    atomic_write_text(out / "allocation.json", json.dumps({
+        "law": str(args.law), "family": fit.family, "budget": args.budget, "caps": caps,
+        "objective": args.objective, "allocated": best.rows(), "uniform": even.rows(),
+        "value": {"allocated": best.value, "uniform": even.value}, "specs": specs}, indent=2))
+    print(f"{'language':<12}{'cap':>8}{'law-optimal':>13}{'predicted':>11}{'uniform':>9}"
+          f"{'predicted':>11}")
+    for x in best.pairs:
+        print(f"{display_name(x):<12}{caps[x]:>8}{best.pairs[x]:>13}{best.predicted[x]:>11.2f}"
+              f"{even.pairs[x]:>9}{even.predicted[x]:>11.2f}")
+    print(f"{args.objective} of predicted scores: law-optimal {best.value:.2f}, uniform "
+          f"{even.value:.2f}")
+    print(f"spec: {specs['allocated']}")
+    figures = {"allocation": allocation_bars(best, even, args.budget)}
+    report.write_html(figures, out / "report.html", "Budgeted allocation of translation data")
+    if not args.no_static:
+        report.write_static(figures, out / "figures")
+    print(f"train it: layer-analysis train --mixture \"$(cat {out / 'allocated.spec'})\" "
+          "--output DIR")
+
+
+HANDLERS = {"sweep": cmd_sweep, "fit-law": cmd_fit_law, "allocate": cmd_allocate}

@@ -1,0 +1,215 @@
+"""Translation-data sweeps for the scaling law: per language, x-models (the CoIT recipe) on
+growing numbers of English -> L pairs, each evaluated, collected in one tidy table.
+
+    OUTPUT/sweep.json            the sweep's settings (a rerun must match them)
+    OUTPUT/similarity.json       s_L of every language and how it was measured
+    OUTPUT/similarity-run/       the probe run it came from
+    OUTPUT/points/<iso>-<n>/     one training output (adapter, training.json) + evaluation.json
+    OUTPUT/sweep.csv             language, pairs, similarity, scores, the point's training settings
+
+An interrupted sweep resumes: finished points are kept, a point with checkpoints continues from
+its last one, and the table is rebuilt from the points on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from probe.analysis import AnalysisConfig
+from probe.errors import DataError
+from probe.languages import ENGLISH, canonical, display_name, iso639_1
+from probe.models import atomic_write_text
+
+from .loop import TrainConfig, latest_checkpoint
+from .mixture import instruction_translation_spec
+
+SIMILARITY_DEFINITION = ("centered retrieval P@1 of the base model, English <-> L, both "
+                         "directions averaged, at the layer where it peaks")
+
+
+@dataclass
+class SweepConfig:
+    languages: list[str]
+    sizes: list[int]
+    output: Path
+    training: TrainConfig  # a template: mixture and output are set per point
+    instructions: int = 100  # Alpaca records per language (English included) at every point
+    eval_data: str = "flores-devtest"
+    eval_sentences: int = 50
+    max_new_tokens: int = 100
+    xquad: int = 0  # XQuAD questions per language (0: none)
+    similarity_data: str = "flores-dev"
+    similarity_sentences: int = 200
+    eval_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.languages:
+            raise DataError("a sweep needs at least one language")
+        self.languages = [canonical(x, "--languages") for x in self.languages]
+        if ENGLISH in self.languages:
+            raise DataError("English is the source language; list the target languages only")
+        if not self.sizes or any(n < 0 for n in self.sizes):
+            raise DataError(f"sizes must be one or more whole numbers ≥ 0, not {self.sizes}")
+        self.sizes = sorted(set(self.sizes))
+
+    def settings(self) -> dict:
+        training = {k: v for k, v in asdict(self.training).items()
+                    if k not in ("mixture", "output", "resume", "progress")}
+        return json.loads(json.dumps({
+            "languages": self.languages, "instructions": self.instructions,
+            "eval_data": self.eval_data, "eval_sentences": self.eval_sentences,
+            "max_new_tokens": self.max_new_tokens, "xquad": self.xquad,
+            "similarity_data": self.similarity_data,
+            "similarity_sentences": self.similarity_sentences, "training": training},
+            default=str))
+
+
+def point_dir(output: Path, language: str, size: int) -> Path:
+    return output / "points" / f"{iso639_1(language)}-{size}"
+
+
+def similarity_from_table(table: pd.DataFrame) -> dict[str, dict]:
+    """s_L from a probe run's results: centered P@1 English <-> L averaged over both
+    directions, maximised over layers (with the layer)."""
+    rows = table[(table.metric == "p@1") & (table.normalisation == "centered")]
+    if "pooling" in rows and rows.pooling.nunique() > 1:
+        rows = rows[rows.pooling == ("mean" if "mean" in set(rows.pooling) else rows.pooling.iloc[0])]
+    src, tgt = rows.source.str.split("@").str[0], rows.target.str.split("@").str[0]
+    english = (src == ENGLISH) | (tgt == ENGLISH)
+    rows = rows[english].assign(language=src.where(src != ENGLISH, tgt)[english])
+    if rows.empty:
+        raise DataError("the run has no centered P@1 between English and another language")
+    mean = rows.groupby(["language", "layer"]).value.mean().reset_index()
+    best = mean.loc[mean.groupby("language").value.idxmax()]
+    return {r.language: {"score": float(r.value), "layer": int(r.layer)}
+            for r in best.itertuples()}
+
+
+def measure_similarity(config: SweepConfig) -> dict[str, float]:
+    """s_L for the sweep's languages from one probe run of the base model (cached on disk)."""
+    from probe.pipeline import RunRequest, execute
+    from probe.runs import read_run
+
+    path = config.output / "similarity.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if set(config.languages) <= set(saved["scores"]):
+            return {x: saved["scores"][x]["score"] for x in config.languages}
+    run_dir = config.output / "similarity-run"
+    if (run_dir / "manifest.json").exists():
+        table = read_run(run_dir).table
+    else:
+        request = RunRequest(
+            model=config.training.model, data=config.similarity_data,
+            languages=[ENGLISH, *config.languages], limit=config.similarity_sentences,
+            analysis=AnalysisConfig(normalisations=("centered",), bootstrap=200),
+            projection="none", device=config.training.device, output=config.output,
+            name="similarity-run", store=config.output / "store", static=False)
+        table = execute(request, ["sweep: similarity"]).results.table
+    scores = similarity_from_table(table)
+    missing = [x for x in config.languages if x not in scores]
+    if missing:
+        raise DataError(f"the similarity run has no scores for {', '.join(missing)}")
+    atomic_write_text(path, json.dumps({"definition": SIMILARITY_DEFINITION,
+                                        "model": config.training.model,
+                                        "data": config.similarity_data,
+                                        "sentences": config.similarity_sentences,
+                                        "scores": scores}, indent=2))
+    return {x: scores[x]["score"] for x in config.languages}
+
+
+def _check_settings(config: SweepConfig) -> None:
+    path = config.output / "sweep.json"
+    settings = config.settings()
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in settings if k != "languages" and saved.get(k) != settings[k])
+        if changed:
+            raise DataError(f"{config.output} holds a sweep with other settings ({', '.join(changed)}"
+                            "); choose another --output or the same settings")
+        settings["sizes"] = sorted(set(saved.get("sizes", [])) | set(config.sizes))
+        settings["languages"] = list(dict.fromkeys(saved["languages"] + config.languages))
+    else:
+        settings["sizes"] = config.sizes
+    config.output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=2))
+
+
+def run_point(config: SweepConfig, language: str, size: int) -> Path:
+    """Train and evaluate one point unless already done; its directory."""
+    from probe.models import load_model
+
+    from .evaluate import evaluate_translation, evaluate_xquad, write_evaluation
+    from .loop import train
+
+    directory = point_dir(config.output, language, size)
+    if not (directory / "training.json").exists():
+        train(replace(config.training, output=directory,
+                      mixture=instruction_translation_spec(config.instructions, {language: size}),
+                      resume=latest_checkpoint(directory) is not None))
+    if not (directory / "evaluation.json").exists():
+        loaded = load_model(str(directory), device=config.training.device,
+                            dtype=config.training.dtype)
+        results = [evaluate_translation(loaded, language, config.eval_data,
+                                        config.eval_sentences, max_new_tokens=config.max_new_tokens,
+                                        batch_size=config.eval_batch_size)]
+        if config.xquad:
+            results.append(evaluate_xquad(loaded, language, config.xquad,
+                                          batch_size=config.eval_batch_size))
+        write_evaluation(results, directory / "evaluation.json")
+    return directory
+
+
+def sweep_table(output: Path) -> pd.DataFrame:
+    """One row per finished point: language, pairs, similarity, scores, training settings."""
+    similarity = json.loads((output / "similarity.json").read_text())["scores"] \
+        if (output / "similarity.json").exists() else {}
+    rows = []
+    for directory in sorted((output / "points").glob("*-*")):
+        if not (directory / "evaluation.json").exists():
+            continue
+        training = json.loads((directory / "training.json").read_text())
+        scores = json.loads((directory / "evaluation.json").read_text())
+        translation = next(s for s in scores if s["task"] == "translation")
+        language = translation["target"]
+        row = {"language": language, "name": display_name(language),
+               "pairs": int(directory.name.rsplit("-", 1)[1]),
+               "similarity": similarity.get(language, {}).get("score"),
+               "chrf++": translation["chrf++"], "spbleu": translation["spbleu"],
+               "eval_sentences": translation["sentences"]}
+        for s in scores:
+            if s["task"] == "xquad":
+                row.update({"xquad_em": s["em"], "xquad_f1": s["f1"],
+                            "xquad_contains": s["contains"]})
+        row.update({"steps": training["steps"], "examples": training["examples"],
+                    "seconds": training["seconds"], "final_loss": training["final_loss"],
+                    "mixture": training["mixture"], "point": str(directory)})
+        row.update({f"train_{k}": v for k, v in training["config"].items()
+                    if k not in ("mixture", "output", "resume", "progress")})
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{output} holds no finished sweep points")
+    table = pd.DataFrame(rows).sort_values(["language", "pairs"], ignore_index=True)
+    return table
+
+
+def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> pd.DataFrame:
+    """Similarity, then every (language, size) point; writes and returns the table."""
+    _check_settings(config)
+    similarity = measure_similarity(config)
+    say("similarity to English (" + SIMILARITY_DEFINITION + "): " + ", ".join(
+        f"{x} {s:.3f}" for x, s in similarity.items()))
+    points = [(x, n) for x in config.languages for n in config.sizes]
+    for i, (language, size) in enumerate(points, 1):
+        say(f"[{i}/{len(points)}] {language}, {size} translation pairs")
+        run_point(config, language, size)
+    table = sweep_table(config.output)
+    tmp = config.output / ".sweep.csv.tmp"
+    table.to_csv(tmp, index=False)
+    tmp.replace(config.output / "sweep.csv")
+    return table
