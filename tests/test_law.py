@@ -147,7 +147,8 @@ def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
                                      max_new_tokens=3, similarity_sentences=12), **kwargs})
 
     table = run_sweep(config(), say=lambda _: None)
-    assert list(table.pairs) == [0, 6] and set(table.language) == {"ell_Grek"}
+    assert list(table.requested) == [0, 6] and set(table.language) == {"ell_Grek"}
+    assert list(table.pairs) == [0, 6]  # pairs trained on: none rejected here
     assert table.similarity.between(0, 1).all() and table.similarity.nunique() == 1
     assert list(table.examples) == [8, 14] and table["train_lr"].eq(2e-4).all()
     assert {"chrf++", "spbleu", "mixture", "steps", "final_loss"} <= set(table.columns)

@@ -7,6 +7,9 @@ growing numbers of English -> L pairs, each evaluated, collected in one tidy tab
     OUTPUT/points/<iso>-<n>/     one training output (adapter, training.json) + evaluation.json
     OUTPUT/sweep.csv             language, pairs, similarity, scores, the point's training settings
 
+``pairs`` is what the point trained on: the requested size less the pairs rejected as empty or
+over-length (``requested`` keeps the asked-for size); the law is fitted on ``pairs``.
+
 An interrupted sweep resumes: finished points are kept, a point with checkpoints continues from
 its last one, and the table is rebuilt from the points on disk.
 """
@@ -177,8 +180,10 @@ def sweep_table(output: Path) -> pd.DataFrame:
         scores = json.loads((directory / "evaluation.json").read_text())
         translation = next(s for s in scores if s["task"] == "translation")
         language = translation["target"]
+        kept = training["data"]["kept"]
         row = {"language": language, "name": display_name(language),
-               "pairs": int(directory.name.rsplit("-", 1)[1]),
+               "pairs": sum(n for c, n in kept.items() if c.startswith("translation_")),
+               "requested": int(directory.name.rsplit("-", 1)[1]),
                "similarity": similarity.get(language, {}).get("score"),
                "chrf++": translation["chrf++"], "spbleu": translation["spbleu"],
                "eval_sentences": translation["sentences"]}
@@ -194,8 +199,7 @@ def sweep_table(output: Path) -> pd.DataFrame:
         rows.append(row)
     if not rows:
         raise DataError(f"{output} holds no finished sweep points")
-    table = pd.DataFrame(rows).sort_values(["language", "pairs"], ignore_index=True)
-    return table
+    return pd.DataFrame(rows).sort_values(["language", "requested"], ignore_index=True)
 
 
 def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> pd.DataFrame:
