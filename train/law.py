@@ -144,7 +144,10 @@ def fit_law(language: list[str], size: list[float], score: list[float],
 
     def solve(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         f = _model(fam, languages, index[mask], ds[mask], fit_gamma)
-        base0 = [float(np.min(y[mask][lang[mask] == x], initial=np.mean(y))) for x in languages]
+        base0 = []  # start each baseline at the language's score with the least data
+        for x in languages:
+            own = mask & (lang == x)
+            base0.append(float(y[own][np.argmin(n[own])]))
         gain0 = max(float(np.ptp(y[mask])), 1e-3)
         p0 = [*base0, gain0, fam.beta[0]] + ([0.0] if fit_gamma else [])
         lower = [-np.inf] * len(languages) + [-np.inf, fam.beta[1]] + ([-20.0] if fit_gamma else [])
