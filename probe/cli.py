@@ -13,6 +13,7 @@ from train import law_cli
 
 from . import report
 from .analysis import AnalysisConfig
+from .cli_help import DefaultsFormatter
 from .data import named_datasets
 from .errors import DataError, ProbeError
 from .extract import POOLINGS, SPANS, ExtractionConfig
@@ -63,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
-        "run", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "run", formatter_class=DefaultsFormatter,
         help="extract per-layer states, compute every metric, write tables and the report",
         description="Extract pooled per-layer states of parallel sentences (cached by content), "
                     "compute alignment metrics per layer with bootstrap CIs and chance levels, "

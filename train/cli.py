@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from probe.cli_help import DefaultsFormatter
 from probe.errors import DataError
 from probe.languages import ENGLISH, canonical
 
@@ -30,7 +31,7 @@ def recipe_spec(recipe: str, languages: list[str], instructions: int, translatio
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
-        "train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "train", formatter_class=DefaultsFormatter,
         help="cross-lingual (CoIT) or multilingual (MuIT) instruction tuning, LoRA or full",
         description="Fine-tune a causal LM on instruction + translation data (loss on responses "
                     "only). Writes OUTPUT/{adapter files or model files, training.json, "
@@ -52,7 +53,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     training_options(train)
 
     ev = sub.add_parser(
-        "evaluate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "evaluate", formatter_class=DefaultsFormatter,
         help="translation (chrF++, spBLEU) or XQuAD (EM, F1) of a model or adapter",
         description="Greedy decoding with left-padded batches. Translation: English -> each "
                     "language on FLORES devtest; XQuAD: zero-shot, instruction in the language.")
@@ -73,22 +74,23 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     """How to train: shared by ``train`` and ``sweep``."""
     how = parser.add_argument_group("how")
     how.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    how.add_argument("--lora-r", type=int, default=8)
-    how.add_argument("--lora-alpha", type=int, default=16)
-    how.add_argument("--lora-dropout", type=float, default=0.05)
+    how.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
+    how.add_argument("--lora-alpha", type=int, default=16, help="LoRA scaling α")
+    how.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")
     how.add_argument("--lora-targets", help="comma-separated module names (default: every "
                                             "linear layer of the decoder blocks)")
-    how.add_argument("--epochs", type=float, default=1.0)
+    how.add_argument("--epochs", type=float, default=1.0, help="passes over the mixture")
     how.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
     how.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
-    how.add_argument("--grad-accum", type=int, default=1)
+    how.add_argument("--grad-accum", type=int, default=1,
+                     help="micro-batches per optimizer step")
     how.add_argument("--lr", type=float, help="default 2e-4 with LoRA, 2e-5 full")
     how.add_argument("--warmup", type=float, default=0.03, help="share of steps warming up")
     how.add_argument("--max-length", type=int, default=256, help="longer records are reported "
                                                                  "and left out")
-    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--seed", type=int, default=0, help="shuffling, LoRA initialisation")
     how.add_argument("--save-every", type=int, default=100, help="optimizer steps")
-    how.add_argument("--log-every", type=int, default=10)
+    how.add_argument("--log-every", type=int, default=10, help="optimizer steps per log line")
     how.add_argument("--device", default="auto", help="auto (CUDA when there is one) or cpu")
     how.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16")
     how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")

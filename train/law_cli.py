@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from probe import report
+from probe.cli_help import DefaultsFormatter
 from probe.errors import DataError
 from probe.languages import ENGLISH, canonical, display_name
 from probe.models import atomic_write_text
@@ -33,7 +34,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = DefaultsFormatter
     sweep = sub.add_parser(
         "sweep", formatter_class=fmt,
         help="x-models on growing amounts of translation data, each evaluated (resumable)",
