@@ -257,6 +257,8 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llama_dir):
     batched = evaluate.generate(loaded, prompts, max_new_tokens=6, batch_size=4)
     single = [evaluate.generate(loaded, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
     assert batched == single and any(batched)
+    whole = evaluate.generate(loaded, prompts, max_new_tokens=6, batch_size=4, one_line=False)
+    assert batched == [w.strip().split("\n")[0].strip() for w in whole]  # stopping keeps line 1
     assert loaded.tokenizer.padding_side == "left"
 
 

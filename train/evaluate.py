@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from probe.data import load_parallel, shared_data_root
 from probe.errors import DataError
@@ -37,10 +38,23 @@ XQUAD_INSTRUCTIONS = {
 }
 
 
+class _FirstLineDone(StoppingCriteria):
+    """Per sequence: done once the continuation holds a line break after some text."""
+
+    def __init__(self, tokenizer, start: int) -> None:
+        self.tokenizer, self.start = tokenizer, start
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor(["\n" in t.lstrip() for t in texts], device=input_ids.device)
+
+
 @torch.no_grad()
 def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
-             batch_size: int = 16) -> list[str]:
-    """Greedy continuations of ``prompts``, batched with left padding (longest first)."""
+             batch_size: int = 16, one_line: bool = True) -> list[str]:
+    """Greedy continuations of ``prompts``, batched with left padding (longest first); with
+    ``one_line`` each stops at its first line break and only that line is returned (answers and
+    translations are one line; the rest would be the model starting a new prompt)."""
     tokenizer, model = loaded.tokenizer, loaded.model.eval()
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -49,13 +63,15 @@ def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
         chosen = order[start:start + batch_size]
         batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True)
         batch = batch.to(loaded.device)
+        start = batch["input_ids"].shape[1]
+        stop = StoppingCriteriaList([_FirstLineDone(tokenizer, start)]) if one_line else None
         tokens = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
                                 pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(tokens[:, batch["input_ids"].shape[1]:],
+                                eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop)
+        texts = tokenizer.batch_decode(tokens[:, start:],
                                        skip_special_tokens=True)
         for i, text in zip(chosen, texts, strict=True):
-            out[i] = text.strip()
+            out[i] = (text.strip().split("\n")[0] if one_line else text).strip()
     return out
 
 
@@ -132,7 +148,6 @@ def evaluate_translation(loaded: LoadedModel, target: str, data: str = "flores-d
     instruction = translation_instruction(src, tgt)
     hypotheses = generate(loaded, [alpaca_prompt(instruction, s) for s in sources],
                           max_new_tokens, batch_size)
-    hypotheses = [h.split("\n")[0].strip() for h in hypotheses]  # one line per sentence
     scores = {"task": "translation", "source": src, "target": tgt, "data": corpus.name,
               "sentences": len(sources), "chrf++": round(chrf_pp(hypotheses, references), 2),
               "spbleu": spbleu(hypotheses, references)}
@@ -169,8 +184,7 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
     items = read_xquad(language, limit)
     prompts = [alpaca_prompt(XQUAD_INSTRUCTIONS[iso], f"{q['context']}\n\n{q['question']}")
                for q in items]
-    answers = [a.split("\n")[0].strip() for a in generate(loaded, prompts, max_new_tokens,
-                                                           batch_size)]
+    answers = generate(loaded, prompts, max_new_tokens, batch_size)
     per = [{"id": q["id"], "question": q["question"], "answers": q["answers"], "prediction": a,
             "em": exact_match(a, q["answers"]), "f1": f1(a, q["answers"]),
             "contains": contains_answer(a, q["answers"])} for q, a in zip(items, answers,
