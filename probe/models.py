@@ -288,7 +288,8 @@ def load_model(
     if "hub" in identity:
         identity["revision"] = getattr(model.config, "_commit_hash", None)
     if spec in PACKAGED:
-        model.config.name_or_path = spec  # adapters trained on it then name the packaged default
+        # adapters trained on it then name the packaged default (peft reads model.name_or_path)
+        model.config.name_or_path = model.name_or_path = spec
     if adapter is not None:
         model, identity["adapter"] = _attach_adapter(model, Path(adapter).expanduser())
     if tokenizer.pad_token is None:
