@@ -16,7 +16,7 @@ from probe.models import load_model
 from train import evaluate, loop
 from train.cli import recipe_spec
 from train.encode import IGNORE, collate, encode
-from train.loop import ResponseOnlyLM, TrainConfig, lora_targets, train
+from train.loop import CHECKPOINTS, ResponseOnlyLM, TrainConfig, lora_targets, train
 from train.mixture import build_mixture, parse_spec
 from train.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
 from train.records import Record, Report, read_alpaca, translation_records
@@ -192,6 +192,8 @@ def test_resume_continues_the_schedule(tmp_path, tiny_llama_dir, memorisable, mo
                      resume=True))
     resumed = train(config(tmp_path / "b", tiny_llama_dir, memorisable, save_every=5,
                            resume=True))
+    saved = {p.name for p in (tmp_path / "b" / "out" / CHECKPOINTS).rglob("*") if p.is_file()}
+    assert saved == {"state.safetensors", "state.json", "rng-0.safetensors", "trainer_state.json"}
     a, b = log(tmp_path / "a" / "out"), log(tmp_path / "b" / "out")
     assert [e["step"] for e in b] == list(range(1, 13))
     assert [e["lr"] for e in b] == pytest.approx([e["lr"] for e in a])
@@ -303,6 +305,9 @@ def test_two_process_gloo_run_trains_and_saves_once(tmp_path, tiny_llama_dir, me
     assert summary["processes"] == 2 and summary["steps"] == 3
     assert [e["step"] for e in log(out)] == [1, 2, 3]  # written by the main process only
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    assert {p.name for p in (out / "checkpoints" / "step-3").iterdir()} == {
+        "state.safetensors", "state.json", "rng-0.safetensors", "rng-1.safetensors",
+        "trainer_state.json"}  # no pickles
     assert done.stdout.count("trainable parameters") == 1
     reloaded = load_model(str(out), device="cpu", dtype="float32")
     assert reloaded.name.endswith("+ddp")

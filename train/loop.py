@@ -158,7 +158,7 @@ def train(config: TrainConfig) -> TrainResult:
     total = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup * total), total)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    state = TrainingState(accelerator, wrapper, optimizer, scheduler)
 
     step, log_path = 0, output / "train_log.jsonl"
     settings = {k: v for k, v in asdict(config).items()
@@ -172,7 +172,7 @@ def train(config: TrainConfig) -> TrainResult:
         if changed:
             raise DataError(f"--resume with other settings than {checkpoint}: " + "; ".join(
                 f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
-        accelerator.load_state(str(checkpoint))
+        state.load(checkpoint)
         step = saved["step"]
     elif accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
@@ -220,7 +220,7 @@ def train(config: TrainConfig) -> TrainResult:
                 bar.set_postfix(loss=f"{last_loss:.3f}")
                 window = {"loss": 0.0, "micro": 0, "tokens": 0, "start": time.perf_counter()}
             if step % config.save_every == 0 or step == total:
-                _checkpoint(accelerator, output, step, config.keep_checkpoints, settings)
+                _checkpoint(state, output, step, config.keep_checkpoints, settings)
             if step >= total:
                 break
         else:
@@ -242,11 +242,85 @@ def train(config: TrainConfig) -> TrainResult:
                        accelerator.is_main_process)
 
 
-def _checkpoint(accelerator, output: Path, step: int, keep: int, settings: dict) -> None:
-    """Save model, optimizer, scheduler and RNG state under a temporary name, then rename."""
+class TrainingState:
+    """What a checkpoint holds: trainable weights, optimizer state and RNG as safetensors,
+    optimizer hyper-parameters and the scheduler as JSON — nothing that loads through pickle.
+    (Under FSDP, where the optimizer state is sharded, accelerate's own state files are used.)"""
+
+    def __init__(self, accelerator, wrapper: nn.Module, optimizer, scheduler) -> None:
+        from accelerate.utils import DistributedType
+
+        self.accelerator, self.wrapper = accelerator, wrapper
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.fsdp = accelerator.distributed_type == DistributedType.FSDP
+        if self.fsdp:
+            accelerator.register_for_checkpointing(scheduler)
+
+    def _trainable(self) -> dict[str, nn.Parameter]:
+        model = self.accelerator.unwrap_model(self.wrapper)
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+    def save(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
+        if self.fsdp:
+            self.accelerator.save_state(str(directory))
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        rank = self.accelerator.process_index
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state()
+        save_file(rng, directory / f"rng-{rank}.safetensors")
+        if not self.accelerator.is_main_process:
+            return
+        optimizer = self.optimizer.state_dict()
+        tensors = {f"model/{n}": p.detach().cpu().contiguous()
+                   for n, p in self._trainable().items()}
+        for index, entries in optimizer["state"].items():
+            for key, value in entries.items():
+                tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().cpu()
+        save_file(tensors, directory / "state.safetensors")
+        atomic_write_text(directory / "state.json", json.dumps(
+            {"param_groups": optimizer["param_groups"], "scheduler": self.scheduler.state_dict()}))
+
+    def load(self, directory: Path) -> None:
+        from safetensors.torch import load_file
+
+        if self.fsdp:
+            self.accelerator.load_state(str(directory))
+            return
+        if not (directory / "state.safetensors").exists():
+            raise DataError(f"{directory} is not a checkpoint this version can resume (no "
+                            "state.safetensors); start again with another --output")
+        tensors = load_file(directory / "state.safetensors")
+        meta = json.loads((directory / "state.json").read_text())
+        with torch.no_grad():
+            for name, param in self._trainable().items():
+                param.copy_(tensors[f"model/{name}"])
+        entries: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                entries.setdefault(int(index), {})[name] = value
+        groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()}  # JSON made lists
+                  for g in meta["param_groups"]]
+        self.optimizer.load_state_dict({"state": entries, "param_groups": groups})
+        self.scheduler.load_state_dict(meta["scheduler"])
+        rng = directory / f"rng-{self.accelerator.process_index}.safetensors"
+        if rng.exists():
+            states = load_file(rng)
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state(states["cuda"])
+
+
+def _checkpoint(state: TrainingState, output: Path, step: int, keep: int, settings: dict) -> None:
+    """Save the training state under a temporary name, then rename."""
+    accelerator = state.accelerator
     root = output / CHECKPOINTS
     staging = root / f".tmp-step-{step}"
-    accelerator.save_state(str(staging))
+    state.save(staging)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         atomic_write_text(staging / STATE, json.dumps({"step": step, "settings": settings},
