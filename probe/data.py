@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import DataError
 from .languages import ENGLISH, canonical, is_language
@@ -239,16 +240,22 @@ def load_jsonl(path: Path) -> ParallelCorpus:
     return _unique_keys([(lang, "all", tuple(col)) for lang, col in columns.items()], path.stem)
 
 
-def load_hub_dataset(name: str, split: str = "devtest", config: str | None = None) -> ParallelCorpus:
-    """A Hub dataset whose columns are named after languages (``sentence_eng_Latn`` counts too)."""
+def hub_table(name: str, split: str, config: str | None = None) -> Any:
+    """One split of a Hugging Face Hub dataset (``datasets.Dataset``), or one clear error."""
     try:
         import datasets
     except ImportError as exc:
-        raise DataError("reading a Hub dataset needs the 'datasets' package") from exc
+        raise DataError("reading a Hub dataset needs the 'datasets' package "
+                        "(pip install datasets)") from exc
     try:
-        table = datasets.load_dataset(name, config, split=split)
+        return datasets.load_dataset(name, config, split=split)
     except Exception as exc:  # datasets raises many types for "cannot reach / no such dataset"
         raise DataError(f"cannot load dataset {name!r} (split {split!r}): {exc}") from exc
+
+
+def load_hub_dataset(name: str, split: str = "devtest", config: str | None = None) -> ParallelCorpus:
+    """A Hub dataset whose columns are named after languages (``sentence_eng_Latn`` counts too)."""
+    table = hub_table(name, split, config)
     return corpus_from_columns({c: table[c] for c in table.column_names}, name)
 
 

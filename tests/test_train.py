@@ -321,3 +321,22 @@ def test_shipped_launch_configs_are_valid_accelerate_configs():
     fsdp = load_config_from_file(str(launch / "fsdp.yaml"))
     assert (ddp.distributed_type.value, fsdp.distributed_type.value) == ("MULTI_GPU", "FSDP")
     assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+def test_hub_component_reads_alpaca_rows_or_fails_clearly(monkeypatch):
+    from train import mixture
+
+    rows = [{"instruction": "Name a colour.", "input": "", "output": "red"},
+            {"instruction": "Count.", "input": None, "output": ""},
+            {"instruction": "Add.", "input": "1 2", "output": "3"}]
+    asked = []
+    monkeypatch.setattr(mixture, "hub_table",
+                        lambda name, split, config: asked.append((name, split, config)) or rows)
+    built = build_mixture("hf:tatsu-lab/alpaca@train[:3]")
+    assert asked == [("tatsu-lab/alpaca", "train", None)]
+    assert sorted(r.origin for r in built.records) == ["hf:tatsu-lab/alpaca@train:0",
+                                                       "hf:tatsu-lab/alpaca@train:2"]
+    assert built.report.rejected == {("hf:tatsu-lab/alpaca@train", "empty output"): 1}
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="dataset"):  # offline here: one clear error
+        build_mixture("hf:no-such-owner/no-such-alpaca@train[:3]")

@@ -3,7 +3,8 @@
     alpaca_en[:2000] + alpaca_zh[:2000] + translation_en-zh[:5000]
 
 Components: ``alpaca_<language>`` (Alpaca-format instruction data), ``translation_<src>-<tgt>``
-(line-aligned pairs as translation examples), or a path to an Alpaca ``.json``/``.jsonl`` file.
+(line-aligned pairs as translation examples), a path to an Alpaca ``.json``/``.jsonl`` file, or
+``hf:NAME[:CONFIG]@SPLIT`` — an Alpaca-format dataset on the Hugging Face Hub, when it is reachable.
 A slice ``[start:stop]`` takes those records of the source, in file order, before shuffling.
 Languages may be spelled any accepted way (``zh``, ``zho``, ``Chinese``).
 
@@ -19,11 +20,18 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe.data import REPO_ROOT, shared_data_root
+from probe.data import REPO_ROOT, hub_table, shared_data_root
 from probe.errors import DataError
 from probe.languages import ENGLISH, canonical, is_language, iso639_1
 
-from .records import Record, Report, read_alpaca, read_lines, translation_records
+from .records import (
+    Record,
+    Report,
+    alpaca_records,
+    read_alpaca,
+    read_lines,
+    translation_records,
+)
 
 _COMPONENT = re.compile(r"^(?P<name>[^\[\]]+?)\s*(\[(?P<start>\d*):(?P<stop>\d*)\])?$")
 
@@ -120,7 +128,12 @@ def _load(component: Component, report: Report, notes: list[str]) -> list[Record
     name = component.name
     window = slice(component.start, component.stop)
     kind, _, rest = name.partition("_")
-    if name.endswith((".json", ".jsonl")) or (kind == "alpaca" and rest):
+    if name.startswith("hf:"):  # hf:NAME[:CONFIG]@SPLIT, Alpaca columns
+        dataset, _, split = name[3:].partition("@")
+        repo, _, config = dataset.partition(":")
+        records = alpaca_records(hub_table(repo, split or "train", config or None), name, report,
+                                 window)
+    elif name.endswith((".json", ".jsonl")) or (kind == "alpaca" and rest):
         path = Path(name) if name.endswith((".json", ".jsonl")) else alpaca_file(rest)
         records = read_alpaca(path, name, report, window)
     elif kind == "translation" and "-" in rest:
@@ -131,7 +144,8 @@ def _load(component: Component, report: Report, notes: list[str]) -> list[Record
                                       name, report, offset=component.start or 0)
     else:
         raise DataError(f"unknown mixture component {name!r}: use alpaca_<language>, "
-                        "translation_en-<language>, or a path to a .json/.jsonl file")
+                        "translation_en-<language>, hf:NAME@SPLIT, or a path to a .json/.jsonl "
+                        "file")
     available = len(records) + sum(n for (c, _), n in report.rejected.items() if c == name)
     if component.size is not None and available < component.size:
         notes.append(f"{name}: asked for {component.size} records, the source has {available}")

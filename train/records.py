@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from probe.errors import DataError
 
@@ -69,6 +71,13 @@ def read_alpaca(path: Path, component: str, report: Report, window: slice = slic
         raise DataError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(items, list):
         raise DataError(f"{path} must hold a JSON array of records (or one record per line)")
+    return alpaca_records(items, component, report, window)
+
+
+def alpaca_records(items: Sequence[Any], component: str, report: Report,
+                   window: slice = slice(None)) -> list[Record]:
+    """Checked records of the Alpaca-format ``items`` in ``window`` (a list of dicts, or a Hub
+    dataset); ``origin`` holds each item's index."""
     records = []
     for i in range(*window.indices(len(items))):
         item = items[i]
