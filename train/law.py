@@ -35,6 +35,7 @@ import numpy as np
 from probe.errors import DataError
 
 SCALE = 1000.0  # pairs; keeps A and β of order one
+GAMMA_BOUND = 20.0  # |γ| beyond this means one language's gain is e^±10 times another's
 
 
 @dataclass(frozen=True)
@@ -150,8 +151,10 @@ def fit_law(language: list[str], size: list[float], score: list[float],
             base0.append(float(y[own][np.argmin(n[own])]))
         gain0 = max(float(np.ptp(y[mask])), 1e-3)
         p0 = [*base0, gain0, fam.beta[0]] + ([0.0] if fit_gamma else [])
-        lower = [-np.inf] * len(languages) + [-np.inf, fam.beta[1]] + ([-20.0] if fit_gamma else [])
-        upper = [np.inf] * len(languages) + [np.inf, fam.beta[2]] + ([20.0] if fit_gamma else [])
+        lower = [-np.inf] * len(languages) + [-np.inf, fam.beta[1]] + (
+            [-GAMMA_BOUND] if fit_gamma else [])
+        upper = [np.inf] * len(languages) + [np.inf, fam.beta[2]] + (
+            [GAMMA_BOUND] if fit_gamma else [])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # covariance warnings: reported as nan errors
             theta, cov = curve_fit(f, n[mask], y[mask], p0=p0, bounds=(lower, upper),
@@ -185,6 +188,13 @@ def fit_law(language: list[str], size: list[float], score: list[float],
     k = len(languages)
     shared = [*theta[k:k + 2], theta[k + 2] if fit_gamma else 0.0]
     shared_err = [*errors[k:k + 2], errors[k + 2] if fit_gamma else math.nan]
+    bounds = [(-np.inf, np.inf), fam.beta[1:], (-GAMMA_BOUND, GAMMA_BOUND)]
+    loose = [name for name, value, error, (low, high), free in zip(
+        SHARED, shared, shared_err, bounds, (True, True, fit_gamma), strict=True)
+        if free and (not error < abs(value) or min(abs(value - low), abs(value - high)) < 1e-2)]
+    if loose:
+        notes.append(f"{', '.join(loose)}: not pinned down by these points (standard error above "
+                     "the value, or at a bound); more languages or sizes would settle them")
     return LawFit(
         family=family, similarity={x: float(similarity[x]) for x in languages}, center=center,
         params=dict(zip(SHARED, map(float, shared), strict=True)),

@@ -154,8 +154,11 @@ def cmd_fit_law(args: argparse.Namespace) -> None:
     for fit in fits:
         print("\n".join(_fit_lines(fit)))
     if len(fits) > 1 and math.isfinite(fits[1].aicc):
-        print(f"the data support the {fits[0].family} law (lowest AICc; "
-              f"ΔAICc to {fits[1].family}: {fits[1].aicc - fits[0].aicc:.2f})")
+        delta = fits[1].aicc - fits[0].aicc
+        verdict = (f"the data support the {fits[0].family} law" if delta >= 2 else
+                   f"the {fits[0].family} law fits best, but not decisively (ΔAICc < 2: the "
+                   "points do not tell the families apart)")
+        print(f"{verdict}; ΔAICc to {fits[1].family}: {delta:.2f}")
     elif len(fits) > 1:
         print("too few points beyond the parameters to compare the families (AICc undefined)")
     measured = points.assign(model="x-models (sweep)", measured=points[args.metric],
