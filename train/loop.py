@@ -347,8 +347,8 @@ def _save_final(accelerator, wrapper, tokenizer, output: Path, full: bool, summa
             model.save_pretrained(staging, state_dict={k.removeprefix(prefix): v
                                                        for k, v in state.items()})
             tokenizer.save_pretrained(staging)
-        else:
-            model.save_pretrained(staging)
+        else:  # the vocabulary is never resized: no full embeddings, no Hub lookup to check
+            model.save_pretrained(staging, save_embedding_layers=False)
         last = {"config.json", "adapter_config.json"}
         files = sorted(staging.iterdir(), key=lambda p: p.name in last)
         for path in files:
