@@ -128,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     summary = result.summary
     print(f"mixture: {summary['mixture']}")
-    for line in _report_lines(summary):
+    for line in result.report.lines():
         print(f"  {line}")
     for note in summary["notes"]:
         print(f"  note: {note}")
@@ -136,16 +136,6 @@ def cmd_train(args: argparse.Namespace) -> None:
           f"{summary['steps']} steps in {summary['seconds']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, peak memory {summary['peak_memory_gb']:.1f} GB")
     print(f"output: {args.output}  (probe it: layer-analysis run --model {args.output})")
-
-
-def _report_lines(summary: dict) -> list[str]:
-    kept, rejected = summary["data"]["kept"], summary["data"]["rejected"]
-    lines = []
-    for component, n in kept.items():
-        bad = {k.split(": ", 1)[1]: v for k, v in rejected.items() if k.startswith(component + ":")}
-        detail = ", ".join(f"{v} {k}" for k, v in bad.items()) or "none rejected"
-        lines.append(f"{component}: {n} kept ({detail})")
-    return lines
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ from probe.models import atomic_write_text, load_model
 
 from .encode import IGNORE, batches, collate, encode
 from .mixture import build_mixture
+from .records import Report
 
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.json"
@@ -112,6 +113,7 @@ def latest_checkpoint(output: Path) -> Path | None:
 class TrainResult:
     summary: dict  # what training.json holds
     model: nn.Module  # the trained model (PEFT-wrapped for LoRA), unwrapped from accelerate
+    report: Report  # records kept and rejected, per component
     main_process: bool = True  # False in the other processes of a multi-process run
 
 
@@ -238,7 +240,7 @@ def train(config: TrainConfig) -> TrainResult:
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
     _save_final(accelerator, wrapper, loaded.tokenizer, output, config.full, summary)
-    return TrainResult(summary, accelerator.unwrap_model(wrapper).model.eval(),
+    return TrainResult(summary, accelerator.unwrap_model(wrapper).model.eval(), mixture.report,
                        accelerator.is_main_process)
 
 

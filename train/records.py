@@ -35,13 +35,10 @@ class Report:
     def reject(self, component: str, reason: str) -> None:
         self.rejected[(component, reason)] += 1
 
-    def merge(self, other: Report) -> None:
-        self.kept.update(other.kept)
-        self.rejected.update(other.rejected)
-
     def lines(self) -> list[str]:
+        """One line per component, in the order the components were read."""
         out = []
-        for component in sorted({*self.kept, *(c for c, _ in self.rejected)}):
+        for component in dict.fromkeys([*self.kept, *(c for c, _ in self.rejected)]):
             bad = {r: n for (c, r), n in self.rejected.items() if c == component}
             detail = ", ".join(f"{n} {r}" for r, n in sorted(bad.items())) or "none rejected"
             out.append(f"{component}: {self.kept[component]} kept ({detail})")

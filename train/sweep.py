@@ -31,6 +31,7 @@ from probe.models import atomic_write_text
 from .loop import TrainConfig, latest_checkpoint
 from .mixture import instruction_translation_spec
 
+PER_RUN = ("mixture", "output", "resume", "progress")  # training fields set per point, not settings
 SIMILARITY_DEFINITION = ("centered retrieval P@1 of the base model, English <-> L, both "
                          "directions averaged, at the layer where it peaks")
 
@@ -62,7 +63,7 @@ class SweepConfig:
 
     def settings(self) -> dict:
         training = {k: v for k, v in asdict(self.training).items()
-                    if k not in ("mixture", "output", "resume", "progress")}
+                    if k not in PER_RUN}
         return json.loads(json.dumps({
             "languages": self.languages, "instructions": self.instructions,
             "eval_data": self.eval_data, "eval_sentences": self.eval_sentences,
@@ -195,7 +196,7 @@ def sweep_table(output: Path) -> pd.DataFrame:
                     "seconds": training["seconds"], "final_loss": training["final_loss"],
                     "mixture": training["mixture"], "point": str(directory)})
         row.update({f"train_{k}": v for k, v in training["config"].items()
-                    if k not in ("mixture", "output", "resume", "progress")})
+                    if k not in PER_RUN})
         rows.append(row)
     if not rows:
         raise DataError(f"{output} holds no finished sweep points")
