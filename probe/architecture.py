@@ -1,7 +1,8 @@
 """Find the parts of a decoder-only model by structure, not by class name.
 
-Works for LLaMA, Gemma, Qwen2, Mistral and other decoders that keep their blocks in one
-``nn.ModuleList`` beside the token embedding, with or without a PEFT wrapper around them.
+Works for decoders that keep their blocks in one ``nn.ModuleList`` beside the token embedding,
+with or without a PEFT wrapper around them: Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3, OLMo 2,
+GPT-NeoX, GPT-2, BLOOM, Falcon and their relatives (``tests/families.py`` holds the tested matrix).
 """
 
 from __future__ import annotations
@@ -9,13 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from .errors import ModelError
+
+CAUSAL_LM_CLASSES = frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+FINAL_NORM_NAMES = ("norm", "ln_f", "final_layer_norm", "final_layernorm", "norm_f")
 
 
 @dataclass(frozen=True)
 class DecoderParts:
-    """The modules the probe needs: the body that runs embeddings and blocks, and the blocks."""
+    """The modules the probe needs: the body that runs embeddings and blocks, the blocks (whose
+    first one's input is layer 0: token embeddings plus whatever the family adds before block 1,
+    e.g. GPT-2's position embeddings, Gemma's scaling, BLOOM's embedding norm) and the final norm."""
 
     body: nn.Module
     embeddings: nn.Module
@@ -35,8 +42,10 @@ def find_decoder(model: nn.Module) -> DecoderParts:
     if getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"model type {kind!r} is an encoder-decoder; the probe needs a decoder-only LM")
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
-    if "CausalLM" not in type(inner).__name__:
-        raise ModelError(f"{type(inner).__name__} is not a causal language model; unsupported")
+    name = type(inner).__name__
+    if name not in CAUSAL_LM_CLASSES and "CausalLM" not in name:
+        raise ModelError(f"{name} is not a causal (decoder-only) language model; the probe needs "
+                         "one (encoder-only and encoder-decoder models are unsupported)")
     try:
         embeddings = model.get_input_embeddings()
     except (AttributeError, NotImplementedError):
@@ -56,9 +65,10 @@ def find_decoder(model: nn.Module) -> DecoderParts:
     for name, blocks in candidates:
         body = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
         if any(sub is embeddings for sub in body.modules()):
-            return DecoderParts(body, embeddings, blocks, getattr(body, "norm", None))
+            norms = [getattr(body, n) for n in FINAL_NORM_NAMES if hasattr(body, n)]
+            return DecoderParts(body, embeddings, blocks, norms[0] if norms else None)
     raise ModelError(
-        f"model type {kind!r} is not a supported decoder: found no list of "
+        f"{type(inner).__name__} (model type {kind!r}) is not a supported decoder: found no list of "
         f"{expected or 'N'} identical blocks beside the token embedding"
     )
 

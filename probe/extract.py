@@ -4,14 +4,28 @@ One forward pass of the model body fills every requested layer and pooling. Pool
 inside the hook as a weighted sum over tokens, so per-token states of all layers are never kept;
 the LM head never runs, and the forward stops after the last requested layer.
 
-Layer numbering: 0 is the embedding output (as fed to block 1, Gemma's scaling included); layer i
-is the output of decoder block i, *before* the final norm — HF's ``hidden_states[-1]`` is after it.
+Layer numbering: 0 is the input of the first block (token embeddings plus what the family adds
+before it: Gemma's scaling, GPT-2's position embeddings, BLOOM's embedding norm); layer i is the
+output of decoder block i, *before* the final norm — HF's ``hidden_states[-1]`` is after it.
+
+Attention sinks. Decoders park attention on a few tokens whose states grow huge (norms 100× the
+rest): BOS where the tokenizer adds one, else the *first real token*, and sometimes delimiters
+("massive activations", Sun et al. 2024). One such vector dominates a mean over 20–40 tokens and
+makes every sentence look alike. With ``sinks="exclude"`` (the default) mean and weighted pooling
+leave out (a) the first token when it is a real token (the tokenizer added no BOS) and (b) at
+each layer, any token whose state norm exceeds ``sink_ratio`` × the median norm of the sentence's
+other pooled tokens. ``last`` takes the last token that is not excluded. What was excluded is
+counted in a ``SinkRecord``. ``sinks="keep"`` pools every non-special token (the old behaviour).
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -21,6 +35,13 @@ from .models import LoadedModel
 
 POOLINGS = ("mean", "last", "weighted")
 SPANS = ("sentence", "prompt")
+SINK_MODES = ("exclude", "keep")
+SINK_RATIO = 10.0
+"""Norm / sentence-median ratio above which a token is a sink. Measured one sentence at a time on
+FLORES devtest (en, de, zh, el, ar, hi × 40; README, "Attention sinks"): the 99.9th percentile of
+ordinary tokens is at most 9.5× (SmolLM2, layers 3–8) and 2.5× (Gemma 3) per layer; sinks sit at
+17–170× (SmolLM2's first token, and its second where the first is a byte fragment; Gemma's
+delimiters ',' '，' '،' at layer 1: 21–27×)."""
 SENTENCE_SLOT = "{sentence}"
 
 
@@ -29,7 +50,10 @@ class ExtractionConfig:
     """What to extract. Everything here changes the vectors, so all of it enters the cache key.
 
     poolings: ``mean`` over pooled tokens, ``last`` pooled token, ``weighted`` position-weighted
-        mean (weights 1..n, as in SGPT). Special tokens (BOS, EOS, padding) are never pooled.
+        mean (weights 1..n, as in SGPT and MEXA). Special tokens (BOS, EOS, padding) are never
+        pooled.
+    sinks: ``exclude`` attention-sink tokens from pooling (see the module docstring) or ``keep``.
+    sink_ratio: the norm ratio (to the sentence's median) that marks a sink.
     layers: layer numbers to keep (0 = embeddings); ``None`` keeps all.
     template: a prompt holding ``{sentence}``, e.g. ``'Sentence: "{sentence}" means in one word:'``.
     span: with a template, pool over the ``sentence`` tokens only or over the whole ``prompt``.
@@ -40,6 +64,8 @@ class ExtractionConfig:
     template: str | None = None
     span: str = "sentence"
     max_length: int = 256
+    sinks: str = "exclude"
+    sink_ratio: float = SINK_RATIO
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.poolings if p not in POOLINGS]
@@ -53,14 +79,21 @@ class ExtractionConfig:
             raise DataError(f"template must contain {SENTENCE_SLOT} exactly once: {self.template!r}")
         if self.max_length < 2:
             raise DataError(f"max_length must be at least 2, got {self.max_length}")
+        if self.sinks not in SINK_MODES:
+            raise DataError(f"unknown sinks mode {self.sinks!r}; choose from {', '.join(SINK_MODES)}")
+        if not (math.isfinite(self.sink_ratio) and self.sink_ratio > 1):
+            raise DataError(f"sink_ratio must be a number above 1, got {self.sink_ratio}")
 
 
 @dataclass
 class Encoded:
-    """Token ids of each text and the mask of tokens to pool."""
+    """Token ids of each text, the mask of tokens to pool, and whether the first token is a real
+    token (no BOS before it: an attention sink, left out under ``sinks="exclude"``)."""
 
     input_ids: list[list[int]]
     pool_masks: list[list[bool]]
+    first_is_real: list[bool]
+    texts: list[str]
     truncated: int = 0
 
     @property
@@ -82,22 +115,106 @@ class BatchStats:
         return self.padded_tokens / total if total else 0.0
 
 
+@dataclass
+class SinkRecord:
+    """What sink exclusion left out over a run, per layer (layer number -> count)."""
+
+    mode: str = "exclude"
+    ratio: float = SINK_RATIO
+    sentences: int = 0
+    first_token: int = 0  # sentences whose first token was real, hence excluded
+    first_ratio_sum: dict[int, float] = field(default_factory=dict)  # its norm / median, summed
+    massive: dict[int, int] = field(default_factory=dict)  # tokens over the ratio
+    massive_max_ratio: dict[int, float] = field(default_factory=dict)
+    tokens: Counter = field(default_factory=Counter)  # token text -> times excluded (any layer)
+    positions: Counter = field(default_factory=Counter)  # position in the text -> times
+
+    def merge(self, other: SinkRecord) -> None:
+        self.sentences += other.sentences
+        self.first_token += other.first_token
+        for mine, theirs in ((self.first_ratio_sum, other.first_ratio_sum),
+                             (self.massive, other.massive)):
+            for layer, value in theirs.items():
+                mine[layer] = mine.get(layer, 0) + value
+        for layer, value in other.massive_max_ratio.items():
+            self.massive_max_ratio[layer] = max(self.massive_max_ratio.get(layer, 0.0), value)
+        self.tokens.update(other.tokens)
+        self.positions.update(other.positions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (for the manifest and chunk metadata); ``from_dict`` reads it back."""
+        massive_layers = sorted(layer for layer, n in self.massive.items() if n)
+        return {
+            "mode": self.mode, "ratio": self.ratio, "sentences": self.sentences,
+            "first_token_excluded": self.first_token,
+            "first_token_mean_ratio": {str(k): round(v / self.first_token, 2)
+                                       for k, v in sorted(self.first_ratio_sum.items())
+                                       if self.first_token},
+            "massive_tokens": {str(k): v for k, v in sorted(self.massive.items()) if v},
+            "massive_max_ratio": {str(k): round(v, 1)
+                                  for k, v in sorted(self.massive_max_ratio.items()) if v},
+            "massive_from_layer": massive_layers[0] if massive_layers else None,
+            "top_tokens": self.tokens.most_common(10),
+            "top_positions": [[int(p), n] for p, n in self.positions.most_common(10)],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SinkRecord:
+        first = data.get("first_token_excluded", 0)
+        return cls(
+            data.get("mode", "exclude"), data.get("ratio", SINK_RATIO), data.get("sentences", 0),
+            first, {int(k): v * first for k, v in data.get("first_token_mean_ratio", {}).items()},
+            {int(k): v for k, v in data.get("massive_tokens", {}).items()},
+            {int(k): v for k, v in data.get("massive_max_ratio", {}).items()},
+            Counter(dict(map(tuple, data.get("top_tokens", [])))),
+            Counter({int(p): n for p, n in data.get("top_positions", [])}))
+
+    def summary(self) -> str:
+        """One line for the report and the CLI."""
+        if self.mode == "keep":
+            return "Attention sinks kept: every non-special token is pooled (--sinks keep)."
+        parts = []
+        if self.first_token:
+            ratios = {k: v / self.first_token for k, v in self.first_ratio_sum.items()}
+            peak = max(ratios, key=ratios.get)
+            parts.append(f"the first token of {self.first_token} of {self.sentences} sentences "
+                         f"(no BOS before it; its norm reaches {ratios[peak]:.0f}× the median at "
+                         f"layer {peak})")
+        total = sum(self.massive.values())
+        if total:
+            first = min(layer for layer, n in self.massive.items() if n)
+            common = ", ".join(repr(t) for t, _ in self.tokens.most_common(3))
+            parts.append(f"{total} token states over {self.ratio:g}× the median norm (from layer "
+                         f"{first}; most often {common})")
+        if not parts:
+            return (f"Attention sinks: none found in the pooled tokens (BOS excluded; no token over "
+                    f"{self.ratio:g}× the median norm).")
+        return "Left out of mean/weighted pooling as attention sinks: " + "; ".join(parts) + "."
+
+
+class NonFiniteStates(ModelError):
+    """A layer produced NaN or infinite states."""
+
+
 class _StopForward(Exception):
     """Raised by the hook of the last requested layer to end the forward early."""
 
 
-def pooling_weights(mask: torch.Tensor, poolings: Sequence[str]) -> torch.Tensor:
-    """Per-pooling token weights (P, B, T) from a boolean pool mask (B, T); each row sums to 1."""
-    mask_f = mask.float()
+def pooling_weights(keep: torch.Tensor, poolings: Sequence[str],
+                    pool: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pooling token weights (P, B, T) over the tokens in ``keep`` (B, T); each row sums to 1.
+    ``weighted`` numbers positions within ``pool`` (the sentence's poolable tokens, default
+    ``keep``), so leaving a sink out does not renumber the others."""
+    keep_f = keep.float()
     out = []
     for pooling in poolings:
         if pooling == "mean":
-            weights = mask_f
+            weights = keep_f
         elif pooling == "weighted":
-            weights = mask_f.cumsum(-1) * mask_f
-        else:  # last pooled token, whichever side the padding is on
-            last = (mask_f * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
-            weights = torch.zeros_like(mask_f).scatter_(1, last[:, None], 1.0)
+            weights = (keep if pool is None else pool).float().cumsum(-1) * keep_f
+        else:  # last kept token, whichever side the padding is on
+            last = (keep_f * torch.arange(1, keep.shape[1] + 1, device=keep.device)).argmax(-1)
+            weights = torch.zeros_like(keep_f).scatter_(1, last[:, None], 1.0)
         out.append(weights / weights.sum(-1, keepdim=True))
     return torch.stack(out)
 
@@ -111,6 +228,8 @@ class Extractor:
         self.parts: DecoderParts = find_decoder(loaded.model)
         self.layers = self._check_layers(config.layers)
         self.padding_side = padding_side
+        self.sink_record = SinkRecord(config.sinks, config.sink_ratio)
+        self._takes_positions = "position_ids" in inspect.signature(self.parts.body.forward).parameters
         if not getattr(loaded.tokenizer, "is_fast", False) and config.template is not None:
             raise ModelError("templates need a fast tokenizer (character offsets); this one is slow")
 
@@ -146,20 +265,26 @@ class Extractor:
             return_offsets_mapping=use_offsets,
             return_length=False,
         )
-        ids, masks, truncated = [], [], 0
+        ids, masks, first_real, truncated = [], [], [], 0
+        exclude = self.config.sinks == "exclude"
         for i, token_ids in enumerate(enc["input_ids"]):
-            keep = [not special for special in enc["special_tokens_mask"][i]]
+            special = enc["special_tokens_mask"][i]
+            keep = [not s for s in special]
             if use_offsets:
                 start, end = starts[i], starts[i] + len(sentences[i])
                 offsets = enc["offset_mapping"][i]
                 keep = [k and a < end and b > start for k, (a, b) in zip(keep, offsets, strict=True)]
-            if not any(keep):
-                raise DataError(f"sentence {i} ({sentences[i][:40]!r}) has no token to pool")
+            first_is_real = not special[0]
+            if not any(keep[first_is_real and exclude:]):
+                why = (" once the first token is left out as an attention sink (the tokenizer adds "
+                       "no BOS; --sinks keep pools it)" if any(keep) else "")
+                raise DataError(f"sentence {i} ({sentences[i][:40]!r}) has no token to pool{why}")
             if len(token_ids) >= self.config.max_length:
                 truncated += 1
             ids.append(token_ids)
             masks.append(keep)
-        return Encoded(ids, masks, truncated)
+            first_real.append(first_is_real)
+        return Encoded(ids, masks, first_real, list(sentences), truncated)
 
     @staticmethod
     def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -172,60 +297,119 @@ class Extractor:
     # ----------------------------------------------------------------------------------- forward
 
     def _collate(self, encoded: Encoded, batch: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """ids, attention mask, pool mask and first-token mask (B, T), padded on ``padding_side``."""
         width = max(len(encoded.input_ids[i]) for i in batch)
         pad_id = self.loaded.tokenizer.pad_token_id or 0
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.bool)
         pool = torch.zeros((len(batch), width), dtype=torch.bool)
+        first = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, i in enumerate(batch):
             n = len(encoded.input_ids[i])
             cols = slice(0, n) if self.padding_side == "right" else slice(width - n, width)
             ids[row, cols] = torch.tensor(encoded.input_ids[i])
             attention[row, cols] = True
             pool[row, cols] = torch.tensor(encoded.pool_masks[i])
-        return ids, attention, pool
+            first[row, cols.start] = encoded.first_is_real[i]
+        return ids, attention, pool, first
+
+    def _sink_filter(self, norms: torch.Tensor, pool: torch.Tensor, first: torch.Tensor,
+                     ids: torch.Tensor, positions: torch.Tensor, layer: int, record: SinkRecord
+                     ) -> torch.Tensor:
+        """The tokens to pool at this layer: ``pool`` less the first real token and any token
+        whose norm exceeds ``sink_ratio`` × the median of the sentence's other pooled tokens."""
+        candidates = pool & ~first
+        median = norms.masked_fill(~candidates, float("nan")).nanmedian(-1).values[:, None]
+        massive = candidates & (norms > self.config.sink_ratio * median)
+        has_first = first & pool
+        if bool(has_first.any()):
+            ratio = (norms / median)[has_first]
+            record.first_ratio_sum[layer] = record.first_ratio_sum.get(layer, 0.0) + float(ratio.sum())
+        count = int(massive.sum())
+        record.massive[layer] = record.massive.get(layer, 0) + count
+        if count:
+            ratio = float((norms / median)[massive].max())
+            record.massive_max_ratio[layer] = max(record.massive_max_ratio.get(layer, 0.0), ratio)
+            decode = self.loaded.tokenizer.convert_ids_to_tokens
+            record.tokens.update(decode(ids[massive].tolist()))
+            record.positions.update(positions[massive].tolist())
+        return candidates & ~massive
 
     def run_batch(self, encoded: Encoded, batch: Sequence[int], stats: BatchStats | None = None
                   ) -> torch.Tensor:
         """Pooled states of one batch: float32 tensor (poolings, layers, batch, hidden)."""
         device = self.loaded.device
-        ids, attention, pool = (t.to(device) for t in self._collate(encoded, batch))
-        weights = pooling_weights(pool, self.config.poolings)  # (P, B, T)
+        ids, attention, pool, first = (t.to(device) for t in self._collate(encoded, batch))
+        exclude = self.config.sinks == "exclude"
+        record = SinkRecord(self.config.sinks, self.config.sink_ratio)
+        record.sentences = len(batch)
+        record.first_token = int((first & pool).any(-1).sum()) if exclude else 0
+        fixed = None if exclude else pooling_weights(pool, self.config.poolings)  # (P, B, T)
         # Positions count real tokens only, so left and right padding give the same states.
         positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
         pooled: dict[int, torch.Tensor] = {}
-        modules = {0: self.parts.embeddings} | {i + 1: b for i, b in enumerate(self.parts.blocks)}
         last_layer = self.layers[-1]
         pad_rows = ~attention[..., None]
 
-        def hook_for(layer: int) -> Callable:
+        def pool_layer(layer: int, hidden: torch.Tensor) -> None:
+            hidden = hidden.float().masked_fill(pad_rows, 0.0)  # pad rows may hold NaN
+            norms = hidden.norm(dim=-1)  # NaN or inf wherever any component is
+            bad = attention & ~torch.isfinite(norms)
+            if bool(bad.any()):
+                self._non_finite(encoded, batch, layer, bad)
+            if fixed is None:
+                keep = self._sink_filter(norms, pool, first, ids, positions, layer, record)
+                weights = pooling_weights(keep, self.config.poolings, pool)
+            else:
+                weights = fixed
+            pooled[layer] = torch.einsum("pbt,btd->pbd", weights, hidden)
+            if layer == last_layer:
+                raise _StopForward
+
+        def embedding_hook(_module, args, kwargs):
+            pool_layer(0, args[0] if args else kwargs["hidden_states"])
+
+        def block_hook(layer: int) -> Callable:
             def hook(_module, _inputs, output):
-                hidden = output[0] if isinstance(output, tuple) else output
-                hidden = hidden.float()
-                if self.padding_side == "left":  # fully masked pad rows may hold NaN
-                    hidden = hidden.masked_fill(pad_rows, 0.0)
-                pooled[layer] = torch.einsum("pbt,btd->pbd", weights, hidden)
-                if layer == last_layer:
-                    raise _StopForward
+                pool_layer(layer, output[0] if isinstance(output, tuple) else output)
 
             return hook
 
-        handles = [modules[layer].register_forward_hook(hook_for(layer)) for layer in self.layers]
+        blocks = self.parts.blocks
+        handles = [blocks[layer - 1].register_forward_hook(block_hook(layer))
+                   for layer in self.layers if layer > 0]
+        if self.layers[0] == 0:
+            handles.append(blocks[0].register_forward_pre_hook(embedding_hook, with_kwargs=True))
+        extra = {"position_ids": positions} if self._takes_positions else {}
         try:
             with torch.inference_mode():
-                self.parts.body(input_ids=ids, attention_mask=attention.long(),
-                                position_ids=positions, use_cache=False)
+                self.parts.body(input_ids=ids, attention_mask=attention.long(), use_cache=False,
+                                **extra)
         except _StopForward:
             pass
         finally:
             for handle in handles:
                 handle.remove()
+        self.sink_record.merge(record)
         if stats is not None:
             real = int(attention.sum())
             stats.real_tokens += real
             stats.padded_tokens += attention.numel() - real
             stats.batches += 1
         return torch.stack([pooled[layer] for layer in self.layers], dim=1).cpu()
+
+    def _non_finite(self, encoded: Encoded, batch: Sequence[int], layer: int, bad: torch.Tensor
+                    ) -> None:
+        row, token = (int(v) for v in torch.nonzero(bad)[0])
+        index = batch[row]
+        dtype = str(self.loaded.dtype).removeprefix("torch.")
+        hint = (" float16 overflows in many LLMs (states reach ~3e4): use --dtype float32 or "
+                "bfloat16" if self.loaded.dtype == torch.float16 else
+                " Check the weights (a broken conversion or adapter) or try --dtype float32")
+        raise NonFiniteStates(
+            f"{self.loaded.name} ({dtype}) produced non-finite states at layer {layer} for "
+            f"sentence {index} ({encoded.texts[index][:50]!r}), token {token} of {int(bad.sum())} "
+            f"bad in this batch.{hint}")
 
     def iter_batches(self, encoded: Encoded, indices: Sequence[int], batch_size: int,
                      stats: BatchStats | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.errors import DataError, ModelError
+from probe.errors import DataError
 from probe.extract import ExtractionConfig, Extractor
 from probe.models import load_model
 
@@ -25,38 +25,6 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture
 def loaded(tiny_model_dir):
     return load_model(str(tiny_model_dir), dtype="float32", device="cpu")
-
-
-def test_hooks_equal_output_hidden_states_for_every_layer(loaded):
-    extractor = Extractor(loaded, ExtractionConfig(poolings=("mean", "last")))
-    pooled = extractor.extract(SENTENCES, batch_size=2)  # (P, L, n, D)
-    encoded = extractor.encode(SENTENCES)
-    final_norm = extractor.parts.final_norm
-    for i, sentence in enumerate(SENTENCES):
-        inputs = loaded.tokenizer(sentence, return_tensors="pt")
-        with torch.no_grad():
-            hidden = loaded.model(**inputs, output_hidden_states=True).hidden_states
-        keep = torch.tensor(encoded.pool_masks[i])
-        last_index = int(torch.nonzero(keep).max())
-        num_blocks = len(hidden) - 1
-        for layer in range(num_blocks):  # embeddings and blocks 1..L-1
-            assert relative_error(pooled[0, layer, i], hidden[layer][0][keep].mean(0)) < 1e-5
-            assert relative_error(pooled[1, layer, i], hidden[layer][0][last_index]) < 1e-5
-        # HF's last hidden state is after the final norm; our last layer is before it.
-        with torch.no_grad():
-            normed = final_norm(pooled[1, num_blocks, i][None])[0]
-        assert relative_error(normed, hidden[num_blocks][0][last_index]) < 1e-5
-
-
-@pytest.mark.parametrize("pooling", ["mean", "last", "weighted"])
-def test_left_right_padding_and_batch_size_agree(loaded, pooling):
-    config = ExtractionConfig(poolings=(pooling,))
-    right = Extractor(loaded, config, padding_side="right").extract(SENTENCES, batch_size=32)
-    left = Extractor(loaded, config, padding_side="left").extract(SENTENCES, batch_size=32)
-    single = Extractor(loaded, config).extract(SENTENCES, batch_size=1)
-    assert relative_error(left, right) <= 1e-5
-    assert relative_error(single, right) <= 1e-5
-    assert torch.isfinite(left).all()
 
 
 def test_bos_and_special_tokens_are_excluded(loaded):
@@ -105,14 +73,38 @@ def test_bad_configs(loaded):
         ExtractionConfig(template="no slot here")
     with pytest.raises(DataError, match="out of range"):
         Extractor(loaded, ExtractionConfig(layers=(99,)))
+    with pytest.raises(DataError, match="unknown sinks mode"):
+        ExtractionConfig(sinks="drop")
+    with pytest.raises(DataError, match="sink_ratio must be a number above 1"):
+        ExtractionConfig(sink_ratio=float("nan"))
 
 
-def test_unsupported_model_is_refused(tokenizer):
-    from transformers import BertConfig, BertForMaskedLM
+def test_a_sentence_that_is_only_a_sink_is_refused(loaded, monkeypatch):
+    """Without a BOS the first token is left out; a one-token sentence then has nothing to pool."""
+    import copy
 
-    bert = BertForMaskedLM(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
-                                      num_attention_heads=2, intermediate_size=64))
-    with pytest.raises(ModelError, match="not a causal language model"):
-        from probe.architecture import find_decoder
+    from tokenizers import processors
 
-        find_decoder(bert)
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.backend_tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    monkeypatch.setattr(loaded, "tokenizer", tokenizer)
+    one_token = tokenizer.convert_tokens_to_string([tokenizer.convert_ids_to_tokens(300)])
+    with pytest.raises(DataError, match="attention sink"):
+        Extractor(loaded, ExtractionConfig()).encode([one_token])
+    kept = Extractor(loaded, ExtractionConfig(sinks="keep")).extract([one_token])
+    assert torch.isfinite(kept).all()
+
+
+def test_sink_record_round_trips_and_merges():
+    from collections import Counter
+
+    from probe.extract import SinkRecord
+
+    a = SinkRecord(sentences=4, first_token=4, first_ratio_sum={3: 40.0}, massive={5: 2},
+                   massive_max_ratio={5: 120.0}, tokens=Counter({",": 2}), positions=Counter({7: 2}))
+    b = SinkRecord.from_dict(a.to_dict())
+    assert b.to_dict() == a.to_dict()
+    b.merge(a)
+    assert b.sentences == 8 and b.massive == {5: 4} and b.tokens[","] == 4
+    assert b.first_ratio_sum[3] == pytest.approx(80.0)
+    assert "first token of 8 of 8 sentences" in b.summary() and "4 token states" in b.summary()
