@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from .errors import ModelError
+from .files import atomic_write_text
 
 
 def cache_root() -> Path:
@@ -132,15 +133,6 @@ def directory_fingerprint(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp",
-                                     encoding="utf-8") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
-
-
 # --------------------------------------------------------------------------------------------
 # Device and dtype
 
@@ -169,6 +161,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.float32
     if dtype not in _DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    if _DTYPES[dtype] == torch.float16 and device.type == "cpu":
+        raise ModelError("float16 on the CPU is refused: hidden states of many LLMs exceed its "
+                         "range (~65,000) and turn to NaN; use float32 (or bfloat16)")
     return _DTYPES[dtype]
 
 

@@ -17,9 +17,10 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from .errors import DataError
-from .models import atomic_write_text
+from .files import atomic_write_text
 
 METRIC_NAMES = {"p@1": "P@1", "r@5": "recall@5", "r@10": "recall@10", "mrr": "MRR",
+                "mexa": "MEXA (top in row and column)",
                 "cosine": "cosine of translations",
                 "cosine_adjusted": "baseline-adjusted cosine"}
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6",
@@ -113,14 +114,16 @@ def scatter(projection: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def write_html(figures: dict[str, go.Figure], path: Path, title: str, intro: str = "") -> None:
-    """One self-contained HTML page (plotly.js embedded once), written atomically."""
+def write_html(figures: dict[str, go.Figure], path: Path, title: str,
+               intro: Sequence[str] = ()) -> None:
+    """One self-contained HTML page (plotly.js embedded once), written atomically; each line of
+    ``intro`` is a paragraph above the figures."""
     from plotly.offline import get_plotlyjs
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}</style>"
              f"<script>{get_plotlyjs()}</script></head><body><h1>{html.escape(title)}</h1>"
-             f"<p>{html.escape(intro)}</p>"]
+             + "".join(f"<p>{html.escape(line)}</p>" for line in intro)]
     for name, fig in figures.items():
         parts.append(f"<h2 id='{name}'>{html.escape(name)}</h2>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False))

@@ -3,6 +3,7 @@
     RUN/manifest.json       configuration, versions, data fingerprint, timings, activation path
     RUN/results.parquet     the tidy table (also results.csv)
     RUN/cka.csv             layer x layer linear CKA
+    RUN/mexa.csv            MEXA scores aggregated over layers (mean and max) per pair
     RUN/projection.csv      2-D coordinates of sentences at one layer
     RUN/report.html         self-contained report; RUN/figures/*.png|pdf the static figures
 """
@@ -10,9 +11,7 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,10 +20,11 @@ from typing import Any
 import pandas as pd
 
 from . import report
-from .analysis import peak_layers
+from .analysis import mexa_summary, peak_layers
 from .errors import DataError, StoreError
+from .extract import SinkRecord
+from .files import atomic_write, atomic_write_text
 from .metrics import linear_cka
-from .models import atomic_write_text
 from .store import Activations, ActivationStore
 
 MANIFEST = "manifest.json"
@@ -54,22 +54,22 @@ class RunResults:
 
 
 def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        pass
     if path.suffix == ".parquet":
-        frame.to_parquet(tmp.name, index=False)
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
     else:
-        frame.to_csv(tmp.name, index=False)
-    os.replace(tmp.name, path)
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def write_run(directory: Path, manifest: dict[str, Any], table: pd.DataFrame, cka: pd.DataFrame,
               projection: pd.DataFrame) -> None:
-    """Write tables first and the manifest last: a directory with a manifest is complete."""
+    """Write tables first and the manifest last: a directory with a manifest is complete (an
+    earlier manifest goes first, so a failure on the way never leaves old and new mixed)."""
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST).unlink(missing_ok=True)
     _write_frame(table, directory / RESULTS)
     _write_frame(table, directory / "results.csv")
     _write_frame(cka, directory / "cka.csv")
+    _write_frame(mexa_summary(table), directory / "mexa.csv")
     _write_frame(projection, directory / "projection.csv")
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
@@ -85,6 +85,10 @@ def read_run(directory: Path) -> RunResults:
                          "(run 'layer-analysis run' first)") from None
     except ValueError as exc:
         raise StoreError(f"{directory / MANIFEST} is not valid JSON ({exc})") from None
+    is_run = (isinstance(manifest, dict) and isinstance(manifest.get("model"), dict)
+              and "name" in manifest["model"] and isinstance(manifest.get("data"), dict))
+    if not is_run and not (isinstance(manifest, dict) and "compare" in manifest):
+        raise StoreError(f"{directory / MANIFEST} is not a layer-analysis run manifest")
     try:
         table = pd.read_parquet(directory / RESULTS)
         cka = _optional_csv(directory / "cka.csv")
@@ -94,6 +98,27 @@ def read_run(directory: Path) -> RunResults:
     if table.empty:
         raise StoreError(f"{directory / RESULTS} holds no results")
     return RunResults(directory, manifest, table, cka, projection)
+
+
+def data_differences(runs: list[RunResults]) -> list[str]:
+    """How the runs' data differ from the first run's (empty when they used the same sentences)."""
+    first = runs[0].manifest["data"]
+    out = []
+    for run in runs[1:]:
+        data = run.manifest["data"]
+        if data.get("fingerprint") == first.get("fingerprint"):
+            continue
+        where = f"{run.directory} vs {runs[0].directory}"
+        if data.get("name") != first.get("name"):
+            out.append(f"{where}: data {data.get('name')!r} vs {first.get('name')!r}")
+        if data.get("languages") != first.get("languages"):
+            out.append(f"{where}: languages {data.get('languages')} vs {first.get('languages')}")
+        if data.get("sides") != first.get("sides"):
+            out.append(f"{where}: sentences per language {data.get('sides')} vs "
+                       f"{first.get('sides')}")
+        if len(out) == 0 or not out[-1].startswith(where):
+            out.append(f"{where}: same languages and counts, different sentences")
+    return out
 
 
 def _optional_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
@@ -157,14 +182,17 @@ def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "
 def build_report(results: RunResults, figures: dict[str, Any], title: str, static: bool = True
                  ) -> list[Path]:
     """report.html plus, when ``static``, PNG and PDF of every figure under figures/."""
-    summary = ""
+    summary = []
     try:
         peaks = peak_layers(results.table)
-        summary = "Peak layer of centered P@1: " + "; ".join(
+        summary.append("Peak layer of centered P@1: " + "; ".join(
             f"{r.source.split('@')[0]}→{r.target.split('@')[0]} layer {r.layer} "
-            f"({r.value:.2f})" for r in peaks.itertuples())
+            f"({r.value:.2f})" for r in peaks.itertuples()))
     except DataError:  # no P@1 rows: the report then has no summary line
         pass
+    sinks = results.manifest.get("extraction", {}).get("sinks")
+    if sinks:
+        summary.append(SinkRecord.from_dict(sinks).summary())
     html_path = results.directory / "report.html"
     report.write_html(figures, html_path, title, summary)
     paths = [html_path]

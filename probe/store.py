@@ -1,19 +1,25 @@
-"""Content-addressed, resumable store of pooled activations (safetensors).
+"""Content-addressed, resumable, verified store of pooled activations (safetensors).
 
 A run's directory is named by a hash of everything that changes the vectors: model identity and
 weight/adapter fingerprints, dtype, the sentences, the extraction config. While it runs, finished
-batches are written as chunk files (atomically: temporary name, then rename), each holding the
-global indices of its sentences, so a killed run resumes with the sentences it had not done. When
-all are done, the chunks are merged into one file per side and the manifest is marked complete;
-a rerun with the same key then only loads.
+batches are written as chunk files (atomically: temporary name, then rename; at least every
+``CHUNK_SECONDS``), each holding the global indices of its sentences, so a killed run resumes
+with the sentences it had not done. When all are done, the chunks are merged into one file per
+side and the manifest is marked complete — last; a rerun with the same key then only loads.
+
+Every tensor file carries the SHA-256 of its tensors in its metadata and the manifest that of
+``sentences.json``; both are checked on load. A corrupt or missing chunk is recomputed; a corrupt
+or missing merged file makes the whole key recompute (with a one-line notice), never get used.
+One process at a time works on a key (a file lock in its directory); a second one waits and
+then loads what the first wrote.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,18 +27,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .data import ParallelCorpus
 from .errors import StoreError
-from .extract import BatchStats, Extractor
-from .models import atomic_write_text
+from .extract import BatchStats, Extractor, SinkRecord
+from .files import atomic_write, atomic_write_text
 
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2  # 2: attention-sink exclusion, layer 0 = input of the first block
 MANIFEST = "manifest.json"
 TEXTS = "sentences.json"
+CHUNK_SECONDS = 30.0
+
+
+def notice(message: str) -> None:
+    """One line on stderr (stdout stays the results)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
+class CorruptFile(StoreError):
+    """A stored file is missing, unreadable or fails its checksum."""
 
 
 def cache_key(extractor: Extractor, corpus: ParallelCorpus) -> tuple[str, dict[str, Any]]:
@@ -71,10 +88,34 @@ class Activations:
         return self.vectors[side][index]
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of ``tensors`` (in name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Atomically write ``tensors`` with their digest in the metadata."""
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    metadata = {**metadata, "sha256": tensor_digest(tensors)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a file written by ``save_tensors``, checked against its digest."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
+        raise CorruptFile(f"{path} is missing or unreadable ({exc})") from None
+    if metadata.get("sha256") != tensor_digest(tensors):
+        raise CorruptFile(f"{path} fails its checksum (changed after it was written)")
+    return tensors, metadata
 
 
 class ActivationStore:
@@ -95,23 +136,46 @@ class ActivationStore:
         progress: bool = True,
         on_chunk: Callable[[int], None] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
+        chunk_seconds: float = CHUNK_SECONDS,
     ) -> Activations:
         """Load the activations of ``corpus`` if stored, else compute what is missing and store.
-        ``on_chunk(number)`` follows every chunk written, ``on_batch(done, total)`` every batch."""
+        A chunk is written every ``chunk_size`` sentences or ``chunk_seconds``, whichever comes
+        first. ``on_chunk(number)`` follows every chunk written, ``on_batch(done, total)`` every
+        batch."""
         key, inputs = cache_key(extractor, corpus)
         directory = self.directory(key)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(directory / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            notice(f"another process is extracting {directory.name}; waiting for it")
+            lock.acquire()
+        try:
+            return self._extract_locked(key, inputs, directory, extractor, corpus, batch_size,
+                                        chunk_size, chunk_seconds, progress, on_chunk, on_batch)
+        finally:
+            lock.release()
+
+    def _extract_locked(self, key: str, inputs: dict, directory: Path, extractor: Extractor,
+                        corpus: ParallelCorpus, batch_size: int, chunk_size: int,
+                        chunk_seconds: float, progress: bool, on_chunk: Callable | None,
+                        on_batch: Callable | None) -> Activations:
         manifest_path = directory / MANIFEST
+        sides = list(corpus.sides.values())
         if manifest_path.exists():
             manifest = self._read_manifest(directory)
             if manifest.get("key") != key:
                 raise StoreError(f"{directory} belongs to another run (key mismatch); remove it")
             if manifest.get("complete"):
-                return self.load(directory, cached=True)
-        else:
-            manifest = {"key": key, "inputs": inputs, "complete": False}
-            atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+                try:
+                    return self.load(directory, cached=True)
+                except CorruptFile as exc:
+                    notice(f"{exc}; recomputing these activations")
+                    self._discard_merged(directory, manifest)
+        manifest = {"key": key, "inputs": inputs, "complete": False}
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
 
-        sides = list(corpus.sides.values())
         sentences = [s for side in sides for s in side.sentences]
         chunks_dir = directory / "chunks"
         chunks_dir.mkdir(parents=True, exist_ok=True)
@@ -121,25 +185,34 @@ class ActivationStore:
         started = time.perf_counter()
         if todo:
             encoded = extractor.encode(sentences)
-            chunk_no = len(list(chunks_dir.glob("*.safetensors")))
+            chunk_no = max((int(p.stem) for p in chunks_dir.glob("*.safetensors")), default=-1) + 1
             buffer_idx: list[int] = []
             buffer_states: list[torch.Tensor] = []
+            last_save = time.monotonic()
             bar = tqdm(total=len(sentences), initial=len(done), unit="sent", disable=not progress,
                        desc=f"extract {extractor.loaded.name}")
+            count = len(done)
+            extractor.sink_record = SinkRecord(extractor.config.sinks, extractor.config.sink_ratio)
             for chosen, states in extractor.iter_batches(encoded, todo, batch_size, stats):
                 buffer_idx += chosen
                 buffer_states.append(states)
+                count += len(chosen)
                 bar.update(len(chosen))
                 if on_batch is not None:
-                    on_batch(bar.n, len(sentences))
-                if len(buffer_idx) >= chunk_size or len(done) + len(buffer_idx) == len(sentences):
+                    on_batch(count, len(sentences))
+                if (len(buffer_idx) >= chunk_size or count == len(sentences)
+                        or time.monotonic() - last_save >= chunk_seconds):
                     lengths = torch.tensor([len(encoded.input_ids[i]) for i in buffer_idx])
-                    _save_atomic(
+                    save_tensors(
                         {"index": torch.tensor(buffer_idx), "n_tokens": lengths,
                          "states": torch.cat(buffer_states, dim=2)},
-                        chunks_dir / f"{chunk_no:05d}.safetensors", {})
+                        chunks_dir / f"{chunk_no:05d}.safetensors",
+                        {"sinks": json.dumps(extractor.sink_record.to_dict())})
+                    extractor.sink_record = SinkRecord(extractor.config.sinks,
+                                                       extractor.config.sink_ratio)
                     done.update(buffer_idx)
                     buffer_idx, buffer_states = [], []
+                    last_save = time.monotonic()
                     if on_chunk is not None:
                         on_chunk(chunk_no)
                     chunk_no += 1
@@ -152,9 +225,10 @@ class ActivationStore:
             "padding_fraction": round(stats.padding_fraction, 4),
             "truncated": 0 if not todo else encoded.truncated,
         }
-        self._merge(directory, extractor, sides, len(sentences))
-        atomic_write_text(directory / TEXTS, json.dumps(
-            {side.key: list(side.sentences) for side in sides}, ensure_ascii=False))
+        manifest["sinks"] = self._merge(directory, extractor, sides, len(sentences)).to_dict()
+        texts = json.dumps({side.key: list(side.sentences) for side in sides}, ensure_ascii=False)
+        atomic_write_text(directory / TEXTS, texts)
+        manifest["texts_sha256"] = hashlib.sha256(texts.encode()).hexdigest()
         manifest["complete"] = True
         manifest["layers"] = extractor.layers
         manifest["poolings"] = list(extractor.config.poolings)
@@ -165,30 +239,47 @@ class ActivationStore:
         return self.load(directory)
 
     @staticmethod
+    def _discard_merged(directory: Path, manifest: dict[str, Any]) -> None:
+        """Forget a complete run whose files failed verification, so it is computed again."""
+        for key in manifest.get("sides", {}):
+            (directory / f"side.{key}.safetensors").unlink(missing_ok=True)
+        (directory / TEXTS).unlink(missing_ok=True)
+        shutil.rmtree(directory / "chunks", ignore_errors=True)
+
+    @staticmethod
     def _done_indices(chunks_dir: Path) -> set[int]:
+        """Sentences held by valid chunks; a chunk that fails its check is removed (recomputed)."""
         done: set[int] = set()
         for path in sorted(chunks_dir.glob("*.safetensors")):
             try:
-                with safe_open(str(path), "pt") as handle:
-                    done.update(handle.get_tensor("index").tolist())
-            except Exception:
-                path.unlink()
+                tensors, _ = load_tensors(path)
+                done.update(tensors["index"].tolist())
+            except (CorruptFile, KeyError) as exc:
+                notice(f"{exc}; its sentences are recomputed")
+                path.unlink(missing_ok=True)
+        for stray in chunks_dir.glob(".*.tmp"):  # a write cut short by a kill
+            stray.unlink(missing_ok=True)
         return done
 
-    def _merge(self, directory: Path, extractor: Extractor, sides: list, total: int) -> None:
+    def _merge(self, directory: Path, extractor: Extractor, sides: list, total: int) -> SinkRecord:
+        """Chunks -> one verified file per side; returns the merged sink record of all chunks."""
         chunks = sorted((directory / "chunks").glob("*.safetensors"))
         if not chunks:
-            return  # already merged by an earlier run that died before writing the manifest
-        first_state = safe_open(str(chunks[0]), "pt").get_slice("states").get_shape()
-        states = torch.empty(first_state[0], first_state[1], total, first_state[3])
-        n_tokens = torch.zeros(total, dtype=torch.long)
-        seen = torch.zeros(total, dtype=torch.bool)
+            raise StoreError(f"{directory}: no chunks to merge; remove the directory and rerun")
+        sinks = SinkRecord(extractor.config.sinks, extractor.config.sink_ratio)
+        states = n_tokens = seen = None
         for path in chunks:
-            with safe_open(str(path), "pt") as handle:
-                index = handle.get_tensor("index")
-                states[:, :, index] = handle.get_tensor("states")
-                n_tokens[index] = handle.get_tensor("n_tokens")
-                seen[index] = True
+            tensors, metadata = load_tensors(path)
+            if states is None:
+                p, l_, _, d = tensors["states"].shape
+                states = torch.empty(p, l_, total, d)
+                n_tokens = torch.zeros(total, dtype=torch.long)
+                seen = torch.zeros(total, dtype=torch.bool)
+            index = tensors["index"]
+            states[:, :, index] = tensors["states"]
+            n_tokens[index] = tensors["n_tokens"]
+            seen[index] = True
+            sinks.merge(SinkRecord.from_dict(json.loads(metadata.get("sinks", "{}"))))
         if not bool(seen.all()):
             raise StoreError(f"{directory}: {int((~seen).sum())} sentences missing after extraction")
         meta = {"layers": json.dumps(extractor.layers),
@@ -199,8 +290,9 @@ class ActivationStore:
             tensors = {pooling: states[p, :, start:stop]
                        for p, pooling in enumerate(extractor.config.poolings)}
             tensors["n_tokens"] = n_tokens[start:stop]
-            _save_atomic(tensors, directory / f"side.{side.key}.safetensors", meta)
+            save_tensors(tensors, directory / f"side.{side.key}.safetensors", meta)
             start = stop
+        return sinks
 
     @staticmethod
     def _read_manifest(directory: Path) -> dict[str, Any]:
@@ -213,23 +305,27 @@ class ActivationStore:
             raise StoreError(f"{path} is not valid JSON ({exc}); the run is corrupt") from None
 
     def load(self, directory: Path | str, cached: bool = False) -> Activations:
-        """Read a complete run directory back."""
+        """Read a complete run directory back, verifying every file (``CorruptFile`` if one
+        fails: rerun the run command to recompute)."""
         directory = Path(directory)
         manifest = self._read_manifest(directory)
         if not manifest.get("complete"):
             raise StoreError(f"{directory} is an unfinished run; rerun the same command to resume")
         vectors, n_tokens = {}, {}
         for key in manifest["sides"]:
-            path = directory / f"side.{key}.safetensors"
+            tensors, _ = load_tensors(directory / f"side.{key}.safetensors")
             try:
-                with safe_open(str(path), "pt") as handle:
-                    vectors[key] = torch.stack([handle.get_tensor(p) for p in manifest["poolings"]])
-                    n_tokens[key] = handle.get_tensor("n_tokens")
-            except (OSError, KeyError, RuntimeError, SafetensorError) as exc:
-                raise StoreError(f"{path} is missing or unreadable: {exc}") from None
+                vectors[key] = torch.stack([tensors[p] for p in manifest["poolings"]])
+                n_tokens[key] = tensors["n_tokens"]
+            except KeyError as exc:
+                raise CorruptFile(f"side {key} lacks tensor {exc}") from None
+        path = directory / TEXTS
         try:
-            texts = json.loads((directory / TEXTS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            texts = {}  # duplicates then count as distinct; neighbours show indices only
+            raw = path.read_text(encoding="utf-8")
+        except OSError:
+            raise CorruptFile(f"{path} is missing") from None
+        if hashlib.sha256(raw.encode()).hexdigest() != manifest.get("texts_sha256"):
+            raise CorruptFile(f"{path} fails its checksum (changed after it was written)")
+        texts = json.loads(raw)
         return Activations(manifest["key"], directory, manifest["layers"], manifest["poolings"],
                            vectors, n_tokens, manifest, cached, texts)

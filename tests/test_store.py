@@ -109,3 +109,126 @@ def test_corrupt_run_directory_is_reported(llama, corpus, tmp_path):
     (acts.directory / "manifest.json").write_text("{")
     with pytest.raises(StoreError, match="not valid JSON"):
         store.load(acts.directory)
+
+
+def test_sink_settings_change_the_key(llama, corpus):
+    keys = {cache_key(Extractor(llama, config), corpus)[0] for config in (
+        ExtractionConfig(), ExtractionConfig(sinks="keep"), ExtractionConfig(sink_ratio=20.0))}
+    assert len(keys) == 3
+
+
+def _flip_last_bytes(path, count: int = 4) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(1, count + 1):
+        data[-i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_changed_bytes_nan_bytes_or_lost_texts_are_recomputed_never_used(llama, corpus, tmp_path,
+                                                                         capsys):
+    import numpy as np
+
+    from probe.store import CorruptFile
+
+    extractor = Extractor(llama, ExtractionConfig())
+    store = ActivationStore(tmp_path)
+    reference = store.extract(extractor, corpus, progress=False)
+    side = reference.directory / "side.deu_Latn.safetensors"
+    nan = np.float32("nan").tobytes()
+    for damage in (lambda: _flip_last_bytes(side),
+                   lambda: side.write_bytes(side.read_bytes()[:-4] + nan),
+                   lambda: (reference.directory / "sentences.json").unlink()):
+        damage()
+        with pytest.raises(CorruptFile):
+            store.load(reference.directory)
+        again = store.extract(extractor, corpus, progress=False)
+        assert not again.cached and "recomputing" in capsys.readouterr().err
+        for key in corpus.sides:
+            assert torch.equal(again.vectors[key], reference.vectors[key])
+
+
+def test_a_corrupt_chunk_is_recomputed_on_resume(llama, corpus, tmp_path, capsys):
+    extractor = Extractor(llama, ExtractionConfig())
+    reference = ActivationStore(tmp_path / "a").extract(extractor, corpus, progress=False)
+    store = ActivationStore(tmp_path / "b")
+
+    def kill(chunk_no: int) -> None:
+        if chunk_no == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        store.extract(extractor, corpus, batch_size=4, chunk_size=8, progress=False, on_chunk=kill)
+    chunk = next((tmp_path / "b").glob("*/chunks/00000.safetensors"))
+    _flip_last_bytes(chunk)
+    resumed = store.extract(extractor, corpus, batch_size=4, chunk_size=8, progress=False)
+    assert "recomputed" in capsys.readouterr().err
+    assert resumed.manifest["extraction"]["sentences_computed"] == len(corpus) - 8
+    for key in corpus.sides:  # batches differ from the reference's: equal up to rounding
+        torch.testing.assert_close(resumed.vectors[key], reference.vectors[key], rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_chunks_are_written_at_least_every_chunk_seconds(llama, corpus, tmp_path):
+    chunks = []
+    ActivationStore(tmp_path).extract(Extractor(llama, ExtractionConfig()), corpus, batch_size=8,
+                                      chunk_size=10_000, chunk_seconds=0.0, progress=False,
+                                      on_chunk=chunks.append)
+    assert chunks == list(range(len(corpus) // 8))  # one chunk per batch, not one at the end
+
+
+def test_two_runs_on_one_key_share_the_work(llama, corpus, tmp_path):
+    import threading
+
+    extractor = Extractor(llama, ExtractionConfig())
+    store = ActivationStore(tmp_path)
+    results, errors = [], []
+
+    def run() -> None:
+        try:
+            results.append(store.extract(Extractor(llama, ExtractionConfig()), corpus,
+                                         batch_size=2, chunk_size=4, progress=False))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert sorted(r.cached for r in results) == [False, True]  # one computed, one loaded
+    for key in corpus.sides:
+        assert torch.equal(results[0].vectors[key], results[1].vectors[key])
+    assert store.extract(extractor, corpus, progress=False).cached
+
+
+def test_a_full_disk_leaves_no_temporary_files_and_no_complete_run(llama, corpus, tmp_path,
+                                                                   monkeypatch):
+    import errno
+    import json
+
+    from probe import store as store_module
+    from probe.errors import StoreError
+
+    real_save = store_module.save_file
+    calls = []
+
+    def save_until_full(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) > 2:
+            real_save(tensors, filename, metadata=metadata)  # part of the file lands, then:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(store_module, "save_file", save_until_full)
+    store = ActivationStore(tmp_path)
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.extract(Extractor(llama, ExtractionConfig()), corpus, batch_size=4, chunk_size=4,
+                      progress=False)
+    run_dir = next(p for p in tmp_path.iterdir() if p.is_dir())
+    assert not list(run_dir.rglob("*.tmp"))
+    assert not json.loads((run_dir / "manifest.json").read_text())["complete"]
+    monkeypatch.setattr(store_module, "save_file", real_save)
+    resumed = store.extract(Extractor(llama, ExtractionConfig()), corpus, batch_size=4,
+                            chunk_size=4, progress=False)
+    assert resumed.manifest["extraction"]["sentences_computed"] == len(corpus) - 8

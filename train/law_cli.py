@@ -13,8 +13,8 @@ import pandas as pd
 from probe import report
 from probe.cli_help import DefaultsFormatter
 from probe.errors import DataError
+from probe.files import atomic_write_text
 from probe.languages import ENGLISH, canonical, display_name
-from probe.models import atomic_write_text
 
 from .cli import training_config, training_options
 from .law import FAMILIES, LawFit, compare_families

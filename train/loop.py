@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from probe.architecture import find_decoder
 from probe.errors import DataError, ModelError
-from probe.models import atomic_write_text, load_model
+from probe.files import atomic_write_text
+from probe.models import load_model
 
 from .encode import IGNORE, batches, collate, encode
 from .mixture import build_mixture

@@ -25,8 +25,8 @@ import pandas as pd
 
 from probe.analysis import AnalysisConfig
 from probe.errors import DataError
+from probe.files import atomic_write_text
 from probe.languages import ENGLISH, canonical, display_name, iso639_1
-from probe.models import atomic_write_text
 
 from .loop import TrainConfig, latest_checkpoint
 from .mixture import instruction_translation_spec
