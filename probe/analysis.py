@@ -18,10 +18,13 @@ from .metrics import (
     COSINE_NORMALISATIONS,
     NORMALISATIONS,
     PairScorer,
+    answer_counts,
     bootstrap_ci,
     equivalence,
     knn_overlap,
     linear_cka,
+    mexa,
+    mexa_null,
     neighbours,
     pair_statistics,
     prepare,
@@ -138,14 +141,22 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
         n = sides[source].n
         stats = pair_statistics(sides[source], sides[target], config.normalisations,
                                 config.null_permutations, config.seed)
-        chance = retrieval_null(n)
+        chance = {"forward": retrieval_null(n, answer_counts(sides[target].codes, n)),
+                  "backward": retrieval_null(n, answer_counts(sides[source].codes, n))}
         curves = _Curves()
         base = {"model": model, "pooling": pooling}
         for (normalisation, direction), rank in stats.ranks.items():
             a, b = (source, target) if direction == "forward" else (target, source)
             for metric, values in retrieval(rank).items():
+                null = chance[direction][metric]
                 curves.add({**base, "source": a, "target": b, "normalisation": normalisation,
-                            "metric": metric}, values, (chance[metric], chance[metric]))
+                            "metric": metric}, values, (null, null))
+        for normalisation in config.normalisations:
+            curves.add({**base, "source": source, "target": target, "normalisation": normalisation,
+                        "metric": "mexa"},
+                       mexa(stats.ranks[(normalisation, "forward")],
+                            stats.ranks[(normalisation, "backward")]),
+                       (mexa_null(n), mexa_null(n)))
         for normalisation in [n for n in config.normalisations if n in COSINE_NORMALISATIONS]:
             meta = {**base, "source": source, "target": target, "normalisation": normalisation}
             cosine, baseline = stats.cosine[normalisation], stats.baseline[normalisation]
@@ -190,6 +201,21 @@ def peak_layers(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "
         raise DataError(f"no {metric} ({normalisation}) values in this table")
     best = rows.loc[rows.groupby(["model", "source", "target"]).value.idxmax()]
     return best[["model", "source", "target", "layer", "value", "ci_low", "ci_high"]]
+
+
+def mexa_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """MEXA's layer aggregation: per model, pair, pooling and normalisation, the mean and the max
+    of the ``mexa`` score over layers (and the layer of the max). With ``--pooling weighted`` and
+    the ``raw`` normalisation this is MEXA's own setting (it also pools BOS and sinks, which we
+    leave out; see the README)."""
+    rows = table[table.metric == "mexa"]
+    keys = ["model", "source", "target", "pooling", "normalisation"]
+    if rows.empty:
+        return pd.DataFrame(columns=[*keys, "mexa_mean", "mexa_max", "max_layer"])
+    grouped = rows.groupby(keys, sort=False)
+    out = grouped.value.agg(mexa_mean="mean", mexa_max="max").reset_index()
+    out["max_layer"] = rows.loc[grouped.value.idxmax(), "layer"].to_numpy()
+    return out
 
 
 def retrieval_failures(acts: Activations, layer: int, source: str, target: str,

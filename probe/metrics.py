@@ -28,11 +28,14 @@ collects the column neighbourhoods CSLS and margin need), so memory stays bounde
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from .errors import DataError
 
 NORMALISATIONS = ("raw", "centered", "csls", "margin")
 COSINE_NORMALISATIONS = ("raw", "centered")
@@ -68,6 +71,10 @@ class Side:
 def prepare(x: torch.Tensor, texts: Sequence[str] | None = None) -> Side:
     """A ``Side`` of (L, n, d) vectors; ``texts`` mark duplicate sentences (correct answers)."""
     x = x.float()
+    if not bool(torch.isfinite(x).all()):
+        layer, row = (int(v) for v in torch.nonzero(~torch.isfinite(x).all(-1))[0])
+        raise DataError(f"non-finite vector (NaN or inf) at layer index {layer}, sentence {row}: "
+                        "refusing to score it (a NaN would compare as neither better nor worse)")
     mean = x.mean(dim=-2)
     centered = x - mean[:, None]
     codes = None
@@ -140,7 +147,7 @@ class PairScorer:
             out["csls"] = 2 * raw - r_src[CSLS_K] - r_tgt[CSLS_K]
         if "margin" in self.normalisations:
             out["margin"] = raw / ((r_src[MARGIN_K] + r_tgt[MARGIN_K]) / 2)
-        return {name: out[name] for name in self.normalisations}
+        return {name: worst_if_nan(out[name]) for name in self.normalisations}
 
     def _block(self, layer: int, rows: slice) -> tuple[torch.Tensor, torch.Tensor | None]:
         centered = self.src.unit[layer, rows] @ self.tgt.unit[layer].T
@@ -272,8 +279,15 @@ def equivalence(texts: Sequence[str]) -> torch.Tensor:
     return codes[:, None] == codes[None, :]
 
 
+def worst_if_nan(scores: torch.Tensor) -> torch.Tensor:
+    """NaN scores as -inf: a NaN translation score ranks last, never first (a NaN compares false
+    with everything, so ">= true" would count no competitor at all)."""
+    return scores.masked_fill(torch.isnan(scores), float("-inf"))
+
+
 def ranks(scores: torch.Tensor, correct: torch.Tensor | None = None) -> torch.Tensor:
     """(layers, n) rank of each query's translation in whole score matrices (module rule)."""
+    scores = worst_if_nan(scores)
     true = scores.diagonal(dim1=-2, dim2=-1)[..., None]
     if correct is not None and int(correct.sum()) == correct.shape[-1]:
         correct = None  # no duplicates
@@ -285,6 +299,19 @@ def retrieval(rank: torch.Tensor) -> dict[str, torch.Tensor]:
     rank = rank.float()
     return {"p@1": (rank <= 1).float(), "r@5": (rank <= 5).float(),
             "r@10": (rank <= 10).float(), "mrr": 1.0 / rank}
+
+
+def mexa(forward: torch.Tensor, backward: torch.Tensor) -> torch.Tensor:
+    """MEXA's strict alignment per sentence pair (Kargaran et al. 2024): pair i counts only if its
+    score is strictly above every other in its row *and* its column, i.e. the translation is
+    retrieved first in both directions. ``forward``/``backward`` are the ranks of each direction."""
+    return ((forward <= 1) & (backward <= 1)).float()
+
+
+def mexa_null(n: int) -> float:
+    """Chance of MEXA's criterion: the pair is the largest of the 2n - 1 scores in its row and
+    column, each equally likely under random pairing."""
+    return 1.0 / (2 * n - 1)
 
 
 def precision_at_1(src: torch.Tensor, tgt: torch.Tensor, centered: bool = True) -> torch.Tensor:
@@ -324,10 +351,27 @@ def random_pairings(n: int, permutations: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([torch.randperm(n, generator=generator) for _ in range(permutations)])
 
 
-def retrieval_null(n: int) -> dict[str, float]:
-    """Chance level of each retrieval metric under random pairing (exact: rank uniform on 1..n)."""
-    harmonic = sum(1.0 / r for r in range(1, n + 1))
-    return {"p@1": 1 / n, "r@5": min(5, n) / n, "r@10": min(10, n) / n, "mrr": harmonic / n}
+def retrieval_null(n: int, answers: Sequence[int] | None = None) -> dict[str, float]:
+    """Chance level of each retrieval metric under random pairing, exact. ``answers[i]`` is how
+    many of the n candidates are correct for query i (1 without duplicate sentences); the other
+    correct ones are not competitors (module rule), so the rank is uniform on 1..n - d + 1."""
+    counts = Counter(answers if answers is not None else [1] * n)
+    out = dict.fromkeys(("p@1", "r@5", "r@10", "mrr"), 0.0)
+    for d, queries in counts.items():
+        m = n - d + 1
+        out["p@1"] += queries / m
+        out["r@5"] += queries * min(5, m) / m
+        out["r@10"] += queries * min(10, m) / m
+        out["mrr"] += queries * sum(1.0 / r for r in range(1, m + 1)) / m
+    return {metric: value / counts.total() for metric, value in out.items()}
+
+
+def answer_counts(codes: torch.Tensor | None, n: int) -> list[int]:
+    """Correct answers per query: candidates whose text equals the true translation's."""
+    if codes is None:
+        return [1] * n
+    per_code = torch.bincount(codes)
+    return per_code[codes].tolist()
 
 
 # ------------------------------------------------------------------------ representational

@@ -171,3 +171,71 @@ def test_mutual_knn(vectors):
     assert torch.equal(mutual_knn(vectors, vectors, k=5), torch.ones(3))
     perm = torch.randperm(60, generator=torch.Generator().manual_seed(3))
     assert mutual_knn(vectors, vectors[:, perm], k=5).max() < 0.3
+
+
+def test_chance_with_duplicate_answers_equals_enumeration():
+    """Exact null with repeated sentences against every ordering of 6 candidates (720)."""
+    import itertools
+
+    from probe.metrics import answer_counts
+
+    texts = ["a", "b", "a", "c", "a", "d"]
+    codes = torch.tensor([0, 1, 0, 2, 0, 3])
+    answers = answer_counts(codes, 6)
+    assert answers == [3, 1, 3, 1, 3, 1]
+    correct = equivalence(texts)
+    totals = dict.fromkeys(("p@1", "r@5", "r@10", "mrr"), 0.0)
+    orders = list(itertools.permutations(range(6)))
+    for order in orders:  # candidate j gets score -order[j]: every ranking equally likely
+        scores = -torch.tensor(order, dtype=torch.float)[None, None].expand(1, 6, 6).clone()
+        values = retrieval(ranks(scores, correct))
+        for metric in totals:
+            totals[metric] += float(values[metric].mean())
+    exact = retrieval_null(6, answers)
+    for metric, total in totals.items():
+        assert exact[metric] == pytest.approx(total / len(orders)), metric
+    assert exact["p@1"] == pytest.approx((3 / 4 + 3 / 6) / 6)  # 1 / (n - d + 1) per query
+    assert retrieval_null(6, [1] * 6) == retrieval_null(6)
+
+
+def test_nan_ranks_last_and_non_finite_vectors_are_refused():
+    scores = torch.tensor([[[float("nan"), 0.1, 0.2], [0.1, 0.9, 0.2], [0.3, 0.1, float("nan")]]])
+    assert ranks(scores).tolist() == [[3, 1, 3]]  # never a lucky 1
+    broken = torch.randn(2, 5, 4)
+    broken[1, 3, 0] = float("nan")
+    from probe.errors import DataError
+
+    with pytest.raises(DataError, match="layer index 1, sentence 3"):
+        prepare(broken)
+    broken[1, 3, 0] = float("inf")
+    with pytest.raises(DataError, match="non-finite"):
+        prepare(broken)
+
+
+def test_mexa_needs_the_top_of_row_and_column():
+    from probe.metrics import mexa, mexa_null
+
+    # pair 0: top of row 0 and column 0 -> aligned
+    # pair 1: top of row 1 (0.8) but column 1 holds 0.9 from row 2 -> not aligned (P@1 counts it)
+    # pair 2: row 2's top is 0.9 in column 1 -> not aligned
+    scores = torch.tensor([[[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.0, 0.9, 0.5]]])
+    forward = ranks(scores)
+    backward = ranks(scores.transpose(-1, -2))
+    assert forward.tolist() == [[1, 1, 2]] and backward.tolist() == [[1, 2, 1]]
+    assert mexa(forward, backward).tolist() == [[1.0, 0.0, 0.0]]
+    tie = torch.tensor([[[0.5, 0.5], [0.1, 0.9]]])  # a tie in row 0: MEXA's ">" fails it
+    assert mexa(ranks(tie), ranks(tie.transpose(-1, -2))).tolist() == [[0.0, 1.0]]
+    assert mexa_null(3) == pytest.approx(1 / 5)
+
+
+def test_mexa_summary_aggregates_over_layers():
+    import pandas as pd
+
+    from probe.analysis import mexa_summary
+
+    rows = [{"model": "m", "layer": layer, "source": "en", "target": "de", "pooling": "weighted",
+             "normalisation": "raw", "metric": "mexa", "value": value}
+            for layer, value in enumerate([0.2, 0.8, 0.5])]
+    summary = mexa_summary(pd.DataFrame(rows))
+    assert summary.mexa_mean.tolist() == [pytest.approx(0.5)]
+    assert summary.mexa_max.tolist() == [0.8] and summary.max_layer.tolist() == [1]
