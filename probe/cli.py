@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -16,13 +17,22 @@ from .analysis import AnalysisConfig
 from .cli_help import DefaultsFormatter
 from .data import named_datasets
 from .errors import DataError, ProbeError
-from .extract import POOLINGS, SPANS, ExtractionConfig
+from .extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS, ExtractionConfig, SinkRecord
 from .languages import canonical
 from .metrics import NORMALISATIONS
 from .models import DEFAULT_MODEL, PACKAGED
 from .pipeline import RunRequest, execute
 from .projection import METHODS
-from .runs import RunResults, build_report, model_cka, read_run, run_figures, versions, write_run
+from .runs import (
+    RunResults,
+    build_report,
+    data_differences,
+    model_cka,
+    read_run,
+    run_figures,
+    versions,
+    write_run,
+)
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -48,13 +58,15 @@ def parse_layers(text: str) -> tuple[int, ...] | None:
     if text == "all":
         return None
     layers: list[int] = []
-    try:
-        for part in text.split(","):
-            start, _, stop = part.partition("-")
-            layers += range(int(start), int(stop or start) + 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"layers must look like 'all', '0,4,8' or '2-10': {text!r}") from None
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise argparse.ArgumentTypeError(
+                f"layers must look like 'all', '0,4,8' or '2-10': {text!r}")
+        start, stop = int(match[1]), int(match[2] or match[1])
+        if stop < start:
+            raise argparse.ArgumentTypeError(f"layer range {part.strip()!r} runs backwards")
+        layers += range(start, stop + 1)
     return tuple(layers)
 
 
@@ -87,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     extraction.add_argument("--template", help="prompt holding {sentence}, e.g. 'Text: {sentence}'")
     extraction.add_argument("--span", default="sentence", choices=SPANS,
                             help="with --template, pool over the sentence tokens or the whole prompt")
+    extraction.add_argument("--sinks", default="exclude", choices=SINK_MODES,
+                            help="leave attention-sink tokens (a first token with no BOS before "
+                                 "it; states over --sink-ratio x the sentence's median norm) out "
+                                 "of mean/weighted pooling, or keep them (the naive mean)")
+    extraction.add_argument("--sink-ratio", type=float, default=SINK_RATIO,
+                            help="norm / median norm above which a token counts as a sink")
     extraction.add_argument("--layers", type=parse_layers, default=None, metavar="all|0,4,8|2-10",
                             help="layers to keep (0 = embeddings); default all")
     extraction.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -110,7 +128,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="layer to project (default: the most common peak layer)")
     output = run.add_argument_group("output")
     output.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
-    output.add_argument("--name", help="run name (default: model-data-key)")
+    output.add_argument("--name", help="run name, a plain name (default: model-data-key; an "
+                                       "unnamed rerun replaces the run of the same name)")
+    output.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run of the same --name")
     output.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
     output.add_argument("--no-static", action="store_true",
                         help="write report.html only, no PNG/PDF (which need Chromium)")
@@ -122,9 +143,11 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("runs", type=Path, nargs="+", help="two or more run directories")
     comp.add_argument("--output", type=Path, default=Path("runs/compare"),
                       help="directory for the comparison tables and report")
+    comp.add_argument("--allow-different-data", action="store_true",
+                      help="compare runs on different sentences (curves only; says what differs)")
     for p in (rep, comp):
         p.add_argument("--metric", default="p@1",
-                       choices=["p@1", "r@5", "r@10", "mrr", "cosine", "cosine_adjusted"])
+                       choices=["p@1", "r@5", "r@10", "mrr", "mexa", "cosine", "cosine_adjusted"])
         p.add_argument("--normalisation", default="centered", choices=NORMALISATIONS)
         p.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
 
@@ -157,28 +180,42 @@ def cmd_run(args: argparse.Namespace) -> None:
         languages=args.languages.split(",") if args.languages else None, limit=args.limit,
         extraction=ExtractionConfig(poolings=tuple(args.pooling), layers=args.layers,
                                     template=args.template, span=args.span,
-                                    max_length=args.max_length),
+                                    max_length=args.max_length, sinks=args.sinks,
+                                    sink_ratio=args.sink_ratio),
         analysis=AnalysisConfig(pivot=None if args.all_pairs else canonical(args.pivot, "--pivot"),
                                 normalisations=tuple(args.normalisations),
                                 bootstrap=args.bootstrap, seed=args.seed),
         projection=args.projection, projection_layer=args.projection_layer, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
         output=args.output, name=args.name, store=args.store, static=not args.no_static,
-        progress_bars=not args.no_progress)
+        progress_bars=not args.no_progress, overwrite=args.overwrite)
     outcome = execute(request, ["layer-analysis", *sys.argv[1:]])
+    for warning in outcome.warnings:
+        print(f"layer-analysis: warning: {warning}", file=sys.stderr)
     manifest = outcome.results.manifest
     name = manifest["model"]["name"]
     source = ("loaded from cache" if outcome.cached
               else f"extracted in {manifest['timings_s']['extract']:.1f} s")
     print(f"\n{name} on {manifest['data']['name']}: {len(manifest['data']['sides'])} languages x "
           f"{outcome.sentences} sentences, {len(manifest['extraction']['layers'])} layers, {source}")
+    if manifest["extraction"].get("sinks"):
+        print(SinkRecord.from_dict(manifest["extraction"]["sinks"]).summary())
     _print_table(outcome.results.table, request.analysis.pivot)
     print(f"\nrun:         {outcome.results.directory}\nreport:      {outcome.report[0]}\n"
           f"activations: {outcome.activations}")
 
 
+def _model_run(path: Path) -> RunResults:
+    """A run of one model (not a comparison), or a clear error."""
+    results = read_run(path)
+    if "compare" in results.manifest:
+        raise DataError(f"{path} is a comparison, not a run; rebuild it with 'layer-analysis "
+                        "compare' on its runs")
+    return results
+
+
 def cmd_report(args: argparse.Namespace) -> None:
-    results = read_run(args.run)
+    results = _model_run(args.run)
     figures = run_figures(results, args.metric, args.normalisation)
     title = f"{results.manifest['model']['name']} on {results.manifest['data']['name']}"
     paths = build_report(results, figures, title, static=not args.no_static)
@@ -186,9 +223,15 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    runs = [read_run(path) for path in args.runs]
+    runs = [_model_run(path) for path in args.runs]
     if len(runs) < 2:
         raise DataError("compare needs at least two run directories")
+    differences = data_differences(runs)
+    if differences and not args.allow_different_data:
+        raise DataError("the runs used different data (" + "; ".join(differences) + "); compare "
+                        "runs on the same sentences, or pass --allow-different-data")
+    for difference in differences:
+        print(f"layer-analysis: warning: {difference}", file=sys.stderr)
     table = pd.concat([r.table for r in runs], ignore_index=True)
     names = [r.manifest["model"]["name"] for r in runs]
     if len(set(names)) < len(names):
@@ -197,13 +240,12 @@ def cmd_compare(args: argparse.Namespace) -> None:
                f"heatmap_{args.metric}": report.heatmap(
                    table.assign(source=table.model + ": " + table.source), args.metric,
                    args.normalisation)}
-    fingerprints = {r.manifest["data"]["fingerprint"] for r in runs}
     cka = pd.DataFrame()
-    if len(fingerprints) == 1:
+    if not differences:
         cka = model_cka(runs)
         figures["cka_models"] = report.cka_heatmap(cka, "linear CKA between models, layer by layer")
     else:
-        print("note: the runs used different data; model x model CKA needs the same sentences")
+        print("note: model x model CKA needs the same sentences; left out", file=sys.stderr)
     args.output.mkdir(parents=True, exist_ok=True)
     merged = RunResults(args.output, {"runs": [str(r.directory) for r in runs]}, table, cka,
                         pd.DataFrame())

@@ -137,7 +137,13 @@ def _check_aligned(columns: dict[Path, list[str]]) -> None:
 
 
 def _unique_keys(entries: list[tuple[str, str, tuple[str, ...]]], name: str) -> ParallelCorpus:
-    """Build sides from (language, group, sentences); a language seen twice gets ``code@group``."""
+    """Build sides from (language, group, sentences); a language seen twice gets ``code@group``;
+    twice in one group (``en`` and ``eng`` columns) is an error, never a silent overwrite."""
+    twice = [f"{lang} (group {group})" if group != "all" else lang
+             for (lang, group), n in Counter((lang, group) for lang, group, _ in entries).items()
+             if n > 1]
+    if twice:
+        raise DataError(f"{name}: more than one column for {', '.join(twice)}; keep one per language")
     counts = Counter(language for language, _, _ in entries)
     sides = {}
     for language, group, sentences in entries:
@@ -227,7 +233,11 @@ def load_jsonl(path: Path) -> ParallelCorpus:
             raise DataError(f"{path}, line {number}: not JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}, line {number}: expected an object of language -> sentence")
-        record = {canonical(k, f"{path}, line {number}"): v for k, v in record.items()}
+        named = [canonical(k, f"{path}, line {number}") for k in record]
+        if len(set(named)) < len(named):
+            raise DataError(f"{path}, line {number}: keys {', '.join(record)} name one language "
+                            "twice; keep one per language")
+        record = dict(zip(named, record.values(), strict=True))
         if number == 1:
             columns = {language: [] for language in record}
         if set(record) != set(columns):

@@ -14,10 +14,11 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis import AnalysisConfig, analyse, peak_layers
-from .data import load_parallel
+from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor
-from .models import DEFAULT_MODEL, atomic_write_text, load_model
+from .files import atomic_write_text
+from .models import DEFAULT_MODEL, load_model
 from .projection import project
 from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
 from .store import ActivationStore
@@ -48,6 +49,7 @@ class RunRequest:
     store: Path | None = None
     static: bool = True
     progress_bars: bool = True
+    overwrite: bool = False
 
 
 @dataclass
@@ -57,10 +59,53 @@ class RunOutcome:
     sentences: int
     cached: bool
     activations: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one plain path component: letters, digits, '.', '_', '-' (no '..')."""
+    if not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise DataError(f"run name {name!r} must be a plain name (letters, digits, '.', '_', '-'; "
+                        "no '/', no '..', at most 100 characters)")
+    return name
+
+
+def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
+    """Every check that needs no model, so bad input fails before anything expensive; returns
+    warnings about the data (repeated sentences)."""
+    if request.batch_size < 1:
+        raise DataError(f"batch size must be at least 1, got {request.batch_size}")
+    if request.name is not None:
+        run_dir = request.output / check_run_name(request.name)
+        if (run_dir / "manifest.json").exists() and not request.overwrite:
+            raise DataError(f"a run named {request.name!r} exists in {request.output}; choose "
+                            "another name or pass --overwrite")
+    small = {k: len(s.sentences) for k, s in corpus.sides.items() if len(s.sentences) < 2}
+    if small:
+        raise DataError("too few sentences to analyse: " + ", ".join(
+            f"{k} has {n}" for k, n in small.items()) + " (retrieval needs at least 2 per language)")
+    pivot = request.analysis.pivot
+    if pivot is not None and pivot not in corpus.languages:
+        raise DataError(f"pivot {pivot} is not among the selected languages "
+                        f"({', '.join(corpus.languages)}); add it or analyse all pairs")
+    if not corpus.pairs(pivot):
+        raise DataError(f"no language pair to analyse among {', '.join(corpus.languages)}"
+                        + (f" with pivot {pivot}" if pivot else "") + "; select two or more")
+    warnings = []
+    for key, side in corpus.sides.items():
+        repeats = len(side.sentences) - len(set(side.sentences))
+        if repeats:
+            warnings.append(f"{key} has {repeats} repeated sentence(s): a repeat of the true "
+                            "translation counts as a correct answer, and chance levels account "
+                            "for it")
+    return warnings
 
 
 def execute(request: RunRequest, command: list[str], progress: Progress | None = None
@@ -74,10 +119,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     clock = time.perf_counter()
     say("loading data", 0.0)
     corpus = load_parallel(request.data).select(request.languages, request.limit)
-    pivot = request.analysis.pivot
-    if pivot is not None and pivot not in corpus.languages:
-        raise DataError(f"pivot {pivot} is not among the selected languages "
-                        f"({', '.join(corpus.languages)}); add it or analyse all pairs")
+    warnings = check_request(request, corpus)
     say(f"loading {request.model}", 0.02)
     loaded = load_model(request.model, request.adapter, request.device, request.dtype,
                         request.trust_remote_code)
@@ -115,12 +157,14 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                  "languages": corpus.languages, "sides": {k: len(s.sentences)
                                                           for k, s in corpus.sides.items()}},
         "extraction": {**asdict(request.extraction), "layers": extractor.layers,
-                       "batch_size": request.batch_size, **acts.manifest.get("extraction", {})},
+                       "batch_size": request.batch_size, **acts.manifest.get("extraction", {}),
+                       "sinks": acts.manifest.get("sinks")},
         "analysis": {**asdict(config), "projection": request.projection,
                      "projection_layer": layer},
         "activations": str(acts.directory.resolve()),
         "cached": acts.cached,
         "versions": versions(),
+        "warnings": warnings,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
     write_run(run_dir, manifest, analysis.table, analysis.cka, projection)
@@ -134,4 +178,4 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     results.manifest = manifest
     say("done", 1.0)
     return RunOutcome(results, paths, len(next(iter(corpus.sides.values())).sentences),
-                      acts.cached, acts.directory)
+                      acts.cached, acts.directory, warnings)

@@ -57,7 +57,7 @@ def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir)
     base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(base.model, lora).save_pretrained(tmp_path / "x-de")
-    assert main([*run_args, "--name", "base"]) == 0
+    assert main([*run_args, "--name", "base", "--overwrite"]) == 0
     assert main([*run_args, "--name", "adapted", "--adapter", str(tmp_path / "x-de")]) == 0
     (out_dir / "base" / "report.html").unlink()
     assert main(["report", str(out_dir / "base"), "--no-static"]) == 0
@@ -82,6 +82,13 @@ def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir)
         (["--template", "no slot"], "must contain {sentence}"),
         (["--limit", "0"], "at least 1"),
         (["--projection-layer", "42"], "layer 42 was not extracted"),
+        (["--dtype", "float16"], "float16 on the CPU is refused"),
+        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--limit", "1"], "too few sentences to analyse"),
+        (["--languages", "en"], "no language pair to analyse"),
+        (["--name", "../escape"], "must be a plain name"),
+        (["--name", "/tmp/abs"], "must be a plain name"),
+        (["--sink-ratio", "0.5"], "sink_ratio must be a number above 1"),
     ],
 )
 def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message):
@@ -90,12 +97,69 @@ def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message
     assert message in err and "Traceback" not in err and err.count("error:") == 1
 
 
+@pytest.mark.parametrize("layers", ["5-2", "3-", "-1", "a"])
+def test_bad_layer_ranges_are_refused(run_args, capsys, layers):
+    with pytest.raises(SystemExit) as exc:
+        main([*run_args, "--layers", layers])
+    assert exc.value.code == 2 and "--layers" in capsys.readouterr().err
+
+
+def test_a_run_name_is_not_reused_without_overwrite(run_args, out_dir, capsys):
+    assert main([*run_args, "--name", "once"]) == 0
+    before = (out_dir / "once" / "manifest.json").read_text()
+    assert main([*run_args, "--name", "once", "--bootstrap", "50"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out_dir / "once" / "manifest.json").read_text() == before
+    assert main([*run_args, "--name", "once", "--bootstrap", "50", "--overwrite"]) == 0
+
+
+def test_repeated_sentences_warn_and_move_chance(run_args, tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "eng_Latn.txt").write_text("Hello.\nHello.\nGood night.\nSee you.\n")
+    (tmp_path / "data" / "deu_Latn.txt").write_text("Hallo.\nHallo.\nGute Nacht.\nBis bald.\n")
+    args = [a for a in run_args if a not in ("--languages", "en,de,zh")]
+    assert main([*args, "--data", str(tmp_path / "data"), "--name", "repeats"]) == 0
+    assert "eng_Latn has 1 repeated sentence" in capsys.readouterr().err
+    table = pd.read_parquet(args[args.index("--output") + 1] / __import__("pathlib").Path(
+        "repeats") / "results.parquet")
+    p1 = table[(table.metric == "p@1") & (table.layer == 0) & (table.normalisation == "raw")]
+    # two queries have 2 correct answers among 4 (rank uniform on 1..3), two have 1 (1..4)
+    assert p1.null.iloc[0] == pytest.approx((2 / 3 + 2 / 4) / 4)
+
+
+def test_compare_refuses_runs_on_different_data(run_args, out_dir, tmp_path, capsys,
+                                               tiny_llama_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from probe.models import load_model
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base.model, lora).save_pretrained(tmp_path / "x")
+    assert main([*run_args, "--name", "de-zh-16", "--overwrite"]) == 0
+    assert main([*run_args, "--name", "de-zh-12", "--limit", "12", "--overwrite",
+                 "--adapter", str(tmp_path / "x")]) == 0
+    runs = [str(out_dir / "de-zh-16"), str(out_dir / "de-zh-12")]
+    capsys.readouterr()
+    assert main(["compare", *runs, "--output", str(tmp_path / "c"), "--no-static"]) == 2
+    err = capsys.readouterr().err
+    assert "different data" in err and "sentences per language" in err
+    assert main(["compare", *runs, "--output", str(tmp_path / "c"), "--no-static",
+                 "--allow-different-data"]) == 0
+    assert "sentences per language" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "c")]) == 2
+    assert "is a comparison, not a run" in capsys.readouterr().err
+
+
 def test_report_on_a_directory_without_results(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no manifest.json: not a finished layer-analysis run" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "manifest.json").write_text('{"a": 1}')
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a layer-analysis run manifest" in capsys.readouterr().err
+    (tmp_path / "manifest.json").write_text('{"model": {"name": "m"}, "data": {}}')
     assert main(["report", str(tmp_path)]) == 2
     assert "has no readable results" in capsys.readouterr().err
 

@@ -94,6 +94,21 @@ def test_bad_tsv_and_jsonl_lines(tmp_path):
         load_parallel(str(write(tmp_path / "p.jsonl", ['{"en": "a", "de": "b"}', "{oops"])))
 
 
+def test_one_language_twice_is_an_error_in_every_format(tmp_path):
+    with pytest.raises(DataError, match="more than one column for eng_Latn"):
+        load_parallel(str(write(tmp_path / "p.tsv", ["en\teng\tde", "a\tb\tc"])))
+    with pytest.raises(DataError, match="line 1: keys en, eng, de name one language twice"):
+        load_parallel(str(write(tmp_path / "p.jsonl", [json.dumps({"en": "a", "eng": "b",
+                                                                   "de": "c"})])))
+    with pytest.raises(DataError, match="more than one column for deu_Latn"):
+        corpus_from_columns({"sentence_deu_Latn": ["x"], "de": ["y"], "en": ["z"]}, "hub")
+    (tmp_path / "d").mkdir()
+    for name in ("en.txt", "eng_Latn.txt"):
+        (tmp_path / "d" / name).write_text("a\n")
+    with pytest.raises(DataError, match="are both eng_Latn"):
+        load_parallel(str(tmp_path / "d"))
+
+
 def test_selection_errors():
     corpus = load_parallel("default")
     with pytest.raises(DataError, match="has no jpn_Jpan"):

@@ -283,6 +283,35 @@ def test_evaluate_cli_writes_scores_and_predictions(tmp_path, tiny_llama_dir, sh
                  "ja", "--device", "cpu"]) == 2  # XQuAD has no Japanese
 
 
+def test_evaluate_checks_every_language_first_and_keeps_finished_ones(tmp_path, tiny_llama_dir,
+                                                                     shared_data, monkeypatch,
+                                                                     capsys):
+    import probe.models
+
+    loads = []
+    monkeypatch.setattr(probe.models, "load_model", lambda *a, **k: loads.append(1))
+    out = tmp_path / "scores.json"
+    for languages, message in (("zh,xx", "unknown language"), ("zh,zh", "twice"),
+                               ("zh,pt", "has no por_Latn")):
+        assert main(["evaluate", "--model", str(tiny_llama_dir), "--languages", languages,
+                     "--device", "cpu", "--output", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    assert loads == [] and not out.exists()  # refused before any model was loaded
+    monkeypatch.undo()
+
+    real = evaluate.evaluate_translation
+
+    def fail_on_greek(loaded, language, *args, **kwargs):
+        if language == "el":
+            raise evaluate.DataError("generation failed for el")
+        return real(loaded, language, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_translation", fail_on_greek)
+    assert main(["evaluate", "--model", str(tiny_llama_dir), "--languages", "de,el", "--limit",
+                 "2", "--max-new-tokens", "2", "--device", "cpu", "--output", str(out)]) == 2
+    assert [s["target"] for s in json.loads(out.read_text())] == ["deu_Latn"]
+
+
 # ------------------------------------------------------------------------------ multi-process
 
 

@@ -141,11 +141,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from probe.models import load_model
 
-    from .evaluate import evaluate_translation, evaluate_xquad, write_evaluation
+    from .evaluate import check_languages, evaluate_translation, evaluate_xquad, write_evaluation
 
+    languages = args.languages.split(",")
+    check_languages(args.task, languages, args.data, args.limit)  # every one, before the model
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     results = []
-    for language in args.languages.split(","):
+    for language in languages:
         if args.task == "translation":
             result = evaluate_translation(loaded, language, args.data, args.limit,
                                           max_new_tokens=args.max_new_tokens or 128,
@@ -163,8 +165,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"{loaded.name} XQuAD-{s['language']}: EM {s['em']:.1f}, F1 {s['f1']:.1f}, "
                   f"contains {s['contains']:.1f} ({s['questions']} questions)")
         results.append(result)
+        if args.output:  # after every language: a later failure keeps the finished ones
+            write_evaluation(results, args.output)
     if args.output:
-        write_evaluation(results, args.output)
         print(f"scores: {args.output}")
 
 

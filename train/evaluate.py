@@ -175,12 +175,32 @@ def read_xquad(language: str, limit: int | None = None) -> list[dict]:
     return items[:limit]
 
 
-def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
-                   max_new_tokens: int = 32, batch_size: int = 8) -> Evaluation:
-    """Zero-shot XQuAD with the instruction in the question's language."""
+def _xquad_language(language: str) -> str:
     iso = iso639_1(canonical(language, "--languages"))
     if iso not in XQUAD_INSTRUCTIONS:
         raise DataError(f"XQuAD has no {iso}; languages: {', '.join(XQUAD_INSTRUCTIONS)}")
+    return iso
+
+
+def check_languages(task: str, languages: list[str], data: str = "flores-devtest",
+                    limit: int | None = None) -> None:
+    """Raise the error evaluating any of ``languages`` would raise, before a model is loaded."""
+    codes = [canonical(language, "--languages") for language in languages]
+    repeated = sorted({c for c in codes if codes.count(c) > 1})
+    if repeated:
+        raise DataError(f"--languages names {', '.join(repeated)} twice")
+    for language in languages:
+        if task == "translation":
+            load_parallel(data).select([ENGLISH, canonical(language, "--languages")], limit)
+        else:
+            _xquad_language(language)
+            read_xquad(language, 1)
+
+
+def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
+                   max_new_tokens: int = 32, batch_size: int = 8) -> Evaluation:
+    """Zero-shot XQuAD with the instruction in the question's language."""
+    iso = _xquad_language(language)
     items = read_xquad(language, limit)
     prompts = [alpaca_prompt(XQUAD_INSTRUCTIONS[iso], f"{q['context']}\n\n{q['question']}")
                for q in items]
@@ -199,7 +219,7 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
 
 def write_evaluation(evaluations: list[Evaluation], path: Path) -> None:
     """Scores as JSON (predictions beside it as JSONL), each written atomically."""
-    from probe.models import atomic_write_text
+    from probe.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps([e.scores for e in evaluations], indent=2,
