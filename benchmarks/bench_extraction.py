@@ -1,4 +1,5 @@
-"""Extraction throughput: MEXA-style script vs bare model body vs this engine, same sentences.
+"""Extraction throughput: MEXA-style script vs bare model body vs this engine (with and without
+attention-sink exclusion), same sentences.
 
     python benchmarks/bench_extraction.py [--data flores-devtest] [--languages en,de,zh,ar]
                                           [--limit 200] [--batch-size 32]
@@ -61,15 +62,15 @@ def method_body(args, sentences) -> dict:
                for b in extractor.batches(encoded.lengths, args.batch_size)]
     start = time.perf_counter()
     with torch.inference_mode():
-        for ids, attention, _ in batches:
+        for ids, attention, *_ in batches:
             extractor.parts.body(input_ids=ids, attention_mask=attention.long(), use_cache=False)
     return {"seconds": time.perf_counter() - start}
 
 
-def method_engine(args, sentences) -> dict:
+def method_engine(args, sentences, sinks: str = "exclude") -> dict:
     """This engine end to end: tokenise, batch, hook, pool, write to the store; a cached rerun."""
     loaded = load_model(args.model, dtype=args.dtype)
-    extractor = Extractor(loaded, ExtractionConfig())
+    extractor = Extractor(loaded, ExtractionConfig(sinks=sinks))
     corpus = load_parallel(args.data).select(args.languages.split(","), args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         store = ActivationStore(tmp)
@@ -86,7 +87,8 @@ def method_engine(args, sentences) -> dict:
             "rerun": rerun, "p_at_1": p1}
 
 
-METHODS = {"mexa": method_mexa, "body": method_body, "engine": method_engine}
+METHODS = {"mexa": method_mexa, "body": method_body, "engine": method_engine,
+           "engine-keep": lambda args, sentences: method_engine(args, sentences, sinks="keep")}
 
 
 def fast_bf16() -> bool:
@@ -140,13 +142,15 @@ def main() -> None:
         dtypes.append("bfloat16")
     results, rate = {}, {}
     for dtype in dtypes:
-        for method in (["mexa"] if dtype == "float32" else []) + ["body", "engine"]:
+        for method in (["mexa"] if dtype == "float32" else []) + ["body", "engine", "engine-keep"]:
             r = results[method, dtype] = run_child(args, method, dtype)
             rate[method, dtype] = r["n"] / r["seconds"]
             print(f"{LABELS[method]} {dtype:9s} {rate[method, dtype]:8.1f} sent/s   "
                   f"peak RSS {r['rss_mb']:6.0f} MB   ({r['n']} sentences)", flush=True)
     for dtype in dtypes:
-        print(f"(c)/(b) {dtype}: {rate['engine', dtype] / rate['body', dtype]:.2f}x")
+        print(f"(c)/(b) {dtype}: {rate['engine', dtype] / rate['body', dtype]:.2f}x   "
+              f"(c)/(d), the cost of sink exclusion: "
+              f"{rate['engine', dtype] / rate['engine-keep', dtype]:.3f}x")
     best = max(dtypes, key=lambda d: rate["engine", d])
     print(f"(c) best ({best}) / (a) fp32: {rate['engine', best] / rate['mexa', 'float32']:.1f}x")
     engine = results["engine", "float32"]
@@ -159,7 +163,8 @@ def main() -> None:
         print(f"centered P@1, max |fp32 - bf16| over layers and pairs: {diff:.3f}")
 
 
-LABELS = {"mexa": "(a) MEXA-style  ", "body": "(b) model body  ", "engine": "(c) this engine "}
+LABELS = {"mexa": "(a) MEXA-style  ", "body": "(b) model body  ", "engine": "(c) this engine ",
+          "engine-keep": "(d) --sinks keep"}
 
 if __name__ == "__main__":
     main()

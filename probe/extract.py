@@ -330,10 +330,14 @@ class Extractor:
         if count:
             ratio = float((norms / median)[massive].max())
             record.massive_max_ratio[layer] = max(record.massive_max_ratio.get(layer, 0.0), ratio)
-            decode = self.loaded.tokenizer.convert_ids_to_tokens
-            record.tokens.update(decode(ids[massive].tolist()))
+            record.tokens.update(self._token_text(i) for i in ids[massive].tolist())
             record.positions.update(positions[massive].tolist())
         return candidates & ~massive
+
+    def _token_text(self, token_id: int) -> str:
+        """A token as text; a byte fragment (no text of its own) as the tokenizer's piece."""
+        text = self.loaded.tokenizer.decode([token_id])
+        return self.loaded.tokenizer.convert_ids_to_tokens(token_id) if "\ufffd" in text else text
 
     def run_batch(self, encoded: Encoded, batch: Sequence[int], stats: BatchStats | None = None
                   ) -> torch.Tensor:

@@ -186,3 +186,35 @@ def test_list_commands(capsys):
     assert "gemma3-270m (default)" in capsys.readouterr().out
     assert main(["list-data"]) == 0
     assert "flores-devtest" in capsys.readouterr().out
+
+
+def test_two_processes_running_one_key_both_succeed(tiny_llama_dir, tmp_path):
+    """Two identical runs at once: one extracts, the other waits for it and loads."""
+    import os
+
+    command = [sys.executable, "-m", "probe.cli", "run", "--model", str(tiny_llama_dir),
+               "--languages", "en,de", "--limit", "24", "--output", str(tmp_path), "--no-progress",
+               "--device", "cpu", "--projection", "none", "--bootstrap", "50", "--no-static",
+               "--batch-size", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([*command, "--name", f"r{i}"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert sum("loaded from cache" in out for out, _ in outputs) == 1
+    tables = [pd.read_parquet(tmp_path / f"r{i}" / "results.parquet") for i in range(2)]
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_a_failed_write_leaves_no_run_that_looks_complete(run_args, out_dir, capsys, monkeypatch):
+    import errno
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    assert main([*run_args, "--name", "full"]) == 2
+    assert "could not write" in capsys.readouterr().err
+    run = out_dir / "full"
+    assert not (run / "manifest.json").exists() and not list(run.glob("*.tmp"))
+    assert not list(run.glob(".*.tmp"))

@@ -8,7 +8,7 @@ import torch
 
 from probe.cli import main
 from probe.data import load_parallel
-from probe.extract import ExtractionConfig, Extractor
+from probe.extract import SINK_RATIO, ExtractionConfig, Extractor
 from probe.models import load_model
 
 pytestmark = pytest.mark.slow
@@ -33,8 +33,18 @@ def test_default_model_run_finds_mid_layer_alignment(tmp_path, capsys):
     assert "loaded from cache" in capsys.readouterr().out
 
 
+def plain_sink_free_mean(states: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Mean of one sentence's (T, d) token states without the first token (SmolLM2 adds no BOS)
+    and without any token over ``ratio`` x the median norm of the rest, token by token."""
+    norms = [float(states[t].norm()) for t in range(1, states.shape[0])]
+    median = sorted(norms)[(len(norms) - 1) // 2]
+    kept = [t for t, n in zip(range(1, states.shape[0]), norms, strict=True) if n <= ratio * median]
+    return torch.stack([states[t] for t in kept]).mean(0)
+
+
 def test_engine_p_at_1_equals_a_plain_one_sentence_loop(tmp_path):
-    """Centered P@1 per layer from the CLI's table equals a naive reimplementation."""
+    """Centered P@1 per layer from the CLI's table equals a naive reimplementation, sink rule
+    included, on the real LLaMA-architecture model whose first token is its attention sink."""
     languages = ["en", "de", "zh"]
     args = ["run", "--model", "smollm2-135m", "--languages", ",".join(languages), "--limit", "40",
             "--output", str(tmp_path), "--name", "smol", "--no-progress", "--projection", "none",
@@ -46,18 +56,21 @@ def test_engine_p_at_1_equals_a_plain_one_sentence_loop(tmp_path):
     loaded = load_model("smollm2-135m", device="cpu", dtype="float32")
     corpus = load_parallel("default").select(languages, 40)
     special = set(loaded.tokenizer.all_special_ids)
-    pooled = {}
+    pooled, first_token_ratio = {}, []
     for key, side in corpus.sides.items():  # one sentence per forward, as MEXA does
         per_sentence = []
         for sentence in side.sentences:
             ids = loaded.tokenizer(sentence, return_tensors="pt")
+            assert int(ids.input_ids[0, 0]) not in special  # no BOS: the first token is the sink
             with torch.no_grad():
                 hidden = loaded.model(**ids, output_hidden_states=True).hidden_states
-            keep = torch.tensor([t not in special for t in ids.input_ids[0].tolist()])
-            # our last layer is before the final norm: take it from a hook-free recomputation
-            layers = [h[0][keep].mean(0) for h in hidden[:-1]]
+            norms = hidden[15][0].norm(dim=-1)
+            first_token_ratio.append(float(norms[0] / norms[1:].median()))
+            # our last layer is before the final norm: compare the layers before it
+            layers = [plain_sink_free_mean(h[0], SINK_RATIO) for h in hidden[:-1]]
             per_sentence.append(torch.stack(layers))
         pooled[key] = torch.stack(per_sentence, dim=1)  # (layers, n, d)
+    assert min(first_token_ratio) > 50  # the lens must see the sink it leaves out
     for target in ("deu_Latn", "zho_Hans"):
         src, tgt = pooled["eng_Latn"], pooled[target]
         src = src - src.mean(1, keepdim=True)
@@ -73,7 +86,7 @@ def test_llama_architecture_default_matches_hidden_states():
     loaded = load_model("smollm2-135m", device="cpu", dtype="float32")
     assert type(loaded.model).__name__ == "LlamaForCausalLM"
     sentences = ["The museum will be closed until spring.", "Le musée sera fermé."]
-    extractor = Extractor(loaded, ExtractionConfig(poolings=("mean",)))
+    extractor = Extractor(loaded, ExtractionConfig(poolings=("mean",), sinks="keep"))
     pooled = extractor.extract(sentences, batch_size=2)
     masks = extractor.encode(sentences).pool_masks
     for i, sentence in enumerate(sentences):

@@ -108,3 +108,23 @@ def test_sink_record_round_trips_and_merges():
     assert b.sentences == 8 and b.massive == {5: 4} and b.tokens[","] == 4
     assert b.first_ratio_sum[3] == pytest.approx(80.0)
     assert "first token of 8 of 8 sentences" in b.summary() and "4 token states" in b.summary()
+
+
+def test_a_nan_state_stops_the_run_naming_layer_and_sentence(loaded):
+    from probe.extract import NonFiniteStates
+
+    extractor = Extractor(loaded, ExtractionConfig())
+
+    def poison(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if hidden.shape[1] > 10:  # only the long sentences' batch
+            hidden[0, 3, 0] = float("nan")
+        return output
+
+    handle = extractor.parts.blocks[1].register_forward_hook(poison)
+    try:
+        with pytest.raises(NonFiniteStates, match=r"float32\) produced non-finite states at layer 2 "
+                                                  r"for sentence 4 \('Heavy rain"):
+            extractor.extract(SENTENCES, batch_size=1)
+    finally:
+        handle.remove()
