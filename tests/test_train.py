@@ -209,6 +209,20 @@ def test_train_cli_errors(tmp_path):
     assert main(["train", "--mixture", "alpaca_en[:", "--output", str(tmp_path / "o")]) == 2
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--mixture", "no_such_component[:10]"], "no_such_component"),
+    (["--mixture", "alpaca_en[:4]", "--batch-size", "0"], "must be at least 1: batch size 0"),
+    (["--mixture", "alpaca_en[:4]", "--lr", "-1"], "need lr > 0"),
+])
+def test_training_input_is_checked_before_the_model_loads(tmp_path, tiny_llama_dir, monkeypatch,
+                                                         capsys, extra, message):
+    loads = []
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: loads.append(1))
+    assert main(["train", *extra, "--model", str(tiny_llama_dir), "--output",
+                 str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err and loads == []
+
+
 # ------------------------------------------------------------------------------- evaluation
 
 

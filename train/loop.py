@@ -63,6 +63,20 @@ class TrainConfig:
     resume: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        at_least_one = {"batch size": self.batch_size, "grad-accum": self.grad_accum,
+                        "lora-r": self.lora_r, "save-every": self.save_every,
+                        "log-every": self.log_every, "keep-checkpoints": self.keep_checkpoints,
+                        "max-steps": 1 if self.max_steps is None else self.max_steps}
+        bad = [f"{name} {value}" for name, value in at_least_one.items() if value < 1]
+        if bad:
+            raise DataError(f"must be at least 1: {', '.join(bad)}")
+        if not (self.lr > 0 and self.epochs > 0 and 0 <= self.warmup < 1):
+            raise DataError(f"need lr > 0, epochs > 0 and 0 <= warmup < 1 (got lr {self.lr}, "
+                            f"epochs {self.epochs}, warmup {self.warmup})")
+        if self.max_length < 8:
+            raise DataError(f"max length must be at least 8 tokens, got {self.max_length}")
+
 
 class ResponseOnlyLM(nn.Module):
     """Mean cross-entropy of the response tokens, the LM head applied to those positions only
@@ -132,6 +146,7 @@ def train(config: TrainConfig) -> TrainResult:
     if not config.resume and latest_checkpoint(output) is not None:
         raise DataError(f"{output} holds checkpoints of an unfinished run: pass --resume to "
                         "continue it, or choose another --output")
+    mixture = build_mixture(config.mixture, config.seed)  # bad components fail before the model
     loaded = load_model(config.model, device="cpu", dtype="float32")
     on_gpu = torch.cuda.is_available() and config.device in ("auto", "cuda")
     bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu)
@@ -139,7 +154,6 @@ def train(config: TrainConfig) -> TrainResult:
                               mixed_precision="bf16" if bf16 else "no",
                               cpu=config.device == "cpu" or not on_gpu)
     torch.manual_seed(config.seed)
-    mixture = build_mixture(config.mixture, config.seed)
     examples = encode(mixture.records, loaded.tokenizer, config.max_length, mixture.report)
     model = loaded.model.train()
     if config.full:
