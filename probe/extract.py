@@ -320,16 +320,17 @@ class Extractor:
         whose norm exceeds ``sink_ratio`` × the median of the sentence's other pooled tokens."""
         candidates = pool & ~first
         median = norms.masked_fill(~candidates, float("nan")).nanmedian(-1).values[:, None]
-        massive = candidates & (norms > self.config.sink_ratio * median)
+        ratio = norms / median
+        massive = candidates & (ratio > self.config.sink_ratio)
         has_first = first & pool
         if bool(has_first.any()):
-            ratio = (norms / median)[has_first]
-            record.first_ratio_sum[layer] = record.first_ratio_sum.get(layer, 0.0) + float(ratio.sum())
+            record.first_ratio_sum[layer] = (record.first_ratio_sum.get(layer, 0.0)
+                                             + float(ratio[has_first].sum()))
         count = int(massive.sum())
         record.massive[layer] = record.massive.get(layer, 0) + count
         if count:
-            ratio = float((norms / median)[massive].max())
-            record.massive_max_ratio[layer] = max(record.massive_max_ratio.get(layer, 0.0), ratio)
+            record.massive_max_ratio[layer] = max(record.massive_max_ratio.get(layer, 0.0),
+                                                  float(ratio[massive].max()))
             record.tokens.update(self._token_text(i) for i in ids[massive].tolist())
             record.positions.update(positions[massive].tolist())
         return candidates & ~massive
@@ -360,7 +361,7 @@ class Extractor:
             norms = hidden.norm(dim=-1)  # NaN or inf wherever any component is
             bad = attention & ~torch.isfinite(norms)
             if bool(bad.any()):
-                self._non_finite(encoded, batch, layer, bad)
+                self._non_finite(encoded, batch, layer, bad, positions)
             if fixed is None:
                 keep = self._sink_filter(norms, pool, first, ids, positions, layer, record)
                 weights = pooling_weights(keep, self.config.poolings, pool)
@@ -402,10 +403,10 @@ class Extractor:
             stats.batches += 1
         return torch.stack([pooled[layer] for layer in self.layers], dim=1).cpu()
 
-    def _non_finite(self, encoded: Encoded, batch: Sequence[int], layer: int, bad: torch.Tensor
-                    ) -> None:
-        row, token = (int(v) for v in torch.nonzero(bad)[0])
-        index = batch[row]
+    def _non_finite(self, encoded: Encoded, batch: Sequence[int], layer: int, bad: torch.Tensor,
+                    positions: torch.Tensor) -> None:
+        row, column = (int(v) for v in torch.nonzero(bad)[0])
+        index, token = batch[row], int(positions[row, column])
         dtype = str(self.loaded.dtype).removeprefix("torch.")
         hint = (" float16 overflows in many LLMs (states reach ~3e4): use --dtype float32 or "
                 "bfloat16" if self.loaded.dtype == torch.float16 else
