@@ -21,7 +21,7 @@ from .files import atomic_write_text
 from .models import DEFAULT_MODEL, load_model
 from .projection import project
 from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
-from .store import ActivationStore
+from .store import ENGINE_VERSION, ActivationStore
 
 Progress = Callable[[str, float], None]
 """Called with what is happening and the fraction of the run done (0..1)."""
@@ -151,6 +151,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                                 or _slug(f"{loaded.name}-{corpus.name}-{acts.key[:8]}"))
     manifest = {
         "command": command,
+        "engine": ENGINE_VERSION,
         "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
                   "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
         "data": {"name": corpus.name, "fingerprint": corpus.fingerprint(),

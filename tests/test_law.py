@@ -164,5 +164,11 @@ def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
     assert again["chrf++"].tolist() == table["chrf++"].tolist()
     with pytest.raises(DataError, match="other settings"):
         run_sweep(config(instructions=5), say=lambda _: None)
+    # A similarity measured by an older extraction engine (other pooling) is not reused.
+    from train.sweep import measure_similarity
+
+    stale = tmp_path / "sweep" / "similarity.json"
+    stale.write_text('{"engine": 1, "scores": {"ell_Grek": {"score": 0.999, "layer": 1}}}')
+    assert measure_similarity(config()) == {"ell_Grek": table.similarity.iloc[0]}
     with pytest.raises(DataError, match="sizes must be"):
         config(sizes=[-1])

@@ -98,14 +98,17 @@ def measure_similarity(config: SweepConfig) -> dict[str, float]:
     """s_L for the sweep's languages from one probe run of the base model (cached on disk)."""
     from probe.pipeline import RunRequest, execute
     from probe.runs import read_run
+    from probe.store import ENGINE_VERSION
 
     path = config.output / "similarity.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        if set(config.languages) <= set(saved["scores"]):
+        if saved.get("engine") == ENGINE_VERSION and set(config.languages) <= set(saved["scores"]):
             return {x: saved["scores"][x]["score"] for x in config.languages}
     run_dir = config.output / "similarity-run"
-    if (run_dir / "manifest.json").exists():
+    current = (run_dir / "manifest.json").exists() and read_run(run_dir).manifest.get(
+        "engine") == ENGINE_VERSION
+    if current:
         table = read_run(run_dir).table
     else:
         request = RunRequest(
@@ -113,13 +116,14 @@ def measure_similarity(config: SweepConfig) -> dict[str, float]:
             languages=[ENGLISH, *config.languages], limit=config.similarity_sentences,
             analysis=AnalysisConfig(normalisations=("centered",), bootstrap=200),
             projection="none", device=config.training.device, output=config.output,
-            name="similarity-run", store=config.output / "store", static=False)
+            name="similarity-run", store=config.output / "store", static=False, overwrite=True)
         table = execute(request, ["sweep: similarity"]).results.table
     scores = similarity_from_table(table)
     missing = [x for x in config.languages if x not in scores]
     if missing:
         raise DataError(f"the similarity run has no scores for {', '.join(missing)}")
     atomic_write_text(path, json.dumps({"definition": SIMILARITY_DEFINITION,
+                                        "engine": ENGINE_VERSION,
                                         "model": config.training.model,
                                         "data": config.similarity_data,
                                         "sentences": config.similarity_sentences,
