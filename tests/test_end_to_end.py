@@ -29,7 +29,8 @@ def test_default_model_run_finds_mid_layer_alignment(tmp_path, capsys):
     assert (p1.value > p1.null_high).all() or mean_p1[peak] > 10 * p1.null.max()
     for suffix in ("png", "pdf"):  # the static export ran through Chromium
         assert (tmp_path / "e2e" / "figures" / f"heatmap_p@1.{suffix}").stat().st_size > 1000
-    assert main(args) == 0
+    assert main(args) == 2  # the name is taken
+    assert main([*args, "--overwrite"]) == 0
     assert "loaded from cache" in capsys.readouterr().out
 
 
