@@ -141,6 +141,20 @@ def test_new_run_error_is_a_message(dashboard_runs, monkeypatch, tmp_path):
     assert "no-such-model" in at.error[0].value
 
 
+@pytest.mark.parametrize(("name", "message"), [("../outside", "must be a plain name"),
+                                              ("base", "exists")])
+def test_new_run_names_are_checked_as_on_the_command_line(dashboard_runs, monkeypatch,
+                                                          tiny_llama_dir, name, message):
+    at = goto(app(dashboard_runs, monkeypatch), "new_run")
+    at.selectbox(key="new-model").set_value("other…").run()
+    at.text_input(key="new-model-path").input(str(tiny_llama_dir)).run()
+    at.multiselect(key="new-languages").set_value(["eng_Latn", "fra_Latn"]).run()
+    at.text_input(key="new-name").input(name).run()
+    at.button(key="new-start").click().run()
+    assert not at.exception and message in at.error[0].value
+    assert not (dashboard_runs.parent / "outside").exists()
+
+
 def test_corrupt_and_missing_runs_show_messages(dashboard_runs, monkeypatch, tmp_path):
     root = tmp_path / "runs"
     shutil.copytree(dashboard_runs / "base", root / "broken")
