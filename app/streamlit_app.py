@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.dashboard import discover_runs, run_label, runs_root
 
-st.set_page_config(page_title="layer-analysis", page_icon=":material/stacked_line_chart:",
+st.set_page_config(page_title="layer-analysis", page_icon="📈",  # an emoji: no font download
                    layout="wide")
 
 with st.sidebar:

@@ -94,6 +94,8 @@ def test_browser_loads_switches_page_and_renders(server, tmp_path):
         browser = p.chromium.launch(executable_path=browser_path, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        requested: list[str] = []
+        page.on("request", lambda request: requested.append(request.url))
         page.goto(url, timeout=60_000)
         page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
         page.get_by_role("link", name="Overview").click()
@@ -105,6 +107,9 @@ def test_browser_loads_switches_page_and_renders(server, tmp_path):
         errors = page.locator("[data-testid='stException']").count()
         browser.close()
     assert errors == 0
+    outside = sorted({u for u in requested
+                      if not u.startswith((url, "data:", "blob:", "about:"))})
+    assert not outside, f"the dashboard asked beyond 127.0.0.1: {outside}"
     image = Image.open(shot).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20) or []
     background = max(colours)[0] / (image.width * image.height)
