@@ -237,9 +237,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if len(set(names)) < len(names):
         raise DataError(f"two runs share a model name ({', '.join(names)}); compare different models")
     figures = {f"comparison_{args.metric}": report.comparison(table, args.metric, args.normalisation),
-               f"heatmap_{args.metric}": report.heatmap(
-                   table.assign(source=table.model + ": " + table.source), args.metric,
-                   args.normalisation)}
+               f"heatmap_{args.metric}": report.heatmap(table, args.metric, args.normalisation)}
     cka = pd.DataFrame()
     if not differences:
         cka = model_cka(runs)

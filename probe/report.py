@@ -35,7 +35,10 @@ def _select(table: pd.DataFrame, metric: str, normalisation: str) -> pd.DataFram
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
     if rows.empty:
         raise DataError(f"no {metric} values with normalisation {normalisation!r} in the results")
-    return rows.assign(pair=rows.source.str.split("@").str[0] + " → " + rows.target.str.split("@").str[0])
+    pair = rows.source.str.split("@").str[0] + " → " + rows.target.str.split("@").str[0]
+    if "model" in rows and rows.model.nunique() > 1:  # one line per model and pair, never merged
+        pair = rows.model + ": " + pair
+    return rows.assign(pair=pair)
 
 
 def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered") -> go.Figure:

@@ -84,6 +84,31 @@ def test_compare_base_and_adapter(dashboard_runs, monkeypatch):
     assert any(f"minus {other}" in c["layout"]["title"]["text"] for c in charts(at))
 
 
+def test_model_minus_base_keeps_models_apart_and_aligns_depths():
+    import pandas as pd
+
+    from app.views.compare import difference
+    from probe import report
+
+    def curve(model, layers, values, target="deu_Latn"):
+        return pd.DataFrame({"model": model, "layer": list(range(layers + 1)), "source": "eng_Latn",
+                             "target": target, "metric": "p@1", "normalisation": "centered",
+                             "value": values, "ci_low": 0.0, "ci_high": 1.0, "null": 0.1})
+
+    base = curve("base", 2, [0.0, 0.4, 0.8])
+    same = curve("x", 2, [0.1, 0.5, 0.8])
+    deep = curve("deep", 4, [0.0, 0.3, 0.5, 0.7, 0.9])  # 4 layers against the base's 2
+    diff, notes = difference(pd.concat([base, same, deep]), "base")
+    x = diff[diff.model == "x"].sort_values("layer").value.tolist()
+    assert x == pytest.approx([0.1, 0.1, 0.0])
+    # deep layer l sits at base layer l/2: base there is 0, 0.2, 0.4, 0.6, 0.8 (interpolated)
+    d = diff[diff.model == "deep"].sort_values("layer").value.tolist()
+    assert d == pytest.approx([0.0, 0.1, 0.1, 0.1, 0.1])
+    assert len(notes) == 1 and "deep (4 layers)" in notes[0] and "relative depth" in notes[0]
+    names = {trace.name for trace in report.curves(diff).data}
+    assert {"x: eng_Latn → deu_Latn", "deep: eng_Latn → deu_Latn"} <= names  # never merged
+
+
 def test_neighbours_show_failed_queries(dashboard_runs, monkeypatch):
     at = goto(app(dashboard_runs, monkeypatch), "neighbours")
     failures = at.dataframe[0].value

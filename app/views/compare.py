@@ -3,6 +3,7 @@ their difference from the first, layer x layer and model x model CKA."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -12,7 +13,6 @@ from app.dashboard import (
     load_run,
     run_label,
     selected_runs,
-    short,
     show_figure,
     show_table,
 )
@@ -26,16 +26,31 @@ def _model_cka(paths: tuple[str, ...], _runs: list[RunResults]) -> pd.DataFrame:
     return model_cka(_runs)
 
 
-def difference(table: pd.DataFrame, base: str) -> pd.DataFrame:
-    """Each other model's value minus the base model's, per pair and layer (tidy, no CIs)."""
-    keys = ["layer", "source", "target", "metric", "normalisation"]
-    reference = table[table.model == base].set_index(keys).value
-    others = table[table.model != base].set_index(keys)
-    diff = others.assign(value=others.value - reference.reindex(others.index).values)
-    diff = diff.reset_index().dropna(subset=["value"])
-    return diff.assign(ci_low=float("nan"), ci_high=float("nan"), null=0.0,
-                       pair=diff.model + ": " + diff.source.map(short) + " → "
-                       + diff.target.map(short))
+def difference(table: pd.DataFrame, base: str) -> tuple[pd.DataFrame, list[str]]:
+    """Each other model's value minus the base model's, per model, pair and layer (tidy, no
+    CIs). Models as deep as the base are subtracted layer by layer; a model of another depth at
+    the same *relative* depth (its layer l against the base's l * L_base / L_model, linearly
+    interpolated). Returns the differences and one note per model aligned by depth."""
+    keys = ["source", "target", "metric", "normalisation"]
+    reference = table[table.model == base]
+    base_depth = int(reference.layer.max())
+    references = {key: group.sort_values("layer")
+                  for key, group in reference.groupby(keys, sort=False)}
+    parts, notes = [], []
+    for model, rows in table[table.model != base].groupby("model", sort=False):
+        depth = int(rows.layer.max())
+        if depth != base_depth:
+            notes.append(f"{model} ({depth} layers) aligned with {base} ({base_depth} layers) by "
+                         f"relative depth: layer l against {base}'s l × {base_depth}/{depth}")
+        for key, group in rows.groupby(keys, sort=False):
+            ref = references.get(key)
+            if ref is None:
+                continue
+            at = group.layer.to_numpy() * base_depth / depth
+            parts.append(group.assign(value=group.value.to_numpy()
+                                      - np.interp(at, ref.layer.to_numpy(), ref.value.to_numpy())))
+    diff = pd.concat(parts, ignore_index=True) if parts else table.iloc[:0]
+    return diff.assign(ci_low=float("nan"), ci_high=float("nan"), null=0.0), notes
 
 
 def page() -> None:
@@ -64,13 +79,16 @@ def page() -> None:
     show_figure(report.comparison(table, metric, normalisation),
                 f"comparison-{metric}-{normalisation}")
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
-    diff = difference(rows, base)
+    diff, notes = difference(rows, base)
+    for note in notes:
+        st.caption(note)
     if diff.empty:
         st.info("The runs share no language pair and layer to subtract.")
     else:
         fig = report.curves(diff, metric, normalisation)
+        aligned = "; aligned by relative depth" if notes else ""
         fig.update_layout(title=f"{METRIC_NAMES[metric]}: model minus {base} ({normalisation}; "
-                                "dashed: no difference)")
+                                f"dashed: no difference{aligned})")
         show_figure(fig, f"difference-{metric}-{normalisation}")
         with st.expander("Differences as a table"):
             show_table(diff.drop(columns=["ci_low", "ci_high", "null"]), "differences")
