@@ -27,6 +27,9 @@ PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#f
            "#9d755d", "#bab0ac", "#eeca3b", "#17becf", "#7f7f7f", "#393b79", "#8c6d31"]
 
 
+BOUNDED = ("p@1", "r@5", "r@10", "mrr", "mexa", "mutual_knn")  # shares in [0, 1]
+
+
 def _label(metric: str) -> str:
     return METRIC_NAMES.get(metric, metric)
 
@@ -45,7 +48,8 @@ def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cent
     """Language pairs × layers, one cell per value."""
     rows = _select(table, metric, normalisation)
     grid = rows.pivot_table(index="pair", columns="layer", values="value", sort=False)
-    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index),
+    scale = {"zmin": 0, "zmax": 1} if metric.startswith(BOUNDED) else {}  # comparable across runs
+    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), **scale,
                                colorscale="Viridis", colorbar={"title": _label(metric)},
                                hovertemplate="%{y}<br>layer %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title=f"{_label(metric)} per layer ({normalisation})",

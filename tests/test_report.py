@@ -32,6 +32,12 @@ def test_figures_state_metric_and_normalisation(table):
         report.heatmap(table, "mrr")
 
 
+def test_bounded_metrics_share_one_colour_scale(table):
+    assert (heat := report.heatmap(table)).data[0].zmin == 0 and heat.data[0].zmax == 1
+    cosines = table.assign(metric="cosine", value=table.value - 0.5)
+    assert report.heatmap(cosines, "cosine").data[0].zmin is None  # signed: scaled to the data
+
+
 def test_html_is_self_contained(table, tmp_path):
     path = tmp_path / "r" / "report.html"
     report.write_html({"heat": report.heatmap(table)}, path, "title <x>", "intro")
