@@ -30,7 +30,10 @@ PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#f
 BOUNDED = ("p@1", "r@5", "r@10", "mrr", "mexa", "mutual_knn")  # shares in [0, 1]
 
 
-def _label(metric: str) -> str:
+def metric_label(metric: str) -> str:
+    """A metric's readable name (``mutual_knn@10`` -> ``mutual kNN overlap (k = 10)``)."""
+    if metric.startswith("mutual_knn@"):
+        return f"mutual kNN overlap (k = {metric.partition('@')[2]})"
     return METRIC_NAMES.get(metric, metric)
 
 
@@ -50,9 +53,9 @@ def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cent
     grid = rows.pivot_table(index="pair", columns="layer", values="value", sort=False)
     scale = {"zmin": 0, "zmax": 1} if metric.startswith(BOUNDED) else {}  # comparable across runs
     fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), **scale,
-                               colorscale="Viridis", colorbar={"title": _label(metric)},
+                               colorscale="Viridis", colorbar={"title": metric_label(metric)},
                                hovertemplate="%{y}<br>layer %{x}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=f"{_label(metric)} per layer ({normalisation})",
+    fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation})",
                       xaxis_title="layer", yaxis_title="source → target", yaxis_autorange="reversed",
                       height=max(320, 28 * len(grid) + 160))
     return fig
@@ -77,8 +80,8 @@ def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cente
     null = rows.groupby("layer").null.mean()
     fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="chance (random pairs)",
                              line={"color": "black", "dash": "dash", "width": 1}))
-    fig.update_layout(title=f"{_label(metric)} per layer ({normalisation}; bands: 95 % bootstrap CI)",
-                      xaxis_title="layer", yaxis_title=_label(metric), hovermode="x unified")
+    fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation}; bands: 95 % bootstrap CI)",
+                      xaxis_title="layer", yaxis_title=metric_label(metric), hovermode="x unified")
     return fig
 
 
@@ -101,7 +104,7 @@ def comparison(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "c
     mean["metric"], mean["normalisation"] = metric, normalisation
     mean["source"], mean["target"] = "mean", "pairs"
     fig = curves(mean, metric, normalisation, by="model")
-    fig.update_layout(title=f"{_label(metric)} per layer, mean over language pairs "
+    fig.update_layout(title=f"{metric_label(metric)} per layer, mean over language pairs "
                             f"({normalisation}), by model")
     return fig
 

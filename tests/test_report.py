@@ -36,6 +36,7 @@ def test_bounded_metrics_share_one_colour_scale(table):
     assert (heat := report.heatmap(table)).data[0].zmin == 0 and heat.data[0].zmax == 1
     cosines = table.assign(metric="cosine", value=table.value - 0.5)
     assert report.heatmap(cosines, "cosine").data[0].zmin is None  # signed: scaled to the data
+    assert report.metric_label("mutual_knn@10") == "mutual kNN overlap (k = 10)"
 
 
 def test_html_is_self_contained(table, tmp_path):

@@ -19,7 +19,7 @@ def page() -> None:
     metrics = [m for m in METRIC_NAMES if m in set(table.metric)]
     metrics += sorted(m for m in set(table.metric) if m.startswith("mutual_knn"))
     left, middle, right = st.columns(3)
-    metric = left.selectbox("Metric", metrics, format_func=lambda m: METRIC_NAMES.get(m, m),
+    metric = left.selectbox("Metric", metrics, format_func=report.metric_label,
                             key="overview-metric")
     normalisations = sorted(set(table[table.metric == metric].normalisation),
                             key=lambda n: (n != "centered", n))
