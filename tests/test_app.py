@@ -128,12 +128,21 @@ def test_neighbours_show_failed_queries(dashboard_runs, monkeypatch):
 
 
 def test_projection_layer_method_and_languages(dashboard_runs, monkeypatch):
+    import probe.projection
+
+    calls = []
+    real = probe.projection.project
+    monkeypatch.setattr(probe.projection, "project",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     at = goto(app(dashboard_runs, monkeypatch), "projection")
+    assert at.number_input(key="projection-n").value == 24  # what the run stored
+    assert calls == []  # the first view reuses the stored projection: nothing recomputed
     scatter = charts(at)[0]
     assert len(scatter["data"]) == 3  # one trace per language
     assert all(t["text"] for t in scatter["data"])  # the sentence on hover
     at.select_slider(key="projection-layer").set_value(1).run()
     assert "layer 1" in charts(at)[0]["layout"]["title"]["text"]
+    assert calls  # another layer is computed (so the check above could fail)
     at.multiselect(key="projection-languages").set_value(["deu_Latn"]).run()
     assert len(charts(at)[0]["data"]) == 1
 

@@ -34,11 +34,12 @@ def page() -> None:
     stored = results.projection
     default_layer = int(stored.layer.iloc[0]) if not stored.empty else layers[len(layers) // 2]
     default_method = stored.method.iloc[0] if not stored.empty else "pca"
+    default_n = int(stored.groupby("side").size().max()) if not stored.empty else 200  # reuse it
     left, middle, right = st.columns(3)
     layer = left.select_slider("Layer", layers, value=default_layer, key="projection-layer")
     method = middle.radio("Method", METHODS, index=METHODS.index(default_method),
                           format_func=str.upper, horizontal=True, key="projection-method")
-    per_side = right.number_input("Sentences per language", 10, 2000, 200, step=50,
+    per_side = right.number_input("Sentences per language", 1, 2000, default_n, step=50,
                                   key="projection-n")
     coords = projection(str(results.directory), results, layer, method, int(per_side))
     if coords.empty:
