@@ -69,6 +69,9 @@ def page() -> None:
                                icon=":material/download:")
 
     st.subheader("Upload a run")
+    added = st.session_state.pop("uploaded_run", None)
+    if added:
+        st.success(f"Added {run_label(added)}; it is now listed and selected in the sidebar.")
     archive = st.file_uploader("A run directory packed as .zip or .tar.gz",
                                type=["zip", "gz", "tgz", "tar"])
     if archive is not None and st.button("Add this run"):
@@ -76,8 +79,9 @@ def page() -> None:
             run = extract_archive(archive.getvalue(), archive.name, root)
         except ProbeError as exc:
             st.error(str(exc))
-        else:
-            st.success(f"Added {run_label(run)}; it is now listed and selectable in the sidebar.")
+        else:  # rerun, so the sidebar (built before this page) lists and selects it
+            st.session_state["pending_select"] = st.session_state["uploaded_run"] = str(run)
+            st.rerun()
 
 
 guarded(page)
