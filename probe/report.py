@@ -57,6 +57,7 @@ def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cent
                                hovertemplate="%{y}<br>layer %{x}: %{z:.3f}<extra></extra>"))
     fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation})",
                       xaxis_title="layer", yaxis_title="source → target", yaxis_autorange="reversed",
+                      yaxis_automargin=True,  # long pair names are not clipped in PNG/PDF
                       height=max(320, 28 * len(grid) + 160))
     return fig
 
