@@ -280,14 +280,14 @@ def equivalence(texts: Sequence[str]) -> torch.Tensor:
 
 
 def worst_if_nan(scores: torch.Tensor) -> torch.Tensor:
-    """NaN scores as -inf: a NaN translation score ranks last, never first (a NaN compares false
-    with everything, so ">= true" would count no competitor at all)."""
-    return scores.masked_fill(torch.isnan(scores), float("-inf"))
+    """NaN scores as -inf, in place: a NaN translation score ranks last, never first (a NaN
+    compares false with everything, so ">= true" would count no competitor at all)."""
+    return scores.nan_to_num_(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
 
 
 def ranks(scores: torch.Tensor, correct: torch.Tensor | None = None) -> torch.Tensor:
     """(layers, n) rank of each query's translation in whole score matrices (module rule)."""
-    scores = worst_if_nan(scores)
+    scores = worst_if_nan(scores.clone())
     true = scores.diagonal(dim1=-2, dim2=-1)[..., None]
     if correct is not None and int(correct.sum()) == correct.shape[-1]:
         correct = None  # no duplicates
