@@ -228,10 +228,19 @@ class Extractor:
         self.parts: DecoderParts = find_decoder(loaded.model)
         self.layers = self._check_layers(config.layers)
         self.padding_side = padding_side
-        self.sink_record = SinkRecord(config.sinks, config.sink_ratio)
+        self.sink_record = self.new_sink_record()
         self._takes_positions = "position_ids" in inspect.signature(self.parts.body.forward).parameters
         if not getattr(loaded.tokenizer, "is_fast", False) and config.template is not None:
             raise ModelError("templates need a fast tokenizer (character offsets); this one is slow")
+
+    def new_sink_record(self) -> SinkRecord:
+        """An empty record under this extraction's sink settings."""
+        return SinkRecord(self.config.sinks, self.config.sink_ratio)
+
+    def take_sink_record(self) -> SinkRecord:
+        """What was left out since the last call (the record is reset)."""
+        record, self.sink_record = self.sink_record, self.new_sink_record()
+        return record
 
     def _check_layers(self, layers: tuple[int, ...] | None) -> list[int]:
         available = self.parts.num_layers
@@ -346,7 +355,7 @@ class Extractor:
         device = self.loaded.device
         ids, attention, pool, first = (t.to(device) for t in self._collate(encoded, batch))
         exclude = self.config.sinks == "exclude"
-        record = SinkRecord(self.config.sinks, self.config.sink_ratio)
+        record = self.new_sink_record()
         record.sentences = len(batch)
         record.first_token = int((first & pool).any(-1).sum()) if exclude else 0
         fixed = None if exclude else pooling_weights(pool, self.config.poolings)  # (P, B, T)

@@ -356,7 +356,7 @@ def retrieval_null(n: int, answers: Sequence[int] | None = None) -> dict[str, fl
     many of the n candidates are correct for query i (1 without duplicate sentences); the other
     correct ones are not competitors (module rule), so the rank is uniform on 1..n - d + 1."""
     counts = Counter(answers if answers is not None else [1] * n)
-    out = dict.fromkeys(("p@1", "r@5", "r@10", "mrr"), 0.0)
+    out = dict.fromkeys(RETRIEVAL_METRICS, 0.0)
     for d, queries in counts.items():
         m = n - d + 1
         out["p@1"] += queries / m

@@ -108,16 +108,11 @@ def data_differences(runs: list[RunResults]) -> list[str]:
         data = run.manifest["data"]
         if data.get("fingerprint") == first.get("fingerprint"):
             continue
+        named = {"data": "name", "languages": "languages", "sentences per language": "sides"}
+        found = [f"{label} {data.get(key)!r} vs {first.get(key)!r}"
+                 for label, key in named.items() if data.get(key) != first.get(key)]
         where = f"{run.directory} vs {runs[0].directory}"
-        if data.get("name") != first.get("name"):
-            out.append(f"{where}: data {data.get('name')!r} vs {first.get('name')!r}")
-        if data.get("languages") != first.get("languages"):
-            out.append(f"{where}: languages {data.get('languages')} vs {first.get('languages')}")
-        if data.get("sides") != first.get("sides"):
-            out.append(f"{where}: sentences per language {data.get('sides')} vs "
-                       f"{first.get('sides')}")
-        if len(out) == 0 or not out[-1].startswith(where):
-            out.append(f"{where}: same languages and counts, different sentences")
+        out += [f"{where}: {d}" for d in found or ["same languages and counts, different sentences"]]
     return out
 
 

@@ -192,7 +192,7 @@ class ActivationStore:
             bar = tqdm(total=len(sentences), initial=len(done), unit="sent", disable=not progress,
                        desc=f"extract {extractor.loaded.name}")
             count = len(done)
-            extractor.sink_record = SinkRecord(extractor.config.sinks, extractor.config.sink_ratio)
+            extractor.take_sink_record()  # count this run's batches only
             for chosen, states in extractor.iter_batches(encoded, todo, batch_size, stats):
                 buffer_idx += chosen
                 buffer_states.append(states)
@@ -207,9 +207,7 @@ class ActivationStore:
                         {"index": torch.tensor(buffer_idx), "n_tokens": lengths,
                          "states": torch.cat(buffer_states, dim=2)},
                         chunks_dir / f"{chunk_no:05d}.safetensors",
-                        {"sinks": json.dumps(extractor.sink_record.to_dict())})
-                    extractor.sink_record = SinkRecord(extractor.config.sinks,
-                                                       extractor.config.sink_ratio)
+                        {"sinks": json.dumps(extractor.take_sink_record().to_dict())})
                     done.update(buffer_idx)
                     buffer_idx, buffer_states = [], []
                     last_save = time.monotonic()
@@ -266,7 +264,7 @@ class ActivationStore:
         chunks = sorted((directory / "chunks").glob("*.safetensors"))
         if not chunks:
             raise StoreError(f"{directory}: no chunks to merge; remove the directory and rerun")
-        sinks = SinkRecord(extractor.config.sinks, extractor.config.sink_ratio)
+        sinks = extractor.new_sink_record()
         states = n_tokens = seen = None
         for path in chunks:
             tensors, metadata = load_tensors(path)

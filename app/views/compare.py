@@ -18,7 +18,7 @@ from app.dashboard import (
 )
 from probe import report
 from probe.report import METRIC_NAMES
-from probe.runs import RunResults, model_cka
+from probe.runs import RunResults, data_differences, model_cka
 
 
 @st.cache_data(show_spinner="Computing model x model CKA…", max_entries=8)
@@ -99,8 +99,7 @@ def page() -> None:
     if not run.cka.empty:
         show_figure(report.cka_heatmap(run.cka, f"linear CKA between layers of {chosen}"),
                     "cka-layers")
-    fingerprints = {r.manifest["data"]["fingerprint"] for r in runs}
-    if len(fingerprints) > 1:
+    if data_differences(runs):
         st.info("Model x model CKA needs the same sentences; these runs used different data.")
     elif all(activations(r) is not None for r in runs):
         ordered = [runs[names.index(base)], *(r for r, n in zip(runs, names, strict=True)
