@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -15,10 +13,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from probe import report
-from probe.errors import DataError, ProbeError, StoreError
-from probe.runs import MANIFEST, RESULTS, RunResults, load_activations, read_run
-from probe.store import Activations
+from layer_analysis.probe import report
+from layer_analysis.probe.errors import DataError, ProbeError, StoreError
+from layer_analysis.probe.files import MANIFEST, atomic_directory
+from layer_analysis.probe.runs import RESULTS, RunResults, load_activations, read_run
+from layer_analysis.probe.store import Activations
 
 RUNS_ENV = "LAYER_ANALYSIS_RUNS"
 UPLOADS = "uploaded"
@@ -105,18 +104,13 @@ def extract_archive(data: bytes, name: str, root: Path) -> Path:
     target = root / UPLOADS / (Path(stem).name or "run")
     if target.exists():
         raise StoreError(f"{target} exists already; rename the archive or remove that folder")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".upload-"))
-    try:
+    with atomic_directory(target) as staging:
         _unpack(data, name, staging)
         manifests = sorted(staging.rglob(MANIFEST), key=lambda p: len(p.parts))
         if not manifests:
             raise StoreError(f"{name} holds no {MANIFEST}: not a layer-analysis run")
         read_run(manifests[0].parent)  # a clear error when it holds no readable results
         inner = manifests[0].parent.relative_to(staging)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target / inner
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.dashboard import discover_runs, run_label, runs_root
+from layer_analysis.app.dashboard import discover_runs, run_label, runs_root
 
 st.set_page_config(page_title="layer-analysis", page_icon="📈",  # an emoji: no font download
                    layout="wide")

@@ -10,18 +10,15 @@ chance); the cost of the analysis depends only on the shapes.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from probe.analysis import AnalysisConfig, analyse
-from probe.languages import known_languages
-from probe.metrics import NORMALISATIONS
-from probe.store import Activations
+from layer_analysis.probe.analysis import AnalysisConfig, analyse
+from layer_analysis.probe.languages import known_languages
+from layer_analysis.probe.metrics import NORMALISATIONS
+from layer_analysis.probe.store import Activations
 
 
 def synthetic(languages: int, sentences: int, layers: int, hidden: int) -> Activations:

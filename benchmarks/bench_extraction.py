@@ -21,13 +21,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from probe.data import load_parallel, named_datasets
-from probe.extract import ExtractionConfig, Extractor
-from probe.metrics import precision_at_1
-from probe.models import load_model
-from probe.store import ActivationStore
+from layer_analysis.probe.data import load_parallel, named_datasets
+from layer_analysis.probe.extract import ExtractionConfig, Extractor
+from layer_analysis.probe.metrics import precision_at_1
+from layer_analysis.probe.models import load_model
+from layer_analysis.probe.store import ActivationStore
 
 
 def sentences_of(args: argparse.Namespace) -> list[str]:

@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from probe import report
-from probe.languages import canonical, display_name
-from train.law_cli import load_fit
-from train.law_report import predicted_vs_measured
+from layer_analysis.probe import report
+from layer_analysis.probe.languages import canonical, display_name
+from layer_analysis.train.law import load_fit
+from layer_analysis.train.law_report import predicted_vs_measured
 
 TRAINING = ["--lr", "5e-4", "--batch-size", "8", "--max-length", "256", "--save-every", "50",
             "--log-every", "5", "--device", "cpu", "--no-progress"]
@@ -33,7 +31,7 @@ TRAINING = ["--lr", "5e-4", "--batch-size", "8", "--max-length", "256", "--save-
 
 def layer_analysis(*args: str) -> None:
     print("$ layer-analysis " + shlex.join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "probe.cli", *args], check=True)
+    subprocess.run([sys.executable, "-m", "layer_analysis", *args], check=True)
 
 
 def main() -> None:

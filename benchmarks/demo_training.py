@@ -26,7 +26,7 @@ X_LANGUAGE = "zh"
 
 
 def layer_analysis(*args: str) -> None:
-    command = [sys.executable, "-m", "probe.cli", *args]
+    command = [sys.executable, "-m", "layer_analysis", *args]
     print("$ layer-analysis " + shlex.join(args), flush=True)
     subprocess.run(command, check=True)
 

@@ -12,16 +12,12 @@ largest ratios with their token and position.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from probe.data import load_parallel, named_datasets
-from probe.models import load_model
+from layer_analysis.probe.data import load_parallel, named_datasets
+from layer_analysis.probe.models import load_model
 
 
 def main() -> None:

@@ -102,8 +102,9 @@ class ParallelCorpus:
 # ------------------------------------------------------------------------------ reading files
 
 
-def read_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file; an undecodable or empty line is an error naming file and line."""
+def read_lines(path: Path, allow_empty: bool = False) -> list[str]:
+    """Stripped lines of a UTF-8 text file; an undecodable line is an error naming file and line,
+    and so is an empty line or file unless ``allow_empty`` (translation pairs drop them later)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -120,10 +121,10 @@ def read_lines(path: Path) -> list[str]:
                             f"0x{chunk[exc.start]:02x} at column {exc.start + 1})") from None
         if number == 1:
             line = line.removeprefix("\ufeff")
-        if not line.strip():
+        if not line.strip() and not allow_empty:
             raise DataError(f"{path}, line {number}: empty line (every line must hold a sentence)")
         lines.append(line.strip())
-    if not lines:
+    if not lines and not allow_empty:
         raise DataError(f"{path} is empty")
     return lines
 

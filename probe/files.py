@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import StoreError
+
+MANIFEST = "manifest.json"  # written last: a directory that holds it is complete
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -38,3 +41,25 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` as UTF-8 to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``path``, renamed to ``path`` when the block ends
+    without an error (an existing ``path`` is removed first if ``replace``); on an error the
+    staging directory is removed and ``path`` is left as it was."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    except OSError as exc:
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from None
+    try:
+        yield staging
+        if replace and path.exists():
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except OSError as exc:
+        raise StoreError(f"could not write {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -54,7 +54,7 @@ def center(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class Side:
+class Prepared:
     """One language's vectors, prepared once for every pair it takes part in."""
 
     unit: torch.Tensor  # (L, n, d) unit-length centered vectors
@@ -68,8 +68,8 @@ class Side:
         return self.unit.shape[1]
 
 
-def prepare(x: torch.Tensor, texts: Sequence[str] | None = None) -> Side:
-    """A ``Side`` of (L, n, d) vectors; ``texts`` mark duplicate sentences (correct answers)."""
+def prepare(x: torch.Tensor, texts: Sequence[str] | None = None) -> Prepared:
+    """(L, n, d) vectors prepared for scoring; ``texts`` mark duplicates (correct answers)."""
     x = x.float()
     if not bool(torch.isfinite(x).all()):
         layer, row = (int(v) for v in torch.nonzero(~torch.isfinite(x).all(-1))[0])
@@ -81,7 +81,7 @@ def prepare(x: torch.Tensor, texts: Sequence[str] | None = None) -> Side:
     if texts is not None and len(set(texts)) < len(texts):
         ids: dict[str, int] = {}
         codes = torch.tensor([ids.setdefault(t, len(ids)) for t in texts], device=x.device)
-    return Side(F.normalize(centered, dim=-1), centered.norm(dim=-1), x.norm(dim=-1), mean, codes)
+    return Prepared(F.normalize(centered, dim=-1), centered.norm(dim=-1), x.norm(dim=-1), mean, codes)
 
 
 def _blocks(rows: int, cols: int, block_bytes: int) -> list[slice]:
@@ -108,7 +108,7 @@ class PairStatistics:
 class PairScorer:
     """Score matrices of one (source, target) pair, one layer and block of queries at a time."""
 
-    def __init__(self, src: Side, tgt: Side, normalisations: Sequence[str] = NORMALISATIONS,
+    def __init__(self, src: Prepared, tgt: Prepared, normalisations: Sequence[str] = NORMALISATIONS,
                  block_bytes: int = BLOCK_BYTES) -> None:
         unknown = set(normalisations) - set(NORMALISATIONS)
         if unknown:
@@ -258,7 +258,7 @@ def _count(at_least: torch.Tensor, correct: torch.Tensor | None, dim: int) -> to
     return count
 
 
-def pair_statistics(src: Side, tgt: Side, normalisations: Sequence[str] = NORMALISATIONS,
+def pair_statistics(src: Prepared, tgt: Prepared, normalisations: Sequence[str] = NORMALISATIONS,
                     permutations: int = 0, seed: int = 0, block_bytes: int = BLOCK_BYTES
                     ) -> PairStatistics:
     """``PairScorer.statistics`` with ``permutations`` seeded random pairings for the null."""
@@ -407,7 +407,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, max_sentences: int = CKA_MAX_SE
     return (hsic / (norms_x[:, None] * norms_y[None, :])).float()
 
 
-def neighbours(side: Side, k: int, block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
+def neighbours(side: Prepared, k: int, block_bytes: int = BLOCK_BYTES) -> torch.Tensor:
     """Indices (layers, n, k) of each sentence's k nearest other sentences (centered cosine)."""
     n = side.n
     k = min(k, n - 1)

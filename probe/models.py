@@ -11,8 +11,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import torch
 
 from .errors import ModelError
-from .files import atomic_write_text
+from .files import atomic_directory, atomic_write_text
 
 
 def cache_root() -> Path:
@@ -207,16 +205,11 @@ def convert_gguf(gguf_path: Path) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    try:
+    with atomic_directory(target) as tmp:
         model.to(torch.bfloat16).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"{gguf_path}\n")
         tmp.chmod(0o755)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -23,11 +23,10 @@ from . import report
 from .analysis import mexa_summary, peak_layers
 from .errors import DataError, StoreError
 from .extract import SinkRecord
-from .files import atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text
 from .metrics import linear_cka
 from .store import Activations, ActivationStore
 
-MANIFEST = "manifest.json"
 RESULTS = "results.parquet"
 
 
@@ -194,3 +193,45 @@ def build_report(results: RunResults, figures: dict[str, Any], title: str, stati
     if static:
         paths += report.write_static(figures, results.directory / "figures")
     return paths
+
+
+def read_model_run(path: Path) -> RunResults:
+    """A run of one model (not a comparison), or a clear error."""
+    results = read_run(path)
+    if "compare" in results.manifest:
+        raise DataError(f"{path} is a comparison, not a run; rebuild it with 'layer-analysis "
+                        "compare' on its runs")
+    return results
+
+
+def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
+                 normalisation: str = "centered", allow_different_data: bool = False,
+                 static: bool = True) -> tuple[list[Path], list[str]]:
+    """Write a comparison of several models' runs (tables, model × model CKA, report) to
+    ``output``; returns the report's paths and the warnings about what the runs do not share."""
+    if len(runs) < 2:
+        raise DataError("compare needs at least two run directories")
+    differences = data_differences(runs)
+    if differences and not allow_different_data:
+        raise DataError("the runs used different data (" + "; ".join(differences) + "); compare "
+                        "runs on the same sentences, or pass --allow-different-data")
+    names = [r.manifest["model"]["name"] for r in runs]
+    if len(set(names)) < len(names):
+        raise DataError(f"two runs share a model name ({', '.join(names)}); compare different models")
+    table = pd.concat([r.table for r in runs], ignore_index=True)
+    figures = {f"comparison_{metric}": report.comparison(table, metric, normalisation),
+               f"heatmap_{metric}": report.heatmap(table, metric, normalisation)}
+    warnings = list(differences)
+    cka = pd.DataFrame()
+    if differences:
+        warnings.append("model x model CKA needs the same sentences; left out")
+    else:
+        cka = model_cka(runs)
+        figures["cka_models"] = report.cka_heatmap(cka, "linear CKA between models, layer by layer")
+    output.mkdir(parents=True, exist_ok=True)
+    sources = [str(r.directory) for r in runs]
+    write_run(output, {"compare": sources, "models": names, "versions": versions()}, table, cka,
+              pd.DataFrame())
+    merged = RunResults(output, {"runs": sources}, table, cka, pd.DataFrame())
+    paths = build_report(merged, figures, "comparison: " + " vs ".join(names), static=static)
+    return paths, warnings

@@ -35,10 +35,9 @@ from tqdm.auto import tqdm
 from .data import ParallelCorpus
 from .errors import StoreError
 from .extract import BatchStats, Extractor, SinkRecord
-from .files import atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text
 
 ENGINE_VERSION = 2  # 2: attention-sink exclusion, layer 0 = input of the first block
-MANIFEST = "manifest.json"
 TEXTS = "sentences.json"
 CHUNK_SECONDS = 30.0
 

@@ -15,7 +15,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from probe.data import REPO_ROOT, shared_data_root
+from layer_analysis.probe.data import REPO_ROOT, shared_data_root
 
 DATA = REPO_ROOT / "data" / "parallel"
 
@@ -91,9 +91,9 @@ def dashboard_runs(tiny_llama_dir, tmp_path_factory) -> Path:
     """runs/base and runs/x-de: a tiny model and a LoRA adapter on it, same data."""
     from peft import LoraConfig, get_peft_model
 
-    from probe.analysis import AnalysisConfig
-    from probe.models import load_model
-    from probe.pipeline import RunRequest, execute
+    from layer_analysis.probe.analysis import AnalysisConfig
+    from layer_analysis.probe.models import load_model
+    from layer_analysis.probe.pipeline import RunRequest, execute
 
     root = tmp_path_factory.mktemp("dashboard") / "runs"
     adapter = root.parent / "x-de"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app.dashboard import extract_archive
-from probe.errors import StoreError
+from layer_analysis.app.dashboard import extract_archive
+from layer_analysis.probe.errors import StoreError
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py")
 
@@ -87,8 +87,8 @@ def test_compare_base_and_adapter(dashboard_runs, monkeypatch):
 def test_model_minus_base_keeps_models_apart_and_aligns_depths():
     import pandas as pd
 
-    from app.views.compare import difference
-    from probe import report
+    from layer_analysis.app.views.compare import difference
+    from layer_analysis.probe import report
 
     def curve(model, layers, values, target="deu_Latn"):
         return pd.DataFrame({"model": model, "layer": list(range(layers + 1)), "source": "eng_Latn",
@@ -128,11 +128,11 @@ def test_neighbours_show_failed_queries(dashboard_runs, monkeypatch):
 
 
 def test_projection_layer_method_and_languages(dashboard_runs, monkeypatch):
-    import probe.projection
+    from layer_analysis.probe import projection
 
     calls = []
-    real = probe.projection.project
-    monkeypatch.setattr(probe.projection, "project",
+    real = projection.project
+    monkeypatch.setattr(projection, "project",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     at = goto(app(dashboard_runs, monkeypatch), "projection")
     assert at.number_input(key="projection-n").value == 24  # what the run stored

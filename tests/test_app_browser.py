@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.report import find_browser
+from layer_analysis.probe.report import find_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRED = os.environ.get("LAYER_ANALYSIS_REQUIRE_BROWSER") == "1"  # set by .ci/run

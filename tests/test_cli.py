@@ -9,8 +9,8 @@ import sys
 import pandas as pd
 import pytest
 
-from probe.analysis import COLUMNS
-from probe.cli import main
+from layer_analysis.cli import main
+from layer_analysis.probe.analysis import COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_run_writes_tables_manifest_and_report(run_args, out_dir, capsys):
 def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir):
     from peft import LoraConfig, get_peft_model
 
-    from probe.models import load_model
+    from layer_analysis.probe.models import load_model
 
     base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -131,7 +131,7 @@ def test_compare_refuses_runs_on_different_data(run_args, out_dir, tmp_path, cap
                                                tiny_llama_dir):
     from peft import LoraConfig, get_peft_model
 
-    from probe.models import load_model
+    from layer_analysis.probe.models import load_model
 
     base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
@@ -174,7 +174,7 @@ def test_bad_data_file_through_the_console_script(tmp_path):
     (tmp_path / "eng_Latn.txt").write_bytes(b"fine\nbroken \xc3\x28\n")
     (tmp_path / "deu_Latn.txt").write_bytes(b"gut\nkaputt\n")
     result = subprocess.run(
-        [sys.executable, "-m", "probe.cli", "run", "--data", str(tmp_path), "--model", "unused"],
+        [sys.executable, "-m", "layer_analysis", "run", "--data", str(tmp_path), "--model", "unused"],
         capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "eng_Latn.txt, line 2: not valid UTF-8" in result.stderr
@@ -192,7 +192,7 @@ def test_two_processes_running_one_key_both_succeed(tiny_llama_dir, tmp_path):
     """Two identical runs at once: one extracts, the other waits for it and loads."""
     import os
 
-    command = [sys.executable, "-m", "probe.cli", "run", "--model", str(tiny_llama_dir),
+    command = [sys.executable, "-m", "layer_analysis", "run", "--model", str(tiny_llama_dir),
                "--languages", "en,de", "--limit", "24", "--output", str(tmp_path), "--no-progress",
                "--device", "cpu", "--projection", "none", "--bootstrap", "50", "--no-static",
                "--batch-size", "2"]

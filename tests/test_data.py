@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from probe.data import corpus_from_columns, load_parallel
-from probe.errors import DataError
-from probe.languages import canonical
+from layer_analysis.probe.data import corpus_from_columns, load_parallel
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.languages import canonical
 
 
 def write(path, lines):

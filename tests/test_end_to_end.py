@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from probe.cli import main
-from probe.data import load_parallel
-from probe.extract import SINK_RATIO, ExtractionConfig, Extractor
-from probe.models import load_model
+from layer_analysis.cli import main
+from layer_analysis.probe.data import load_parallel
+from layer_analysis.probe.extract import SINK_RATIO, ExtractionConfig, Extractor
+from layer_analysis.probe.models import load_model
 
 pytestmark = pytest.mark.slow
 

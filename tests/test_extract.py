@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.errors import DataError
-from probe.extract import ExtractionConfig, Extractor
-from probe.models import load_model
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.extract import ExtractionConfig, Extractor
+from layer_analysis.probe.models import load_model
 
 SENTENCES = [
     "The bakery on the corner opens at seven every morning.",
@@ -98,7 +98,7 @@ def test_a_sentence_that_is_only_a_sink_is_refused(loaded, monkeypatch):
 def test_sink_record_round_trips_and_merges():
     from collections import Counter
 
-    from probe.extract import SinkRecord
+    from layer_analysis.probe.extract import SinkRecord
 
     a = SinkRecord(sentences=4, first_token=4, first_ratio_sum={3: 40.0}, massive={5: 2},
                    massive_max_ratio={5: 120.0}, tokens=Counter({",": 2}), positions=Counter({7: 2}))
@@ -111,7 +111,7 @@ def test_sink_record_round_trips_and_merges():
 
 
 def test_a_nan_state_stops_the_run_naming_layer_and_sentence(loaded):
-    from probe.extract import NonFiniteStates
+    from layer_analysis.probe.extract import NonFiniteStates
 
     extractor = Extractor(loaded, ExtractionConfig())
 

@@ -10,9 +10,9 @@ import torch
 from families import FAMILIES, build_family
 from tokenizers import processors
 
-from probe.errors import ModelError
-from probe.extract import SINK_RATIO, ExtractionConfig, Extractor
-from probe.models import load_model
+from layer_analysis.probe.errors import ModelError
+from layer_analysis.probe.extract import SINK_RATIO, ExtractionConfig, Extractor
+from layer_analysis.probe.models import load_model
 
 SENTENCES = [
     "The bakery on the corner opens at seven every morning.",
@@ -157,7 +157,7 @@ def test_an_injected_sink_is_excluded(family):
 def test_encoder_models_get_a_clear_error(tmp_path):
     from transformers import BertConfig, BertForMaskedLM, T5Config, T5ForConditionalGeneration
 
-    from probe.architecture import find_decoder
+    from layer_analysis.probe.architecture import find_decoder
 
     bert = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                       num_attention_heads=2, intermediate_size=32))

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probe.cli import main
-from probe.errors import DataError
-from train.allocate import allocate, uniform
-from train.law import FAMILIES, LawFit, compare_families, fit_law
-from train.mixture import build_mixture, instruction_translation_spec, parse_spec
+from layer_analysis.cli import main
+from layer_analysis.probe.errors import DataError
+from layer_analysis.train.allocate import allocate, uniform
+from layer_analysis.train.law import FAMILIES, LawFit, compare_families, fit_law
+from layer_analysis.train.mixture import build_mixture, instruction_translation_spec, parse_spec
 
 SIMILARITY = {"ell_Grek": 0.3, "hin_Deva": 0.6, "zho_Hans": 0.9}
 SIZES = [0, 250, 500, 1000, 2000, 4000]
@@ -138,8 +138,8 @@ def test_fit_law_and_allocate_cli(tmp_path):
 
 
 def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
-    from train.loop import TrainConfig
-    from train.sweep import SweepConfig, point_dir, run_sweep
+    from layer_analysis.train.loop import TrainConfig
+    from layer_analysis.train.sweep import SweepConfig, point_dir, run_sweep
 
     def config(**kwargs) -> SweepConfig:
         template = TrainConfig(mixture="", output=tmp_path, model=str(tiny_llama_dir),
@@ -165,7 +165,7 @@ def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
     with pytest.raises(DataError, match="other settings"):
         run_sweep(config(instructions=5), say=lambda _: None)
     # A similarity measured by an older extraction engine (other pooling) is not reused.
-    from train.sweep import measure_similarity
+    from layer_analysis.train.sweep import measure_similarity
 
     stale = tmp_path / "sweep" / "similarity.json"
     stale.write_text('{"engine": 1, "scores": {"ell_Grek": {"score": 0.999, "layer": 1}}}')

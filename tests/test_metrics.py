@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from probe.metrics import (
+from layer_analysis.probe.metrics import (
     NORMALISATIONS,
     bootstrap_ci,
     equivalence,
@@ -177,7 +177,7 @@ def test_chance_with_duplicate_answers_equals_enumeration():
     """Exact null with repeated sentences against every ordering of 6 candidates (720)."""
     import itertools
 
-    from probe.metrics import answer_counts
+    from layer_analysis.probe.metrics import answer_counts
 
     texts = ["a", "b", "a", "c", "a", "d"]
     codes = torch.tensor([0, 1, 0, 2, 0, 3])
@@ -203,7 +203,7 @@ def test_nan_ranks_last_and_non_finite_vectors_are_refused():
     assert ranks(scores).tolist() == [[3, 1, 3]]  # never a lucky 1
     broken = torch.randn(2, 5, 4)
     broken[1, 3, 0] = float("nan")
-    from probe.errors import DataError
+    from layer_analysis.probe.errors import DataError
 
     with pytest.raises(DataError, match="layer index 1, sentence 3"):
         prepare(broken)
@@ -213,7 +213,7 @@ def test_nan_ranks_last_and_non_finite_vectors_are_refused():
 
 
 def test_mexa_needs_the_top_of_row_and_column():
-    from probe.metrics import mexa, mexa_null
+    from layer_analysis.probe.metrics import mexa, mexa_null
 
     # pair 0: top of row 0 and column 0 -> aligned
     # pair 1: top of row 1 (0.8) but column 1 holds 0.9 from row 2 -> not aligned (P@1 counts it)
@@ -231,7 +231,7 @@ def test_mexa_needs_the_top_of_row_and_column():
 def test_mexa_summary_aggregates_over_layers():
     import pandas as pd
 
-    from probe.analysis import mexa_summary
+    from layer_analysis.probe.analysis import mexa_summary
 
     rows = [{"model": "m", "layer": layer, "source": "en", "target": "de", "pooling": "weighted",
              "normalisation": "raw", "metric": "mexa", "value": value}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probe.errors import ModelError
-from probe.extract import ExtractionConfig, Extractor
-from probe.models import load_model, resolve_dtype
+from layer_analysis.probe.errors import ModelError
+from layer_analysis.probe.extract import ExtractionConfig, Extractor
+from layer_analysis.probe.models import load_model, resolve_dtype
 
 
 def test_local_directory_identity_fingerprints_weights(tiny_llama_dir):

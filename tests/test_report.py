@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from probe import report
-from probe.analysis import COLUMNS
+from layer_analysis.probe import report
+from layer_analysis.probe.analysis import COLUMNS
 
 
 @pytest.fixture

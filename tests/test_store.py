@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from probe.data import load_parallel
-from probe.extract import ExtractionConfig, Extractor
-from probe.models import load_model
-from probe.store import ActivationStore, cache_key
+from layer_analysis.probe.data import load_parallel
+from layer_analysis.probe.extract import ExtractionConfig, Extractor
+from layer_analysis.probe.models import load_model
+from layer_analysis.probe.store import ActivationStore, cache_key
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_rerun_loads_instead_of_recomputing(llama, corpus, tmp_path):
 
 
 def test_corrupt_run_directory_is_reported(llama, corpus, tmp_path):
-    from probe.errors import StoreError
+    from layer_analysis.probe.errors import StoreError
 
     store = ActivationStore(tmp_path)
     acts = store.extract(Extractor(llama, ExtractionConfig()), corpus, progress=False)
@@ -128,7 +128,7 @@ def test_changed_bytes_nan_bytes_or_lost_texts_are_recomputed_never_used(llama, 
                                                                          capsys):
     import numpy as np
 
-    from probe.store import CorruptFile
+    from layer_analysis.probe.store import CorruptFile
 
     extractor = Extractor(llama, ExtractionConfig())
     store = ActivationStore(tmp_path)
@@ -207,8 +207,8 @@ def test_a_full_disk_leaves_no_temporary_files_and_no_complete_run(llama, corpus
     import errno
     import json
 
-    from probe import store as store_module
-    from probe.errors import StoreError
+    from layer_analysis.probe import store as store_module
+    from layer_analysis.probe.errors import StoreError
 
     real_save = store_module.save_file
     calls = []

@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from probe.cli import main
-from probe.errors import DataError
-from probe.models import load_model
-from train import evaluate, loop
-from train.cli import recipe_spec
-from train.encode import IGNORE, collate, encode
-from train.loop import CHECKPOINTS, ResponseOnlyLM, TrainConfig, lora_targets, train
-from train.mixture import build_mixture, parse_spec
-from train.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
-from train.records import Record, Report, read_alpaca, translation_records
+from layer_analysis.cli import main
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.models import load_model
+from layer_analysis.train import evaluate, loop
+from layer_analysis.train.encode import IGNORE, collate, encode
+from layer_analysis.train.loop import CHECKPOINTS, ResponseOnlyLM, TrainConfig, lora_targets, train
+from layer_analysis.train.mixture import build_mixture, parse_spec, recipe_spec
+from layer_analysis.train.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
+from layer_analysis.train.records import Record, Report, read_alpaca, translation_records
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -300,10 +299,10 @@ def test_evaluate_cli_writes_scores_and_predictions(tmp_path, tiny_llama_dir, sh
 def test_evaluate_checks_every_language_first_and_keeps_finished_ones(tmp_path, tiny_llama_dir,
                                                                      shared_data, monkeypatch,
                                                                      capsys):
-    import probe.models
+    from layer_analysis.probe import models
 
     loads = []
-    monkeypatch.setattr(probe.models, "load_model", lambda *a, **k: loads.append(1))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(1))
     out = tmp_path / "scores.json"
     for languages, message in (("zh,xx", "unknown language"), ("zh,zh", "twice"),
                                ("zh,pt", "has no por_Latn")):
@@ -338,7 +337,7 @@ def test_two_process_gloo_run_trains_and_saves_once(tmp_path, tiny_llama_dir, me
 
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", "-m", "probe.cli", "train", "--mixture", str(memorisable), "--model",
+               "2", "-m", "layer_analysis", "train", "--mixture", str(memorisable), "--model",
                str(tiny_llama_dir), "--output", str(out), "--batch-size", "2", "--max-steps", "3",
                "--log-every", "1", "--save-every", "2", "--device", "cpu", "--no-progress"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -367,7 +366,7 @@ def test_shipped_launch_configs_are_valid_accelerate_configs():
 
 
 def test_hub_component_reads_alpaca_rows_or_fails_clearly(monkeypatch):
-    from train import mixture
+    from layer_analysis.train import mixture
 
     rows = [{"instruction": "Name a colour.", "input": "", "output": "red"},
             {"instruction": "Count.", "input": None, "output": ""},

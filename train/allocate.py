@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probe.errors import DataError
+from layer_analysis.probe.data import read_lines
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.languages import ENGLISH
 
 from .law import LawFit
+from .mixture import translation_files
 
 OBJECTIVES = ("sum", "min")
 
@@ -107,3 +110,14 @@ def uniform(fit: LawFit, budget: int, caps: dict[str, int] | None = None,
         if share == 0 and extra == 0:
             break
     return _evaluate(fit, pairs, objective)
+
+
+def available_pairs(languages: list[str]) -> dict[str, int]:
+    """English -> X translation pairs the data here holds, per language (0 where none)."""
+    caps = {}
+    for x in languages:
+        try:
+            caps[x] = len(read_lines(translation_files(ENGLISH, x)[0], allow_empty=True))
+        except DataError:
+            caps[x] = 0
+    return caps

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from probe.errors import DataError
+from layer_analysis.probe.errors import DataError
 
 from .prompts import alpaca_prompt
 from .records import Record, Report

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from probe.data import load_parallel, shared_data_root
-from probe.errors import DataError
-from probe.languages import ENGLISH, canonical, iso639_1
-from probe.models import LoadedModel
+from layer_analysis.probe.data import load_parallel, shared_data_root
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.languages import ENGLISH, canonical, iso639_1
+from layer_analysis.probe.models import LoadedModel
 
 from .prompts import alpaca_prompt, translation_instruction
 
@@ -219,7 +219,7 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
 
 def write_evaluation(evaluations: list[Evaluation], path: Path) -> None:
     """Scores as JSON (predictions beside it as JSONL), each written atomically."""
-    from probe.files import atomic_write_text
+    from layer_analysis.probe.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps([e.scores for e in evaluations], indent=2,

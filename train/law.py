@@ -25,14 +25,16 @@ RMSE, R², AICc and leave-one-point-out RMSE, by which families are compared.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-from probe.errors import DataError
+from layer_analysis.probe.errors import DataError
 
 SCALE = 1000.0  # pairs; keeps A and β of order one
 GAMMA_BOUND = 20.0  # |γ| beyond this means one language's gain is e^±10 times another's
@@ -222,3 +224,18 @@ def compare_families(language: list[str], size: list[float], score: list[float],
     if not fits:
         raise DataError("no law family converged on these points")
     return sorted(fits, key=lambda f: (f.aicc, f.loo_rmse))
+
+
+def load_fit(path: Path, family: str | None = None) -> LawFit:
+    """One fit (default: the best) from a ``law.json`` written by ``fit-law``."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: run `layer-analysis fit-law` first")
+    try:
+        saved = json.loads(path.read_text())
+        fits = {f["family"]: f for f in saved["fits"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a law.json written by fit-law") from exc
+    name = family or saved["best"]
+    if name not in fits:
+        raise DataError(f"{path} has no {name} fit (it has {', '.join(fits)})")
+    return LawFit.from_dict(fits[name])

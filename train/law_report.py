@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from probe.languages import display_name
-from probe.report import PALETTE
+from layer_analysis.probe.languages import display_name
+from layer_analysis.probe.report import PALETTE
 
 from .allocate import Allocation
 from .law import FAMILIES, LawFit

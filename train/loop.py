@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from probe.architecture import find_decoder
-from probe.errors import DataError, ModelError
-from probe.files import atomic_write_text
-from probe.models import load_model
+from layer_analysis.probe.architecture import find_decoder
+from layer_analysis.probe.errors import DataError, ModelError
+from layer_analysis.probe.files import atomic_write_text
+from layer_analysis.probe.models import load_model
 
 from .encode import IGNORE, batches, collate, encode
 from .mixture import build_mixture

@@ -20,16 +20,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from probe.data import REPO_ROOT, hub_table, shared_data_root
-from probe.errors import DataError
-from probe.languages import ENGLISH, canonical, is_language, iso639_1
+from layer_analysis.probe.data import REPO_ROOT, hub_table, read_lines, shared_data_root
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.languages import ENGLISH, canonical, is_language, iso639_1
 
 from .records import (
     Record,
     Report,
     alpaca_records,
     read_alpaca,
-    read_lines,
     translation_records,
 )
 
@@ -139,7 +138,8 @@ def _load(component: Component, report: Report, notes: list[str]) -> list[Record
     elif kind == "translation" and "-" in rest:
         source, target = rest.split("-", 1)
         src_path, tgt_path = translation_files(source, target)
-        sources, targets = read_lines(src_path)[window], read_lines(tgt_path)[window]
+        sources = read_lines(src_path, allow_empty=True)[window]
+        targets = read_lines(tgt_path, allow_empty=True)[window]
         records = translation_records(sources, targets, canonical(source), canonical(target),
                                       name, report, offset=component.start or 0)
     else:
@@ -176,3 +176,19 @@ def build_mixture(spec: MixtureSpec | str, seed: int = 0) -> Mixture:
         raise DataError(f"the mixture {spec} holds no usable records")
     random.Random(seed).shuffle(records)
     return Mixture(spec, records, report, notes)
+
+
+RECIPES = ("coit", "muit")
+
+
+def recipe_spec(recipe: str, languages: list[str], instructions: int, translations: int) -> str:
+    """CoIT (one language: x-model) or MuIT (several: m-model) as a mixture spec: English
+    Alpaca, then per language its Alpaca data and English -> language translation pairs."""
+    codes = [canonical(name, "--languages") for name in languages]
+    if recipe == "coit" and len(codes) != 1:
+        raise DataError("CoIT trains an x-model for one language: pass exactly one --languages")
+    if recipe == "muit" and len(codes) < 2:
+        raise DataError("MuIT trains an m-model on several languages: pass two or more")
+    if ENGLISH in codes:
+        raise DataError("English is always in the mixture; list the target languages only")
+    return instruction_translation_spec(instructions, dict.fromkeys(codes, translations))

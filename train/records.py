@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probe.errors import DataError
+from layer_analysis.probe.errors import DataError
 
 from .prompts import translation_instruction
 
@@ -95,15 +95,6 @@ def alpaca_records(items: Sequence[Any], component: str, report: Report,
         records.append(Record(item["instruction"], extra or "", item["output"], f"{component}:{i}"))
     report.kept[component] += len(records)
     return records
-
-
-def read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 (byte {exc.start})") from None
 
 
 def translation_records(sources: list[str], targets: list[str], source: str, target: str,

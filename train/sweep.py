@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from probe.analysis import AnalysisConfig
-from probe.errors import DataError
-from probe.files import atomic_write_text
-from probe.languages import ENGLISH, canonical, display_name, iso639_1
+from layer_analysis.probe.analysis import AnalysisConfig
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.files import MANIFEST, atomic_write_text
+from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
 
 from .loop import TrainConfig, latest_checkpoint
 from .mixture import instruction_translation_spec
@@ -96,9 +96,9 @@ def similarity_from_table(table: pd.DataFrame) -> dict[str, dict]:
 
 def measure_similarity(config: SweepConfig) -> dict[str, float]:
     """s_L for the sweep's languages from one probe run of the base model (cached on disk)."""
-    from probe.pipeline import RunRequest, execute
-    from probe.runs import read_run
-    from probe.store import ENGINE_VERSION
+    from layer_analysis.probe.pipeline import RunRequest, execute
+    from layer_analysis.probe.runs import read_run
+    from layer_analysis.probe.store import ENGINE_VERSION
 
     path = config.output / "similarity.json"
     if path.exists():
@@ -106,7 +106,7 @@ def measure_similarity(config: SweepConfig) -> dict[str, float]:
         if saved.get("engine") == ENGINE_VERSION and set(config.languages) <= set(saved["scores"]):
             return {x: saved["scores"][x]["score"] for x in config.languages}
     run_dir = config.output / "similarity-run"
-    current = (run_dir / "manifest.json").exists() and read_run(run_dir).manifest.get(
+    current = (run_dir / MANIFEST).exists() and read_run(run_dir).manifest.get(
         "engine") == ENGINE_VERSION
     if current:
         table = read_run(run_dir).table
@@ -150,7 +150,7 @@ def _check_settings(config: SweepConfig) -> None:
 
 def run_point(config: SweepConfig, language: str, size: int) -> Path:
     """Train and evaluate one point unless already done; its directory."""
-    from probe.models import load_model
+    from layer_analysis.probe.models import load_model
 
     from .evaluate import evaluate_translation, evaluate_xquad, write_evaluation
     from .loop import train
@@ -221,4 +221,18 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> pd.Dat
     tmp = config.output / ".sweep.csv.tmp"
     table.to_csv(tmp, index=False)
     tmp.replace(config.output / "sweep.csv")
+    return table
+
+
+def read_points(path: Path, metric: str) -> pd.DataFrame:
+    """The points of a sweep (its directory or a CSV) that have ``metric`` and a similarity."""
+    csv = path / "sweep.csv" if path.is_dir() else path
+    if not csv.is_file():
+        raise DataError(f"{path} holds no sweep.csv: run `layer-analysis sweep` first")
+    table = pd.read_csv(csv)
+    missing = [c for c in ("language", "pairs", "similarity", metric) if c not in table]
+    if missing:
+        raise DataError(f"{csv} lacks the column(s) {', '.join(missing)}")
+    table = table.dropna(subset=[metric, "similarity"])
+    table["language"] = [canonical(x, str(csv)) for x in table.language]
     return table

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import (
+from layer_analysis.app.dashboard import (
     activations,
     guarded,
     load_run,
@@ -16,9 +16,9 @@ from app.dashboard import (
     show_figure,
     show_table,
 )
-from probe import report
-from probe.report import METRIC_NAMES
-from probe.runs import RunResults, data_differences, model_cka
+from layer_analysis.probe import report
+from layer_analysis.probe.report import METRIC_NAMES
+from layer_analysis.probe.runs import RunResults, data_differences, model_cka
 
 
 @st.cache_data(show_spinner="Computing model x model CKA…", max_entries=8)

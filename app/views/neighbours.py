@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import activations, guarded, pick_run, short, show_table
-from probe.analysis import retrieval_failures
-from probe.runs import RunResults
+from layer_analysis.app.dashboard import activations, guarded, pick_run, short, show_table
+from layer_analysis.probe.analysis import retrieval_failures
+from layer_analysis.probe.runs import RunResults
 
 
 @st.cache_data(show_spinner="Scoring…", max_entries=64)

@@ -7,16 +7,16 @@ import time
 
 import streamlit as st
 
-from app.dashboard import guarded, run_label, runs_root
-from probe.analysis import AnalysisConfig
-from probe.data import load_parallel, named_datasets
-from probe.errors import ProbeError
-from probe.extract import POOLINGS, ExtractionConfig
-from probe.languages import ENGLISH
-from probe.metrics import NORMALISATIONS
-from probe.models import DEFAULT_MODEL, PACKAGED
-from probe.pipeline import RunRequest, execute
-from probe.projection import METHODS
+from layer_analysis.app.dashboard import guarded, run_label, runs_root
+from layer_analysis.probe.analysis import AnalysisConfig
+from layer_analysis.probe.data import load_parallel, named_datasets
+from layer_analysis.probe.errors import ProbeError
+from layer_analysis.probe.extract import POOLINGS, ExtractionConfig
+from layer_analysis.probe.languages import ENGLISH
+from layer_analysis.probe.metrics import NORMALISATIONS
+from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED
+from layer_analysis.probe.pipeline import RunRequest, execute
+from layer_analysis.probe.projection import METHODS
 
 OTHER = "other…"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.dashboard import guarded, pick_run, short, show_figure, show_table
-from probe import report
-from probe.analysis import peak_layers
-from probe.report import METRIC_NAMES
+from layer_analysis.app.dashboard import guarded, pick_run, short, show_figure, show_table
+from layer_analysis.probe import report
+from layer_analysis.probe.analysis import peak_layers
+from layer_analysis.probe.report import METRIC_NAMES
 
 
 def page() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import activations, guarded, pick_run, short, show_figure, show_table
-from probe import report
-from probe.projection import METHODS, project
-from probe.runs import RunResults
+from layer_analysis.app.dashboard import activations, guarded, pick_run, short, show_figure, show_table
+from layer_analysis.probe import report
+from layer_analysis.probe.projection import METHODS, project
+from layer_analysis.probe.runs import RunResults
 
 
 @st.cache_data(show_spinner="Projecting…", max_entries=32)

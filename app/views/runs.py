@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import (
+from layer_analysis.app.dashboard import (
     discover_runs,
     extract_archive,
     guarded,
@@ -16,7 +16,7 @@ from app.dashboard import (
     short,
     show_table,
 )
-from probe.errors import ProbeError
+from layer_analysis.probe.errors import ProbeError
 
 
 def summary(path: str) -> dict:

@@ -1,80 +1,28 @@
-"""``layer-analysis``: extract per-layer pooled states of parallel sentences and measure alignment."""
+"""``run``, ``report``, ``compare``, ``list-models``, ``list-data``: the probing commands."""
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from train import cli as train_cli
-from train import law_cli
+from layer_analysis.probe.analysis import AnalysisConfig
+from layer_analysis.probe.data import named_datasets
+from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS, ExtractionConfig, SinkRecord
+from layer_analysis.probe.languages import canonical
+from layer_analysis.probe.metrics import NORMALISATIONS
+from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED
+from layer_analysis.probe.pipeline import RunRequest, execute
+from layer_analysis.probe.projection import METHODS
+from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures
 
-from . import report
-from .analysis import AnalysisConfig
-from .cli_help import DefaultsFormatter
-from .data import named_datasets
-from .errors import DataError, ProbeError
-from .extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS, ExtractionConfig, SinkRecord
-from .languages import canonical
-from .metrics import NORMALISATIONS
-from .models import DEFAULT_MODEL, PACKAGED
-from .pipeline import RunRequest, execute
-from .projection import METHODS
-from .runs import (
-    RunResults,
-    build_report,
-    data_differences,
-    model_cka,
-    read_run,
-    run_figures,
-    versions,
-    write_run,
-)
-
-DESCRIPTION = """\
-Probe how a language model aligns languages layer by layer.
-
-  layer-analysis run                       # default model (gemma3-270m) on the shipped data
-  layer-analysis run --data flores-devtest --languages en,de,zh --limit 200
-  layer-analysis run --model smollm2-135m --adapter out/x-zh --pooling mean last
-  layer-analysis report runs/NAME            # rebuild figures of a finished run
-  layer-analysis compare runs/base runs/x-zh # base vs adapters
-  layer-analysis list-models | list-data
-
-Train and evaluate x-models (CoIT) and m-models (MuIT), fit the translation-data scaling law:
-  layer-analysis train --recipe coit --languages zh --output out/x-zh
-  layer-analysis train --recipe muit --languages ar,el,hi,tr,vi,zh --output out/m
-  layer-analysis evaluate --model out/x-zh --languages zh
-  layer-analysis sweep --languages el,zh --sizes 0,250,500,1000 --output out/sweep
-  layer-analysis fit-law out/sweep && layer-analysis allocate out/sweep/law/law.json --budget 2000
-"""
+from .options import DefaultsFormatter, parse_layers
 
 
-def parse_layers(text: str) -> tuple[int, ...] | None:
-    """``all``, ``0,4,8`` or ``2-10`` (inclusive) -> layer numbers."""
-    if text == "all":
-        return None
-    layers: list[int] = []
-    for part in text.split(","):
-        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if match is None:
-            raise argparse.ArgumentTypeError(
-                f"layers must look like 'all', '0,4,8' or '2-10': {text!r}")
-        start, stop = int(match[1]), int(match[2] or match[1])
-        if stop < start:
-            raise argparse.ArgumentTypeError(f"layer range {part.strip()!r} runs backwards")
-        layers += range(start, stop + 1)
-    return tuple(layers)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layer-analysis", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """``run``, ``report``, ``compare``, ``list-models``, ``list-data``."""
     run = sub.add_parser(
         "run", formatter_class=DefaultsFormatter,
         help="extract per-layer states, compute every metric, write tables and the report",
@@ -151,11 +99,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--normalisation", default="centered", choices=NORMALISATIONS)
         p.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
 
-    train_cli.add_parsers(sub)
-    law_cli.add_parsers(sub)
     sub.add_parser("list-models", help="packaged models that work offline")
     sub.add_parser("list-data", help="named parallel data sets")
-    return parser
 
 
 def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
@@ -205,17 +150,8 @@ def cmd_run(args: argparse.Namespace) -> None:
           f"activations: {outcome.activations}")
 
 
-def _model_run(path: Path) -> RunResults:
-    """A run of one model (not a comparison), or a clear error."""
-    results = read_run(path)
-    if "compare" in results.manifest:
-        raise DataError(f"{path} is a comparison, not a run; rebuild it with 'layer-analysis "
-                        "compare' on its runs")
-    return results
-
-
 def cmd_report(args: argparse.Namespace) -> None:
-    results = _model_run(args.run)
+    results = read_model_run(args.run)
     figures = run_figures(results, args.metric, args.normalisation)
     title = f"{results.manifest['model']['name']} on {results.manifest['data']['name']}"
     paths = build_report(results, figures, title, static=not args.no_static)
@@ -223,34 +159,11 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    runs = [_model_run(path) for path in args.runs]
-    if len(runs) < 2:
-        raise DataError("compare needs at least two run directories")
-    differences = data_differences(runs)
-    if differences and not args.allow_different_data:
-        raise DataError("the runs used different data (" + "; ".join(differences) + "); compare "
-                        "runs on the same sentences, or pass --allow-different-data")
-    for difference in differences:
-        print(f"layer-analysis: warning: {difference}", file=sys.stderr)
-    table = pd.concat([r.table for r in runs], ignore_index=True)
-    names = [r.manifest["model"]["name"] for r in runs]
-    if len(set(names)) < len(names):
-        raise DataError(f"two runs share a model name ({', '.join(names)}); compare different models")
-    figures = {f"comparison_{args.metric}": report.comparison(table, args.metric, args.normalisation),
-               f"heatmap_{args.metric}": report.heatmap(table, args.metric, args.normalisation)}
-    cka = pd.DataFrame()
-    if not differences:
-        cka = model_cka(runs)
-        figures["cka_models"] = report.cka_heatmap(cka, "linear CKA between models, layer by layer")
-    else:
-        print("note: model x model CKA needs the same sentences; left out", file=sys.stderr)
-    args.output.mkdir(parents=True, exist_ok=True)
-    merged = RunResults(args.output, {"runs": [str(r.directory) for r in runs]}, table, cka,
-                        pd.DataFrame())
-    write_run(args.output, {"compare": [str(r.directory) for r in runs], "models": names,
-                            "versions": versions()}, table, cka, pd.DataFrame())
-    paths = build_report(merged, figures, "comparison: " + " vs ".join(names),
-                         static=not args.no_static)
+    runs = [read_model_run(path) for path in args.runs]
+    paths, warnings = compare_runs(runs, args.output, args.metric, args.normalisation,
+                                   args.allow_different_data, static=not args.no_static)
+    for warning in warnings:
+        print(f"layer-analysis: warning: {warning}", file=sys.stderr)
     print("\n".join(str(p) for p in paths))
 
 
@@ -267,21 +180,5 @@ def cmd_list_data(_args: argparse.Namespace) -> None:
         print(f"{name}\n    {description}\n    {where}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    handlers = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
-                "list-models": cmd_list_models, "list-data": cmd_list_data, **train_cli.HANDLERS,
-                **law_cli.HANDLERS}
-    try:
-        handlers[args.command](args)
-    except ProbeError as exc:
-        print(f"layer-analysis: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("layer-analysis: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+HANDLERS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare,
+            "list-models": cmd_list_models, "list-data": cmd_list_data}

@@ -6,27 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probe.cli_help import DefaultsFormatter
-from probe.errors import DataError
-from probe.languages import ENGLISH, canonical
+from layer_analysis.probe.errors import DataError
+from layer_analysis.train.loop import TrainConfig
+from layer_analysis.train.mixture import RECIPES, parse_spec, recipe_spec
 
-from .loop import TrainConfig
-from .mixture import instruction_translation_spec, parse_spec
-
-RECIPES = ("coit", "muit")
-
-
-def recipe_spec(recipe: str, languages: list[str], instructions: int, translations: int) -> str:
-    """CoIT (one language: x-model) or MuIT (several: m-model) as a mixture spec: English
-    Alpaca, then per language its Alpaca data and English -> language translation pairs."""
-    codes = [canonical(name, "--languages") for name in languages]
-    if recipe == "coit" and len(codes) != 1:
-        raise DataError("CoIT trains an x-model for one language: pass exactly one --languages")
-    if recipe == "muit" and len(codes) < 2:
-        raise DataError("MuIT trains an m-model on several languages: pass two or more")
-    if ENGLISH in codes:
-        raise DataError("English is always in the mixture; list the target languages only")
-    return instruction_translation_spec(instructions, dict.fromkeys(codes, translations))
+from .options import DefaultsFormatter
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         description="Fine-tune a causal LM on instruction + translation data (loss on responses "
                     "only). Writes OUTPUT/{adapter files or model files, training.json, "
                     "train_log.jsonl, checkpoints/}; the probe loads OUTPUT directly. Several "
-                    "GPUs: `accelerate launch --config_file train/launch/ddp.yaml -m probe.cli "
+                    "GPUs: `accelerate launch --config_file train/launch/ddp.yaml -m layer_analysis "
                     "train ...` (or torchrun).")
     what = train.add_argument_group("what to train")
     what.add_argument("--model", default="smollm2-135m", help="packaged name, directory, Hub id")
@@ -111,7 +95,7 @@ def training_config(args: argparse.Namespace, mixture: str, output: Path) -> Tra
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .loop import train
+    from layer_analysis.train.loop import train
 
     if bool(args.mixture) == bool(args.recipe):
         raise DataError("pass either --recipe (with --languages) or --mixture")
@@ -139,9 +123,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from probe.models import load_model
-
-    from .evaluate import check_languages, evaluate_translation, evaluate_xquad, write_evaluation
+    from layer_analysis.probe.models import load_model
+    from layer_analysis.train.evaluate import (
+        check_languages,
+        evaluate_translation,
+        evaluate_xquad,
+        write_evaluation,
+    )
 
     languages = args.languages.split(",")
     check_languages(args.task, languages, args.data, args.limit)  # every one, before the model

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from probe import report
-from probe.cli_help import DefaultsFormatter
-from probe.errors import DataError
-from probe.files import atomic_write_text
-from probe.languages import ENGLISH, canonical, display_name
+from layer_analysis.probe import report
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.files import atomic_write_text
+from layer_analysis.probe.languages import canonical, display_name
+from layer_analysis.train.allocate import available_pairs
+from layer_analysis.train.law import FAMILIES, LawFit, compare_families, load_fit
+from layer_analysis.train.sweep import read_points
 
-from .cli import training_config, training_options
-from .law import FAMILIES, LawFit, compare_families
+from .options import DefaultsFormatter
+from .training import training_config, training_options
 
 METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_em", "xquad_contains")
 
@@ -92,7 +94,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .sweep import SweepConfig, run_sweep
+    from layer_analysis.train.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(
         languages=args.languages.split(","), sizes=args.sizes, output=args.output,
@@ -107,19 +109,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(f"table: {args.output / 'sweep.csv'}  (fit it: layer-analysis fit-law {args.output})")
 
 
-def read_points(path: Path, metric: str) -> pd.DataFrame:
-    csv = path / "sweep.csv" if path.is_dir() else path
-    if not csv.is_file():
-        raise DataError(f"{path} holds no sweep.csv: run `layer-analysis sweep` first")
-    table = pd.read_csv(csv)
-    missing = [c for c in ("language", "pairs", "similarity", metric) if c not in table]
-    if missing:
-        raise DataError(f"{csv} lacks the column(s) {', '.join(missing)}")
-    table = table.dropna(subset=[metric, "similarity"])
-    table["language"] = [canonical(x, str(csv)) for x in table.language]
-    return table
-
-
 def _fit_lines(fit: LawFit) -> list[str]:
     p, e = fit.params, fit.errors
     lines = [f"{fit.family:<11} AICc {fit.aicc:8.2f}  RMSE {fit.rmse:.3f}  R² {fit.r2:.3f}  "
@@ -132,7 +121,7 @@ def _fit_lines(fit: LawFit) -> list[str]:
 
 
 def cmd_fit_law(args: argparse.Namespace) -> None:
-    from .law_report import law_curves, predicted_vs_measured
+    from layer_analysis.train.law_report import law_curves, predicted_vs_measured
 
     points = read_points(args.sweep, args.metric)
     similarity = dict(zip(points.language, points.similarity, strict=True))
@@ -175,30 +164,9 @@ def cmd_fit_law(args: argparse.Namespace) -> None:
           "--budget N)")
 
 
-def load_fit(path: Path, family: str | None = None) -> LawFit:
-    if not path.is_file():
-        raise DataError(f"{path} does not exist: run `layer-analysis fit-law` first")
-    try:
-        saved = json.loads(path.read_text())
-        fits = {f["family"]: f for f in saved["fits"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a law.json written by fit-law") from exc
-    name = family or saved["best"]
-    if name not in fits:
-        raise DataError(f"{path} has no {name} fit (it has {', '.join(fits)})")
-    return LawFit.from_dict(fits[name])
-
-
 def _caps(text: str | None, languages: list[str]) -> dict[str, int]:
-    from .mixture import translation_files
-    from .records import read_lines
-
-    caps = {}
-    for x in languages:  # default: what the data holds
-        try:
-            caps[x] = len(read_lines(translation_files(ENGLISH, x)[0]))
-        except DataError:
-            caps[x] = 0
+    """Per-language caps: the pairs the data holds, overridden by ``--caps el=500,zh=8000``."""
+    caps = available_pairs(languages)
     for item in (text or "").split(","):
         if not item.strip():
             continue
@@ -211,9 +179,9 @@ def _caps(text: str | None, languages: list[str]) -> dict[str, int]:
 
 
 def cmd_allocate(args: argparse.Namespace) -> None:
-    from .allocate import allocate, uniform
-    from .law_report import allocation_bars
-    from .mixture import instruction_translation_spec
+    from layer_analysis.train.allocate import allocate, uniform
+    from layer_analysis.train.law_report import allocation_bars
+    from layer_analysis.train.mixture import instruction_translation_spec
 
     fit = load_fit(args.law, args.family)
     caps = _caps(args.caps, list(fit.baselines))

@@ -1,0 +1,52 @@
+"""``layer-analysis``: the command line, one front door to ``probe`` and ``train``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from layer_analysis.probe.errors import ProbeError
+
+from . import law, probing, training
+
+DESCRIPTION = """\
+Probe how a language model aligns languages layer by layer.
+
+  layer-analysis run                       # default model (gemma3-270m) on the shipped data
+  layer-analysis run --data flores-devtest --languages en,de,zh --limit 200
+  layer-analysis run --model smollm2-135m --adapter out/x-zh --pooling mean last
+  layer-analysis report runs/NAME            # rebuild figures of a finished run
+  layer-analysis compare runs/base runs/x-zh # base vs adapters
+  layer-analysis list-models | list-data
+
+Train and evaluate x-models (CoIT) and m-models (MuIT), fit the translation-data scaling law:
+  layer-analysis train --recipe coit --languages zh --output out/x-zh
+  layer-analysis train --recipe muit --languages ar,el,hi,tr,vi,zh --output out/m
+  layer-analysis evaluate --model out/x-zh --languages zh
+  layer-analysis sweep --languages el,zh --sizes 0,250,500,1000 --output out/sweep
+  layer-analysis fit-law out/sweep && layer-analysis allocate out/sweep/law/law.json --budget 2000
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layer-analysis", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for commands in (probing, training, law):
+        commands.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user error prints one line and returns its exit code."""
+    args = build_parser().parse_args(argv)
+    handlers = {**probing.HANDLERS, **training.HANDLERS, **law.HANDLERS}
+    try:
+        handlers[args.command](args)
+    except ProbeError as exc:
+        print(f"layer-analysis: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("layer-analysis: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0

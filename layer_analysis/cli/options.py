@@ -1,0 +1,34 @@
+"""Shared pieces of the command line: the help formatter and option parsers."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is unset (None/False) or the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is False or "default" in text \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def parse_layers(text: str) -> tuple[int, ...] | None:
+    """``all``, ``0,4,8`` or ``2-10`` (inclusive) -> layer numbers."""
+    if text == "all":
+        return None
+    layers: list[int] = []
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise argparse.ArgumentTypeError(
+                f"layers must look like 'all', '0,4,8' or '2-10': {text!r}")
+        start, stop = int(match[1]), int(match[2] or match[1])
+        if stop < start:
+            raise argparse.ArgumentTypeError(f"layer range {part.strip()!r} runs backwards")
+        layers += range(start, stop + 1)
+    return tuple(layers)
