@@ -38,7 +38,7 @@ class RunRequest:
     limit: int | None = None
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-    projection: str = "umap"
+    projection: str = "pca"
     projection_layer: int | None = None
     device: str = "auto"
     dtype: str = "auto"

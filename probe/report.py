@@ -62,11 +62,17 @@ def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cent
     return fig
 
 
+LEGEND_ROWS = 10  # more curves than this: the legend goes under the plot
+
+
 def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered",
            by: str = "pair") -> go.Figure:
     """One line per language pair (or per model), a 95 % bootstrap band each, and chance level."""
     rows = _select(table, metric, normalisation)
     fig = go.Figure()
+    null = rows.groupby("layer").null.mean()  # first, so the legend always shows it
+    fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="chance (random pairs)",
+                             line={"color": "black", "dash": "dash", "width": 1}))
     for i, (name, group) in enumerate(rows.groupby(by, sort=False)):
         color = PALETTE[i % len(PALETTE)]
         group = group.sort_values("layer")
@@ -78,11 +84,10 @@ def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cente
                 legendgroup=str(name)))
         fig.add_trace(go.Scatter(x=group.layer, y=group.value, mode="lines+markers", name=str(name),
                                  line={"color": color}, legendgroup=str(name)))
-    null = rows.groupby("layer").null.mean()
-    fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="chance (random pairs)",
-                             line={"color": "black", "dash": "dash", "width": 1}))
     fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation}; bands: 95 % bootstrap CI)",
                       xaxis_title="layer", yaxis_title=metric_label(metric), hovermode="x unified")
+    if rows[by].nunique() > LEGEND_ROWS:  # a side legend would be cut off: put it below, wrapped
+        fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0})
     return fig
 
 

@@ -61,10 +61,16 @@ def test_overview_widgets_change_the_figures(dashboard_runs, monkeypatch):
     at.selectbox(key="overview-metric").set_value("mrr").run()
     at.selectbox(key="overview-norm").set_value("csls").run()
     assert charts(at)[0]["layout"]["title"]["text"] == "MRR per layer (csls)"
-    both = len(charts(at)[0]["data"][0]["y"])
+    one_way = len(charts(at)[0]["data"][0]["y"])  # default: eng -> X only
     direction = at.selectbox(key="overview-direction")
-    direction.select(direction.options[1]).run()  # eng -> X only
-    assert len(charts(at)[0]["data"][0]["y"]) == both // 2
+    direction.select("both").run()
+    assert len(charts(at)[0]["data"][0]["y"]) == 2 * one_way
+    pairs = at.multiselect(key="overview-pairs")
+    pairs.set_value(pairs.options[:1]).run()
+    heatmap, curves = charts(at)[:2]
+    assert len(heatmap["data"][0]["y"]) == 2  # one language, both directions
+    lines = [t["name"] for t in curves["data"] if t.get("showlegend") is not False]
+    assert len(lines) == 3 and lines[0] == "chance (random pairs)"  # both directions of one
     peaks = at.dataframe[0].value
     assert {"source", "target", "layer", "value"} <= set(peaks.columns)
     assert len(at.get("download_button")) >= 3

@@ -4,6 +4,7 @@ driven by playwright; never a downloaded browser) opens it, switches page, takes
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,9 +44,11 @@ def _outside_address() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def server(dashboard_runs):
+def server(dashboard_runs, tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "LAYER_ANALYSIS_RUNS": str(dashboard_runs)}
+    runs = tmp_path_factory.mktemp("browser") / "runs"  # a copy: the New run test adds a run
+    shutil.copytree(dashboard_runs, runs)
+    env = {**os.environ, "LAYER_ANALYSIS_RUNS": str(runs)}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app", "--server.port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -78,8 +81,9 @@ def test_listens_on_loopback_only(server):
         assert s.connect_ex((address, port)) != 0, f"the dashboard answers on {address}"
 
 
-def test_browser_loads_switches_page_and_renders(server, tmp_path):
-    pytest.importorskip("PIL")
+@pytest.fixture
+def chromium():
+    """Debian's Chromium driven by playwright (a failure where CI requires the browser)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -87,31 +91,83 @@ def test_browser_loads_switches_page_and_renders(server, tmp_path):
     browser_path = find_browser()
     if browser_path is None:
         _missing("no Chromium (Debian: apt-get install chromium)")
-    from PIL import Image
-
-    _, url = server
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=browser_path, headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        requested: list[str] = []
-        page.on("request", lambda request: requested.append(request.url))
-        page.goto(url, timeout=60_000)
-        page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
-        page.get_by_role("link", name="Overview").click()
-        page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1000)  # let plotly finish drawing
-        shot = tmp_path / "overview.png"
-        page.screenshot(path=str(shot), full_page=True)
-        errors = page.locator("[data-testid='stException']").count()
+        yield browser
         browser.close()
+
+
+def _outside(requested: list[str], url: str) -> list[str]:
+    return sorted({u for u in requested if not u.startswith((url, "data:", "blob:", "about:"))})
+
+
+def test_browser_loads_switches_page_and_renders(server, chromium, tmp_path):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    _, url = server
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(url, timeout=60_000)
+    page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)  # let plotly finish drawing
+    shot = tmp_path / "overview.png"
+    page.screenshot(path=str(shot), full_page=True)
+    errors = page.locator("[data-testid='stException']").count()
     assert errors == 0
-    outside = sorted({u for u in requested
-                      if not u.startswith((url, "data:", "blob:", "about:"))})
+    outside = _outside(requested, url)
     assert not outside, f"the dashboard asked beyond 127.0.0.1: {outside}"
     image = Image.open(shot).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20) or []
     background = max(colours)[0] / (image.width * image.height)
     assert len(colours) > 100, "the screenshot is (nearly) blank"
     assert background < 0.95, "the page is almost all one colour"
+
+
+# Every value the progress bar shows, recorded in the page as it changes.
+RECORD_PROGRESS = """() => {
+  window.progressSeen = [];
+  new MutationObserver(() => {
+    for (const bar of document.querySelectorAll('[role="progressbar"]')) {
+      const value = Number(bar.getAttribute('aria-valuenow'));
+      if (window.progressSeen.at(-1) !== value) window.progressSeen.push(value);
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true});
+}"""
+
+
+def test_new_run_shows_progress_and_locks_the_form(server, chromium, tiny_llama_dir):
+    _, url = server
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(url, timeout=60_000)
+    page.get_by_role("link", name="New run").click()
+    page.get_by_role("heading", name="New run").wait_for(timeout=60_000)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="other…").click()
+    path = page.get_by_label("Model directory, .gguf file, Hub id or PEFT adapter directory")
+    path.fill(str(tiny_llama_dir))
+    path.press("Enter")
+    limit = page.get_by_label("Sentences per language (0 = all)")
+    limit.wait_for(timeout=60_000)
+    limit.fill("300")  # 8 languages x 300 with batches of 32: many steps of the bar
+    limit.press("Enter")
+    page.wait_for_timeout(1000)
+    page.evaluate(RECORD_PROGRESS)
+    page.get_by_role("button", name="Start").click()
+    page.get_by_role("progressbar").wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="Start").is_disabled()  # no second run meanwhile
+    assert limit.is_disabled()
+    page.get_by_text("Finished").wait_for(timeout=240_000)
+    seen = [v for v in page.evaluate("window.progressSeen") if v is not None]
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert not page.get_by_role("button", name="Start").is_disabled()  # unlocked afterwards
+    assert len({v for v in seen if 0 < v < 100}) >= 3, seen  # it moved during the run
+    assert seen == sorted(seen), seen  # and only forward
+    assert not _outside(requested, url)

@@ -32,6 +32,16 @@ def test_figures_state_metric_and_normalisation(table):
         report.heatmap(table, "mrr")
 
 
+def test_many_curves_keep_the_whole_legend_and_the_chance_line(table):
+    few = report.curves(table)
+    assert few.data[0].name == "chance (random pairs)"  # first: never pushed out of the legend
+    assert few.layout.legend.orientation is None
+    many = pd.concat([table.assign(target=f"x{i:02d}_Latn") for i in range(report.LEGEND_ROWS + 1)])
+    figure = report.curves(many)
+    assert figure.layout.legend.orientation == "h" and figure.layout.legend.y < 0  # below, wrapped
+    assert sum(t.showlegend is not False for t in figure.data) == report.LEGEND_ROWS + 2
+
+
 def test_bounded_metrics_share_one_colour_scale(table):
     assert (heat := report.heatmap(table)).data[0].zmin == 0 and heat.data[0].zmax == 1
     cosines = table.assign(metric="cosine", value=table.value - 0.5)

@@ -28,18 +28,21 @@ def languages_of(data: str) -> list[str]:
 
 def page() -> None:
     st.title("New run")
+    running = st.session_state.get("new-running", False)  # the form is read-only while it runs
     models = list(PACKAGED)
     model = st.selectbox("Model", [*models, OTHER], index=models.index(DEFAULT_MODEL),
-                         key="new-model", help="packaged models work offline; converted once")
+                         key="new-model", disabled=running,
+                         help="packaged models work offline; converted once")
     if model == OTHER:
         model = st.text_input("Model directory, .gguf file, Hub id or PEFT adapter directory",
-                              key="new-model-path").strip()
-    adapter = st.text_input("PEFT adapter directory (optional)", key="new-adapter").strip() or None
+                              key="new-model-path", disabled=running).strip()
+    adapter = st.text_input("PEFT adapter directory (optional)", key="new-adapter",
+                            disabled=running).strip() or None
     available = [name for name, (where, _) in named_datasets().items() if where is not None]
-    data = st.selectbox("Data", [*available, OTHER], key="new-data")
+    data = st.selectbox("Data", [*available, OTHER], key="new-data", disabled=running)
     if data == OTHER:
         data = st.text_input("Directory of <language>.txt files, .tsv or .jsonl file",
-                             key="new-data-path").strip()
+                             key="new-data-path", disabled=running).strip()
     if not model or not data:
         st.info("Name a model and a data set.")
         return
@@ -49,25 +52,31 @@ def page() -> None:
         st.error(str(exc))
         return
     default = ([ENGLISH] if ENGLISH in found else []) + [c for c in found if c != ENGLISH][:7]
-    languages = st.multiselect("Languages", found, default=default, key="new-languages")
+    languages = st.multiselect("Languages", found, default=default, key="new-languages",
+                               disabled=running)
     left, middle, right = st.columns(3)
     limit = left.number_input("Sentences per language (0 = all)", 0, 100_000, 100, step=50,
-                              key="new-limit")
-    pooling = middle.selectbox("Pooling", POOLINGS, key="new-pooling")
-    projection = right.selectbox("Projection", [*METHODS, "none"], index=1, key="new-projection")
-    all_pairs = left.checkbox("All language pairs", key="new-all-pairs")
-    pivot = middle.selectbox("Pivot", languages or [ENGLISH], disabled=all_pairs,
+                              key="new-limit", disabled=running)
+    pooling = middle.selectbox("Pooling", POOLINGS, key="new-pooling", disabled=running)
+    projection = right.selectbox("Projection", [*METHODS, "none"], key="new-projection",
+                                 disabled=running)
+    all_pairs = left.checkbox("All language pairs", key="new-all-pairs", disabled=running)
+    pivot = middle.selectbox("Pivot", languages or [ENGLISH], disabled=all_pairs or running,
                              index=languages.index(ENGLISH) if ENGLISH in languages else 0,
                              key="new-pivot")
     normalisations = right.multiselect("Normalisations", NORMALISATIONS,
-                                       default=list(NORMALISATIONS), key="new-norms")
-    name = st.text_input("Run name (optional)", key="new-name").strip() or None
-    static = st.checkbox("Also export PNG and PDF figures", key="new-static")
-    if not st.button("Start", type="primary", key="new-start"):
+                                       default=list(NORMALISATIONS), key="new-norms",
+                                       disabled=running)
+    name = st.text_input("Run name (optional)", key="new-name", disabled=running).strip() or None
+    static = st.checkbox("Also export PNG and PDF figures", key="new-static", disabled=running)
+    if st.button("Start", type="primary", key="new-start", disabled=running):
+        if len(languages) < 2 or not normalisations:
+            st.error("Choose at least two languages and one normalisation.")
+            return
+        st.session_state["new-running"] = True  # draw the form read-only, then run
+        st.rerun()
+    if not running:
         _show_last()
-        return
-    if len(languages) < 2 or not normalisations:
-        st.error("Choose at least two languages and one normalisation.")
         return
     request = RunRequest(
         model=model, adapter=adapter, data=data, languages=languages, limit=limit or None,
@@ -78,8 +87,11 @@ def page() -> None:
         progress_bars=False)
     bar = st.progress(0.0, text="starting")
     started = time.perf_counter()
-    outcome = execute(request, ["dashboard", "new run"],
-                      progress=lambda stage, done: bar.progress(min(done, 1.0), text=stage))
+    try:
+        outcome = execute(request, ["dashboard", "new run"],
+                          progress=lambda stage, done: bar.progress(min(done, 1.0), text=stage))
+    finally:
+        st.session_state["new-running"] = False
     path = str(outcome.results.directory)
     st.session_state["pending_select"] = path
     st.session_state["last_run"] = (path, time.perf_counter() - started)

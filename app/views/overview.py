@@ -25,14 +25,23 @@ def page() -> None:
                             key=lambda n: (n != "centered", n))
     normalisation = middle.selectbox("Normalisation", normalisations, key="overview-norm")
     pivot = results.manifest.get("analysis", {}).get("pivot")
-    directions = ["both", f"{pivot[:3]} → X", f"X → {pivot[:3]}"] if pivot else ["all"]
+    directions = [f"{pivot[:3]} → X", f"X → {pivot[:3]}", "both"] if pivot else ["all"]
     direction = right.selectbox("Direction", directions, key="overview-direction",
-                                disabled=not pivot)
+                                disabled=not pivot, help="one curve per direction and language")
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
     if direction.endswith("→ X"):
         rows = rows[rows.source.str.startswith(pivot)]
     elif direction.startswith("X →"):
         rows = rows[rows.target.str.startswith(pivot)]
+    if pivot:  # pick languages, which every direction shares
+        other = rows.target.where(rows.source.str.startswith(pivot), rows.source).map(short)
+    else:
+        other = rows.source.map(short) + " → " + rows.target.map(short)
+    shown = list(dict.fromkeys(other))
+    chosen = st.multiselect("Languages" if pivot else "Language pairs", shown, default=shown,
+                            key="overview-pairs",
+                            help="fewer curves, a readable plot; the chance line stays")
+    rows = rows[other.isin(chosen or shown)]
 
     show_figure(report.heatmap(rows, metric, normalisation), f"heatmap-{metric}-{normalisation}")
     show_figure(report.curves(rows, metric, normalisation), f"curves-{metric}-{normalisation}")

@@ -70,8 +70,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          choices=NORMALISATIONS, help="score normalisations reported side by side")
     metrics.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
     metrics.add_argument("--seed", type=int, default=0)
-    metrics.add_argument("--projection", default="umap", choices=[*METHODS, "none"],
-                         help="2-D projection for the scatter plot")
+    metrics.add_argument("--projection", default="pca", choices=[*METHODS, "none"],
+                         help="2-D projection for the scatter plot (UMAP's first call in a "
+                              "process compiles for about a minute; the dashboard computes it "
+                              "on demand)")
     metrics.add_argument("--projection-layer", type=int,
                          help="layer to project (default: the most common peak layer)")
     output = run.add_argument_group("output")
