@@ -126,7 +126,8 @@ def scatter(projection: pd.DataFrame) -> go.Figure:
             hovertemplate="%{text}<extra>" + language + "</extra>"))
     first = projection.iloc[0]
     fig.update_layout(title=f"{first.method.upper()} of layer {first.layer} (each language "
-                            "mean-centered)", xaxis_visible=False, yaxis_visible=False)
+                            "mean-centered)", xaxis_visible=False, yaxis_visible=False,
+                      height=650, yaxis_scaleanchor="x")  # tall, and distances true in 2-D
     return fig
 
 

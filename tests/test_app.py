@@ -146,6 +146,7 @@ def test_projection_layer_method_and_languages(dashboard_runs, monkeypatch):
     scatter = charts(at)[0]
     assert len(scatter["data"]) == 3  # one trace per language
     assert all(t["text"] for t in scatter["data"])  # the sentence on hover
+    assert scatter["layout"]["height"] >= 600 and scatter["layout"]["yaxis"]["scaleanchor"] == "x"
     at.select_slider(key="projection-layer").set_value(1).run()
     assert "layer 1" in charts(at)[0]["layout"]["title"]["text"]
     assert calls  # another layer is computed (so the check above could fail)
