@@ -22,7 +22,8 @@ from typing import Any
 from .errors import DataError
 from .languages import ENGLISH, canonical, is_language
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages/layer_analysis)
+DATA_ROOT = REPO_ROOT / "data"  # the project's own data, installed as layer_analysis/data
 _PAIR_FILE = re.compile(r"^(?:.*\.)?(?P<a>[A-Za-z_]+)-(?P<b>[A-Za-z_]+)\.(?P<lang>[A-Za-z_]+)$")
 _METADATA_COLUMNS = {"id"}  # 'id' is also ISO 639-1 for Indonesian
 _LANGUAGE_FILE = re.compile(r"^(?P<lang>[a-z]{2,3}(?:_[A-Z][a-z]{3})?)(?:\.[\w-]+)?$")
@@ -302,7 +303,7 @@ def named_datasets() -> dict[str, tuple[Path | None, str]]:
         return shared / rel if shared and (shared / rel).is_dir() else None
 
     return {
-        "default": (REPO_ROOT / "data" / "parallel",
+        "default": (DATA_ROOT / "parallel",
                     "the project's own parallel sentences (shipped, written for this project)"),
         "flores-devtest": (under("flores200/devtest"), "FLORES-200 devtest, 1012 lines (CC BY-SA 4.0)"),
         "flores-dev": (under("flores200/dev"), "FLORES-200 dev, 997 lines (CC BY-SA 4.0)"),

@@ -115,6 +115,64 @@ def comparison(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "c
     return fig
 
 
+def latent_language(table: pd.DataFrame, columns: int = 4) -> go.Figure:
+    """Word probes through the logit lens: per target language, the probability of the answer's
+    first token (solid) and of its English translation's (dashed) per layer, with 95 % bands;
+    one panel per target (and one line pair per model when several)."""
+    from plotly.subplots import make_subplots
+
+    targets = list(dict.fromkeys(table.target))
+    models = list(dict.fromkeys(table.model))
+    rows = -(-len(targets) // columns)
+    fig = make_subplots(rows=rows, cols=min(columns, len(targets)), shared_yaxes=True,
+                        subplot_titles=[f"→ {t.split('_')[0]}" for t in targets],
+                        horizontal_spacing=0.04, vertical_spacing=0.12)
+    for i, target in enumerate(targets):
+        row, col = i // columns + 1, i % columns + 1
+        for m, model in enumerate(models):
+            for measure, dash, label in (("p_target", "solid", "answer"),
+                                         ("p_english", "dash", "English")):
+                part = table[(table.target == target) & (table.model == model)
+                             & (table.measure == measure)].sort_values("layer")
+                color = PALETTE[(2 * m + (measure == "p_english")) % len(PALETTE)]
+                name = f"{model}: {label}" if len(models) > 1 else label
+                fig.add_trace(go.Scatter(
+                    x=list(part.layer) + list(part.layer[::-1]),
+                    y=list(part.ci_high) + list(part.ci_low[::-1]), fill="toself",
+                    fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip",
+                    showlegend=False), row=row, col=col)
+                fig.add_trace(go.Scatter(x=part.layer, y=part.value, mode="lines", name=name,
+                                         line={"color": color, "dash": dash}, legendgroup=name,
+                                         showlegend=i == 0), row=row, col=col)
+    task = ", ".join(dict.fromkeys(table.task))
+    fig.update_layout(title=f"Logit lens, {task}: the answer's first token vs its English "
+                            "translation's<br><sup>mean probability over concepts; bands: 95 % "
+                            "bootstrap CI</sup>",
+                      height=max(420, 330 * rows), legend={"orientation": "h", "y": -0.12})
+    fig.update_yaxes(range=[0, 1], title_text="probability", col=1)
+    fig.update_xaxes(title_text="layer", row=rows)
+    return fig
+
+
+def latent_entropy(table: pd.DataFrame) -> go.Figure:
+    """Entropy (nats) of the logit lens's next-token distribution per layer, one line per target
+    (and model), with 95 % bands over concepts."""
+    fig = go.Figure()
+    rows = table[table.measure == "entropy"]
+    for i, ((model, target), part) in enumerate(rows.groupby(["model", "target"], sort=False)):
+        part, color = part.sort_values("layer"), PALETTE[i % len(PALETTE)]
+        name = f"{model}: {target}" if rows.model.nunique() > 1 else target
+        fig.add_trace(go.Scatter(x=list(part.layer) + list(part.layer[::-1]),
+                                 y=list(part.ci_high) + list(part.ci_low[::-1]), fill="toself",
+                                 fillcolor=color, opacity=0.18, line={"width": 0},
+                                 hoverinfo="skip", showlegend=False))
+        fig.add_trace(go.Scatter(x=part.layer, y=part.value, mode="lines", name=name,
+                                 line={"color": color}))
+    fig.update_layout(title="Entropy of the logit lens's next-token distribution (nats)",
+                      xaxis_title="layer", yaxis_title="entropy (nats)")
+    return fig
+
+
 def scatter(projection: pd.DataFrame) -> go.Figure:
     """Sentences of one layer in 2-D, coloured by language, the sentence on hover."""
     fig = go.Figure()

@@ -4,6 +4,7 @@ tokenizer behaviour (BOS or not), against HF's own hidden states and a plain one
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from tokenizers import processors
 
 from layer_analysis.probe.errors import ModelError
 from layer_analysis.probe.extract import SINK_RATIO, ExtractionConfig, Extractor
+from layer_analysis.probe.lens import LogitLens
 from layer_analysis.probe.models import load_model
 
 SENTENCES = [
@@ -90,6 +92,32 @@ def test_hooks_equal_output_hidden_states_for_every_layer(family):
         with torch.no_grad():  # HF's last hidden state is after the final norm; ours before it
             normed = final_norm(pooled[1, blocks, i][None])[0]
         assert relative_error(normed, hidden[blocks][0][last]) < 1e-5
+
+
+def test_logit_lens_last_layer_is_the_model_s_own_next_token_distribution(family):
+    """Every family (Gemma 2's soft-capping included): the lens at the last layer == the model's
+    logits at the prompt's last token, batched with padding; earlier layers differ."""
+    _, loaded = family
+    lens = LogitLens(loaded)
+    states = lens.last_token_states(SENTENCES, batch_size=2)
+    for i, sentence in enumerate(SENTENCES):
+        inputs = loaded.tokenizer(sentence, return_tensors="pt")
+        with torch.no_grad():
+            own = torch.log_softmax(loaded.model(**inputs).logits[0, -1].float(), -1)
+        read = lens.log_probs(states[-1, i : i + 1])[0]
+        assert float((read - own).abs().max()) < 1e-4
+        assert float((lens.log_probs(states[1, i : i + 1])[0] - own).abs().max()) > 1e-3
+    token = loaded.tokenizer("x", add_special_tokens=False)["input_ids"][0]
+    readout = lens.readout(SENTENCES, [[[token], [token, 5]]] * len(SENTENCES), top_k=3,
+                           batch_size=2)
+    assert readout.probs.shape == (lens.extractor.parts.num_layers, len(SENTENCES), 2)
+    assert torch.all((readout.entropy >= 0) & (readout.entropy <= math.log(len(loaded.tokenizer)) + 1e-3))
+    with torch.no_grad():
+        own = torch.softmax(loaded.model(**loaded.tokenizer(SENTENCES[0], return_tensors="pt")
+                                         ).logits[0, -1].float(), -1)
+    assert abs(float(readout.probs[-1, 0, 0]) - float(own[token])) < 1e-5
+    assert abs(float(readout.probs[-1, 0, 1]) - float(own[token] + own[5])) < 1e-5  # a set: summed
+    assert int(readout.top[-1, 0, 0]) == int(own.argmax())
 
 
 def test_sink_exclusion_equals_a_plain_oracle(family):

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from layer_analysis.probe.data import REPO_ROOT, hub_table, read_lines, shared_data_root
+from layer_analysis.probe.data import DATA_ROOT, hub_table, read_lines, shared_data_root
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.languages import ENGLISH, canonical, is_language, iso639_1
 
@@ -93,7 +93,7 @@ class Mixture:
 
 def _roots() -> list[Path]:
     shared = shared_data_root()
-    return [p for p in (shared, REPO_ROOT / "data") if p is not None]
+    return [p for p in (shared, DATA_ROOT) if p is not None]
 
 
 def alpaca_file(language: str) -> Path:

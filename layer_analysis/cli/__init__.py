@@ -7,7 +7,7 @@ import sys
 
 from layer_analysis.probe.errors import ProbeError
 
-from . import law, probing, training
+from . import law, lens, probing, training
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -18,6 +18,7 @@ Probe how a language model aligns languages layer by layer.
   layer-analysis report runs/NAME            # rebuild figures of a finished run
   layer-analysis compare runs/base runs/x-zh # base vs adapters
   layer-analysis list-models | list-data
+  layer-analysis lens --model smollm2-135m   # latent language per layer (logit lens)
 
 Train and evaluate x-models (CoIT) and m-models (MuIT), fit the translation-data scaling law:
   layer-analysis train --recipe coit --languages zh --output out/x-zh
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layer-analysis", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (probing, training, law):
+    for commands in (probing, lens, training, law):
         commands.add_parsers(sub)
     return parser
 
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error prints one line and returns its exit code."""
     args = build_parser().parse_args(argv)
-    handlers = {**probing.HANDLERS, **training.HANDLERS, **law.HANDLERS}
+    handlers = {**probing.HANDLERS, **lens.HANDLERS, **training.HANDLERS, **law.HANDLERS}
     try:
         handlers[args.command](args)
     except ProbeError as exc:

@@ -1,0 +1,70 @@
+"""``layer-analysis lens``: the latent language per layer through the logit lens."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from layer_analysis.probe.languages import display_name
+from layer_analysis.probe.latent import TASKS, WORDS
+from layer_analysis.probe.lens_run import DEFAULT_TARGETS, LensRequest, execute_lens
+from layer_analysis.probe.models import DEFAULT_MODEL
+
+from .options import DefaultsFormatter
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    lens = sub.add_parser(
+        "lens", formatter_class=DefaultsFormatter,
+        help="latent language per layer: word probes through the logit lens",
+        description="Few-shot word-translation (or repetition) prompts ask for a word in each "
+                    "target language; at every layer the logit lens gives the probability of the "
+                    "answer's first token, of its English translation's first token, and the "
+                    "entropy, with bootstrap CIs over concepts (Wendler et al. 2024). Writes "
+                    "OUTPUT/NAME/{lens.csv,lens_words.csv,report.html,figures/,manifest.json}.")
+    lens.add_argument("--model", default=DEFAULT_MODEL,
+                      help="packaged name, model directory, .gguf file, Hub id or PEFT adapter")
+    lens.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+    lens.add_argument("--languages", help="target languages, comma-separated (default: "
+                      + ",".join(x.split("_")[0] for x in DEFAULT_TARGETS) + ")")
+    lens.add_argument("--source", help="language the translation prompts translate from "
+                                       "(default: French; German for a French target)")
+    lens.add_argument("--task", nargs="+", default=["translation"], choices=TASKS)
+    lens.add_argument("--words", type=Path, default=WORDS,
+                      help="word list: TSV, a header of languages (English among them), one row "
+                           "per concept")
+    lens.add_argument("--limit", type=int, help="use the first N concepts")
+    lens.add_argument("--shots", type=int, default=4, help="solved examples before each prompt")
+    lens.add_argument("--bootstrap", type=int, default=1000)
+    lens.add_argument("--seed", type=int, default=0, help="picks each prompt's examples")
+    lens.add_argument("--batch-size", type=int, default=16)
+    lens.add_argument("--device", default="auto")
+    lens.add_argument("--dtype", default="auto")
+    lens.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
+    lens.add_argument("--name", help="run name (default: MODEL-lens)")
+    lens.add_argument("--overwrite", action="store_true",
+                      help="replace an existing run of the same --name")
+    lens.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
+
+
+def cmd_lens(args: argparse.Namespace) -> None:
+    request = LensRequest(
+        model=args.model, adapter=args.adapter,
+        targets=args.languages.split(",") if args.languages else None, source=args.source,
+        tasks=tuple(args.task), words=args.words, limit=args.limit, shots=args.shots,
+        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
+        dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
+        static=not args.no_static)
+    run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]])
+    for (task, target), rows in table.groupby(["task", "target"], sort=False):
+        grid = rows.pivot_table(index="layer", columns="measure", values="value")
+        print(f"\n{task} → {display_name(target)} ({int(rows.concepts.iloc[0])} concepts): "
+              "mean probability per layer")
+        print(grid[["p_target", "p_english", "entropy"]].rename(
+            columns={"p_target": "answer", "p_english": "English"}).to_string(
+            float_format=lambda v: f"{v:.3f}"))
+    print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")
+
+
+HANDLERS = {"lens": cmd_lens}

@@ -1,0 +1,199 @@
+"""Latent language per layer, in the style of Wendler et al. 2024 ("Do Llamas work in English?").
+
+A few-shot prompt asks for a word in language X (``translation``: from a source language;
+``repetition``: copy a word of X). At every layer the logit lens gives, at the answer's position,
+the probability of the answer's first token in X, of its English translation's first token, and
+the entropy of the next-token distribution. A word's "first token" is the set of ids that can
+start it: its first token *in context* (prompt and word tokenised together) and its first token
+alone with and without a leading space (middle layers favour the spaced form); their
+probabilities are summed. Concepts whose two sets share an id are left out (they cannot tell the
+languages apart), and so are answers that merge with the prompt's closing quote; both are
+reported.
+
+The word list (``data/lens/words.tsv``) is the project's own: 114 everyday concepts in English and
+ten other languages, one row per concept, one column per language (FLORES codes).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .data import DATA_ROOT
+from .errors import DataError
+from .languages import ENGLISH, canonical, display_name
+from .lens import LogitLens
+from .metrics import bootstrap_ci
+
+WORDS = DATA_ROOT / "lens" / "words.tsv"
+TASKS = ("translation", "repetition")
+MEASURES = ("p_target", "p_english", "entropy")
+ENDONYMS = {  # how the prompt names a language: in that language, as Wendler et al. do
+    "eng_Latn": "English", "deu_Latn": "Deutsch", "fra_Latn": "Français", "spa_Latn": "Español",
+    "rus_Cyrl": "Русский", "zho_Hans": "中文", "arb_Arab": "العربية", "hin_Deva": "हिन्दी",
+    "ell_Grek": "Ελληνικά", "tur_Latn": "Türkçe", "vie_Latn": "Tiếng Việt",
+}
+
+
+@dataclass(frozen=True)
+class WordList:
+    """Concepts (keyed by their English word) with their word in each language."""
+
+    languages: list[str]
+    words: dict[str, dict[str, str]]  # concept -> language -> word
+
+    def word(self, concept: str, language: str) -> str:
+        word = self.words[concept].get(language, "")
+        if not word:
+            raise DataError(f"the word list has no {display_name(language)} word for {concept!r}")
+        return word
+
+
+def load_words(path: Path = WORDS) -> WordList:
+    """Read a word list: a TSV with a header of languages (English among them), a row per concept."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except OSError as exc:
+        raise DataError(f"cannot read the word list {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"the word list {path} is not UTF-8") from None
+    if len(rows) < 2:
+        raise DataError(f"the word list {path} holds no concepts")
+    languages = [canonical(name, str(path)) for name in rows[0]]
+    if len(set(languages)) != len(languages):
+        raise DataError(f"{path}: a language appears twice in the header")
+    if ENGLISH not in languages:
+        raise DataError(f"{path}: the word list needs an English column (the concepts' names)")
+    words: dict[str, dict[str, str]] = {}
+    for number, row in enumerate(rows[1:], 2):
+        if len(row) != len(languages):
+            raise DataError(f"{path}, line {number}: {len(row)} columns, the header has "
+                            f"{len(languages)}")
+        entry = {x: w.strip() for x, w in zip(languages, row, strict=True)}
+        concept = entry[ENGLISH]
+        if not concept:
+            raise DataError(f"{path}, line {number}: no English word (the concept's name)")
+        if concept in words:
+            raise DataError(f"{path}, line {number}: concept {concept!r} listed twice")
+        words[concept] = entry
+    return WordList(languages, words)
+
+
+@dataclass(frozen=True)
+class WordProbe:
+    """One prompt and the token sets read at its answer position: the ways the answer (in the
+    target language) and its English translation can start."""
+
+    concept: str
+    prompt: str
+    target_tokens: tuple[int, ...]
+    english_tokens: tuple[int, ...]
+
+
+def _name(language: str) -> str:
+    return ENDONYMS.get(language, display_name(language))
+
+
+def prompt_for(task: str, words: WordList, concept: str, examples: Sequence[str], source: str,
+               target: str) -> str:
+    """The few-shot prompt, ending where the answer (``concept`` in ``target``) would start."""
+    given = source if task == "translation" else target
+
+    def line(c: str) -> str:
+        return f'{_name(given)}: "{words.word(c, given)}" - {_name(target)}: "'
+
+    return "\n".join([line(c) + words.word(c, target) + '"' for c in examples] + [line(concept)])
+
+
+def first_token(tokenizer, prompt: str, answer: str) -> int | None:
+    """The id that starts ``answer`` right after ``prompt`` (tokenised together), or None when
+    the answer's first characters merge into the prompt's last token."""
+    before = tokenizer(prompt)["input_ids"]
+    after = tokenizer(prompt + answer)["input_ids"]
+    if len(after) <= len(before) or after[: len(before)] != before:
+        return None
+    return after[len(before)]
+
+
+def starting_tokens(tokenizer, prompt: str, word: str) -> tuple[int, ...]:
+    """The ids a layer may use to start ``word``: its first token in context, and alone with and
+    without a leading space (as Wendler et al. count a word's prefixes); whitespace-only tokens
+    are left out (they start every word)."""
+    ids = [first_token(tokenizer, prompt, word)]
+    for text in (word, " " + word):
+        alone = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids.append(alone[0] if alone else None)
+    return tuple(dict.fromkeys(i for i in ids if i is not None
+                               and tokenizer.decode([i]).strip()))
+
+
+def build_probes(words: WordList, tokenizer, task: str, source: str, target: str, shots: int = 4,
+                 limit: int | None = None, seed: int = 0
+                 ) -> tuple[list[WordProbe], list[dict[str, str]]]:
+    """The prompts of one task and target language, and the concepts left out (with why)."""
+    if task not in TASKS:
+        raise DataError(f"unknown lens task {task!r}; choose from {', '.join(TASKS)}")
+    for language in {source, target}:
+        if language not in words.languages:
+            raise DataError(f"the word list has no {display_name(language)} column (it has "
+                            f"{', '.join(words.languages)})")
+    if target == ENGLISH:
+        raise DataError("English is the reference the lens compares with; choose other targets")
+    concepts = list(words.words)[:limit]
+    if len(concepts) < shots + 2:
+        raise DataError(f"{len(concepts)} concepts are too few for {shots}-shot prompts")
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    probes, skipped = [], []
+    rng = random.Random(seed)
+    for concept in concepts:
+        examples = rng.sample([c for c in concepts if c != concept], shots)
+        prompt = prompt_for(task, words, concept, examples, source, target)
+        answer = starting_tokens(tokenizer, prompt, words.word(concept, target))
+        english = starting_tokens(tokenizer, prompt, words.word(concept, ENGLISH))
+        if unknown is not None and unknown in (*answer, *english):
+            raise DataError(f"{concept!r}: the tokenizer has no token for the start of the "
+                            f"{display_name(target)} or English word (unknown token)")
+        if first_token(tokenizer, prompt, words.word(concept, target)) is None:
+            why = "the word merges with the prompt's closing quote"
+        elif set(answer) & set(english):
+            why = "the word and its English translation can start with the same token"
+        else:
+            why = None
+        if why:
+            skipped.append({"task": task, "target": target, "concept": concept, "reason": why})
+            continue
+        probes.append(WordProbe(concept, prompt, answer, english))
+    return probes, skipped
+
+
+def word_probe_table(lens: LogitLens, probes: Sequence[WordProbe], bootstrap: int = 1000,
+                     seed: int = 0, batch_size: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per layer: mean probability of the answer's and of English's first token and the mean
+    entropy over concepts, each with a 95 % bootstrap CI over concepts (tidy); and per layer the
+    most frequent top-1 token of the lens with its share of prompts (what the layer "says")."""
+    if len(probes) < 2:
+        raise DataError(f"{len(probes)} usable concept(s): too few for curves with CIs")
+    readout = lens.readout([p.prompt for p in probes],
+                           [[p.target_tokens, p.english_tokens] for p in probes],
+                           batch_size=batch_size)
+    values = torch.stack([readout.probs[..., 0], readout.probs[..., 1], readout.entropy])
+    low, high = bootstrap_ci(values, bootstrap, seed=seed)  # (measures, layers)
+    mean = values.mean(-1)
+    table = pd.DataFrame([
+        {"layer": layer, "measure": measure, "value": float(mean[m, i]),
+         "ci_low": float(low[m, i]), "ci_high": float(high[m, i]), "concepts": len(probes)}
+        for m, measure in enumerate(MEASURES) for i, layer in enumerate(readout.layers)])
+    top = []
+    for i, layer in enumerate(readout.layers):
+        ids, counts = readout.top[i, :, 0].unique(return_counts=True)
+        best = int(counts.argmax())
+        top.append({"layer": layer, "token_id": int(ids[best]),
+                    "share": float(counts[best]) / len(probes)})
+    return table, pd.DataFrame(top)

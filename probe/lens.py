@@ -1,0 +1,105 @@
+"""The logit lens: each layer's state read through the model's own final norm and LM head.
+
+States come from the hooked extraction pass (``extract.Extractor`` with ``last`` pooling and
+sinks kept: the raw state of the last prompt token at every layer), so the lens sees exactly the
+layers the alignment metrics see (layer 0 = input of the first block). Only the positions asked
+for are read out, one layer at a time, with the head's product in float32; the full-vocabulary
+logits of one layer and batch are the largest tensor held.
+
+Layer ``L`` (the last) read through the lens equals the model's own next-token logits; the
+tests check that on every decoder family, including Gemma 2's final-logit soft-capping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .architecture import find_decoder
+from .errors import ModelError
+from .extract import ExtractionConfig, Extractor
+from .models import LoadedModel
+
+
+@dataclass
+class LensReadout:
+    """Per layer and prompt: probabilities of the asked-for tokens, entropy, top tokens."""
+
+    layers: list[int]
+    probs: torch.Tensor  # (layers, prompts, token sets asked)
+    entropy: torch.Tensor  # (layers, prompts), nats
+    top: torch.Tensor  # (layers, prompts, k) token ids, most probable first
+
+
+class LogitLens:
+    """Read a decoder's per-layer states through its final norm and LM head."""
+
+    def __init__(self, loaded: LoadedModel, layers: tuple[int, ...] | None = None,
+                 max_length: int = 512):
+        self.loaded = loaded
+        parts = find_decoder(loaded.model)
+        model = loaded.model
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        head = inner.get_output_embeddings()
+        if head is None or getattr(head, "weight", None) is None:
+            raise ModelError(f"{loaded.name} has no LM head (output embeddings); the lens needs one")
+        self.head = head
+        self.final_norm = parts.final_norm
+        config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") \
+            else inner.config
+        self.softcap = getattr(config, "final_logit_softcapping", None)
+        self.extractor = Extractor(loaded, ExtractionConfig(
+            poolings=("last",), layers=layers, max_length=max_length, sinks="keep"))
+
+    @property
+    def layers(self) -> list[int]:
+        return self.extractor.layers
+
+    def last_token_states(self, prompts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+        """(layers, prompts, hidden): each layer's state at each prompt's last token."""
+        return self.extractor.extract(prompts, batch_size)[0]
+
+    def log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """(prompts, vocabulary) next-token log-probabilities of one layer's states."""
+        device = self.loaded.device
+        hidden = states.to(device=device, dtype=self.loaded.dtype)
+        with torch.inference_mode():
+            if self.final_norm is not None:  # block outputs are before the body's final norm
+                hidden = self.final_norm(hidden)
+            logits = hidden.float() @ self.head.weight.float().T
+            bias = getattr(self.head, "bias", None)
+            if bias is not None:
+                logits = logits + bias.float()
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            return torch.log_softmax(logits, dim=-1)
+
+    def readout(self, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]],
+                top_k: int = 10, batch_size: int = 16) -> LensReadout:
+        """At the next position after each prompt and at every layer: the probability of each of
+        its token sets (a set's ids summed, e.g. a word's first token with and without a leading
+        space; ``token_sets[i]`` holds the same number of sets for every prompt)."""
+        if len(token_sets) != len(prompts) or len({len(t) for t in token_sets}) > 1:
+            raise ValueError("one equally long list of token sets per prompt")
+        width = max(len(ids) for sets in token_sets for ids in sets)
+        asked = torch.zeros(len(prompts), len(token_sets[0]), width, dtype=torch.long)
+        mask = torch.zeros(asked.shape, dtype=torch.bool)
+        for i, sets in enumerate(token_sets):
+            for j, ids in enumerate(sets):
+                asked[i, j, : len(ids)] = torch.tensor(list(ids))
+                mask[i, j, : len(ids)] = True
+        states = self.last_token_states(prompts, batch_size)
+        probs = torch.empty(len(self.layers), len(prompts), asked.shape[1])
+        entropy = torch.empty(len(self.layers), len(prompts))
+        top = torch.empty(len(self.layers), len(prompts), top_k, dtype=torch.long)
+        for index in range(len(self.layers)):
+            for start in range(0, len(prompts), batch_size):
+                rows = slice(start, start + batch_size)
+                p = self.log_probs(states[index, rows]).cpu().exp()
+                picked = p.gather(1, asked[rows].flatten(1)).view(asked[rows].shape)
+                probs[index, rows] = (picked * mask[rows]).sum(-1)
+                entropy[index, rows] = torch.special.entr(p).sum(-1)
+                top[index, rows] = p.topk(top_k, dim=-1).indices
+        return LensReadout(self.layers, probs, entropy, top)

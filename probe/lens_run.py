@@ -1,0 +1,181 @@
+"""One ``layer-analysis lens`` run: word-translation / repetition probes through the logit lens,
+from request to run directory (``lens.csv``: the curves; ``lens_words.csv``: each concept's
+tokens or why it was left out; ``lens_top.csv``: each layer's most frequent top-1 token;
+``report.html``; the manifest last)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from . import report
+from .errors import DataError
+from .files import MANIFEST, atomic_write, atomic_write_text
+from .languages import ENGLISH, canonical, display_name
+from .latent import TASKS, WORDS, WordList, build_probes, load_words, word_probe_table
+from .lens import LogitLens
+from .models import DEFAULT_MODEL, load_model
+from .pipeline import _slug, check_run_name
+from .runs import versions
+
+DEFAULT_TARGETS = ("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans")  # Wendler et al.'s languages
+LENS_TABLE, WORDS_TABLE, TOP_TABLE = "lens.csv", "lens_words.csv", "lens_top.csv"
+
+
+@dataclass
+class LensRequest:
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    targets: list[str] | None = None  # default: DEFAULT_TARGETS
+    source: str | None = None  # translation source; default French (German for French targets)
+    tasks: tuple[str, ...] = ("translation",)
+    words: Path = WORDS
+    limit: int | None = None
+    shots: int = 4
+    bootstrap: int = 1000
+    seed: int = 0
+    batch_size: int = 16
+    device: str = "auto"
+    dtype: str = "auto"
+    output: Path = Path("runs")
+    name: str | None = None
+    overwrite: bool = False
+    static: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def source_for(target: str, source: str | None) -> str:
+    """The translation source: as asked, else French (German when the target is French)."""
+    chosen = source or ("deu_Latn" if target == "fra_Latn" else "fra_Latn")
+    if chosen == target:
+        raise DataError(f"the translation source and target are both {display_name(target)}")
+    return chosen
+
+
+def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str | None]:
+    """Every check that needs no model: the word list, languages, tasks, numbers, run name."""
+    words = load_words(request.words)
+    targets = [canonical(x, "--languages") for x in request.targets or DEFAULT_TARGETS]
+    if len(set(targets)) != len(targets):
+        raise DataError("a language is listed twice in --languages")
+    source = canonical(request.source, "--source") if request.source else None
+    for language in [*targets, *([source] if source else [])]:
+        if language not in words.languages:
+            raise DataError(f"the word list {request.words} has no {display_name(language)} "
+                            f"column (it has {', '.join(words.languages)})")
+    if ENGLISH in targets:
+        raise DataError("English is the reference the lens compares with; choose other targets")
+    unknown = [t for t in request.tasks if t not in TASKS]
+    if unknown or not request.tasks:
+        raise DataError(f"unknown lens task {unknown or '(none)'}; choose from {', '.join(TASKS)}")
+    if request.batch_size < 1 or request.shots < 0 or request.bootstrap < 1:
+        raise DataError("batch size and bootstrap must be at least 1, shots at least 0")
+    if request.limit is not None and request.limit < request.shots + 2:
+        raise DataError(f"--limit {request.limit} leaves too few concepts for {request.shots}-shot "
+                        "prompts")
+    for target in targets:  # every language of every prompt has its word
+        for concept in list(words.words)[: request.limit]:
+            for language in {target, source_for(target, source), ENGLISH}:
+                words.word(concept, language)
+    if request.name is not None:
+        check_run_name(request.name)
+        if (request.output / request.name / MANIFEST).exists() and not request.overwrite:
+            raise DataError(f"a run named {request.name!r} exists in {request.output}; choose "
+                            "another name or pass --overwrite")
+    return words, targets, source
+
+
+def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.DataFrame]:
+    """Run every task × target; returns the run directory and the tidy table."""
+    words, targets, source = check_lens_request(request)
+    clock = time.perf_counter()
+    loaded = load_model(request.model, request.adapter, request.device, request.dtype)
+    lens = LogitLens(loaded)
+    timings = {"load_model": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    tables, tops, word_rows = [], [], []
+    for task in request.tasks:
+        for target in targets:
+            given = source_for(target, source) if task == "translation" else target
+            probes, skipped = build_probes(words, loaded.tokenizer, task, given, target,
+                                           request.shots, request.limit, request.seed)
+            tokens = loaded.tokenizer.convert_ids_to_tokens
+            word_rows += [{"task": task, "target": target, "concept": p.concept,
+                           "word": words.word(p.concept, target),
+                           "target_tokens": " ".join(tokens(list(p.target_tokens))),
+                           "english_tokens": " ".join(tokens(list(p.english_tokens))),
+                           "used": True, "reason": ""}
+                          for p in probes]
+            word_rows += [{**s, "word": words.word(s["concept"], target), "target_tokens": "",
+                           "english_tokens": "", "used": False} for s in skipped]
+            table, top = word_probe_table(lens, probes, request.bootstrap, request.seed,
+                                          request.batch_size)
+            tables.append(table.assign(model=loaded.name, task=task, source=given, target=target))
+            tops.append(top.assign(task=task, target=target,
+                                   token=tokens(top.token_id.tolist())))
+    timings["lens"] = time.perf_counter() - clock
+    table = pd.concat(tables, ignore_index=True)[
+        ["model", "task", "source", "target", "layer", "measure", "value", "ci_low", "ci_high",
+         "concepts"]]
+    run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / MANIFEST).unlink(missing_ok=True)
+    atomic_write(run_dir / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
+    words_table = pd.DataFrame(word_rows)
+    atomic_write(run_dir / WORDS_TABLE, lambda tmp: words_table.to_csv(tmp, index=False))
+    top_table = pd.concat(tops, ignore_index=True)[["task", "target", "layer", "token", "token_id",
+                                                    "share"]]
+    atomic_write(run_dir / TOP_TABLE, lambda tmp: top_table.to_csv(tmp, index=False))
+    figures = {}
+    for task in request.tasks:
+        figures[f"latent_{task}"] = report.latent_language(table[table.task == task])
+        figures[f"entropy_{task}"] = report.latent_entropy(table[table.task == task])
+    summary = [english_summary(table)]
+    report.write_html(figures, run_dir / "report.html", f"Logit lens of {loaded.name}", summary)
+    if request.static:
+        report.write_static(figures, run_dir / "figures")
+    manifest = {
+        "command": command, "kind": "lens",
+        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
+                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+        "lens": {"tasks": list(request.tasks), "targets": targets, "source": source,
+                 "words": str(request.words), "concepts": len(list(words.words)[: request.limit]),
+                 "shots": request.shots, "bootstrap": request.bootstrap, "seed": request.seed,
+                 "layers": lens.layers,
+                 "left_out": int((~words_table.used).sum()) if len(words_table) else 0},
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    return run_dir, table
+
+
+def english_summary(table: pd.DataFrame) -> str:
+    """Per task and target: the layers where English's first token is likelier than the
+    answer's (CIs apart), and where the answer overtakes it."""
+    parts = []
+    for (task, target), rows in table.groupby(["task", "target"], sort=False):
+        wide = rows.pivot_table(index="layer", columns="measure", values=["value", "ci_low",
+                                                                          "ci_high"])
+        english_first = [int(layer) for layer in wide.index
+                         if wide.loc[layer, ("ci_low", "p_english")]
+                         > wide.loc[layer, ("ci_high", "p_target")]]
+        peak = int(wide[("value", "p_english")].idxmax())
+        where = (f"English first at layers {_ranges(english_first)}" if english_first
+                 else "English never clearly first")
+        parts.append(f"{task} → {display_name(target)}: {where}; English peaks at layer {peak} "
+                     f"({wide.loc[peak, ('value', 'p_english')]:.3f})")
+    return "; ".join(parts)
+
+
+def _ranges(layers: list[int]) -> str:
+    spans, start = [], layers[0]
+    for previous, layer in zip(layers, [*layers[1:], None], strict=True):
+        if layer != previous + 1:
+            spans.append(f"{start}" if start == previous else f"{start}–{previous}")
+            start = layer
+    return ", ".join(spans)

@@ -1,0 +1,178 @@
+"""The logit lens's word probes: the shipped word list, token sets in context, the tidy curves,
+the ``lens`` command and its errors (the lens == the model's own head: tests/test_families.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from layer_analysis.cli import main
+from layer_analysis.probe import lens_run
+from layer_analysis.probe.errors import DataError, ModelError
+from layer_analysis.probe.latent import (
+    WORDS,
+    build_probes,
+    first_token,
+    load_words,
+    prompt_for,
+    starting_tokens,
+    word_probe_table,
+)
+from layer_analysis.probe.lens import LogitLens
+from layer_analysis.probe.models import load_model
+
+SMALL = """eng_Latn\tdeu_Latn\tfra_Latn
+water\tWasser\teau
+fire\tFeuer\tfeu
+house\tHaus\tmaison
+tree\tBaum\tarbre
+dog\tHund\tchien
+book\tBuch\tlivre
+hand\tHand\tmain
+table\tTisch\ttable
+"""
+
+
+@pytest.fixture
+def small_words(tmp_path):
+    path = tmp_path / "words.tsv"
+    path.write_text(SMALL, encoding="utf-8")
+    return path
+
+
+def test_shipped_word_list_covers_every_shipped_language():
+    words = load_words(WORDS)
+    assert len(words.words) >= 100
+    assert len(words.languages) == 11 and words.languages[0] == "eng_Latn"
+    for concept, entry in words.words.items():
+        assert all(entry[x] for x in words.languages), concept  # a word in every language
+    for language in words.languages:  # no two concepts share a word in one language
+        column = [entry[language] for entry in words.words.values()]
+        assert len(set(column)) == len(column), language
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("deu_Latn\tfra_Latn\nWasser\teau\n", "needs an English column"),
+    ("eng_Latn\tdeu_Latn\nwater\tWasser\nwater\tWasser\n", "line 3: concept 'water' listed twice"),
+    ("eng_Latn\tdeu_Latn\nwater\tWasser\textra\n", "line 2: 3 columns"),
+    ("eng_Latn\tdeu_Latn\teng\nwater\tWasser\twater\n", "appears twice"),
+    ("eng_Latn\n", "no concepts"),
+])
+def test_bad_word_lists_name_the_line(tmp_path, text, message):
+    path = tmp_path / "words.tsv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        load_words(path)
+
+
+def test_prompts_and_token_sets(tokenizer, small_words):
+    words = load_words(small_words)
+    prompt = prompt_for("translation", words, "water", ["fire", "house"], "fra_Latn", "deu_Latn")
+    assert prompt == ('Français: "feu" - Deutsch: "Feuer"\nFrançais: "maison" - Deutsch: "Haus"\n'
+                      'Français: "eau" - Deutsch: "')
+    repeat = prompt_for("repetition", words, "water", ["fire"], "fra_Latn", "deu_Latn")
+    assert repeat.endswith('Deutsch: "Wasser" - Deutsch: "')
+    in_context = first_token(tokenizer, prompt, "Wasser")
+    whole = tokenizer(prompt + "Wasser")["input_ids"]
+    assert in_context == whole[len(tokenizer(prompt)["input_ids"])]
+    ids = starting_tokens(tokenizer, prompt, "Wasser")
+    assert ids[0] == in_context and len(set(ids)) == len(ids)
+    assert all(tokenizer.decode([i]).strip() for i in ids)  # no whitespace-only token
+    assert "Wasser".startswith(tokenizer.decode([ids[0]]))
+
+
+def test_words_that_start_like_english_are_left_out_with_the_reason(tokenizer, small_words):
+    words = load_words(small_words)
+    probes, skipped = build_probes(words, tokenizer, "translation", "deu_Latn", "fra_Latn",
+                                   shots=2)
+    left_out = {s["concept"]: s["reason"] for s in skipped}
+    assert "table" in left_out and "same token" in left_out["table"]  # 'table' in both
+    assert len(probes) + len(skipped) == 8
+    for probe in probes:
+        assert not set(probe.target_tokens) & set(probe.english_tokens)
+    with pytest.raises(DataError, match="English is the reference"):
+        build_probes(words, tokenizer, "translation", "deu_Latn", "eng_Latn")
+    with pytest.raises(DataError, match="no Chinese column"):
+        build_probes(words, tokenizer, "translation", "deu_Latn", "zho_Hans")
+    with pytest.raises(DataError, match="too few"):
+        build_probes(words, tokenizer, "translation", "deu_Latn", "fra_Latn", shots=4, limit=5)
+
+
+def test_word_probe_curves_are_means_with_cis(tiny_llama_dir, small_words):
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lens = LogitLens(loaded)
+    words = load_words(small_words)
+    probes, _ = build_probes(words, loaded.tokenizer, "translation", "fra_Latn", "deu_Latn", 2)
+    table, top = word_probe_table(lens, probes, bootstrap=50)
+    assert set(table.measure) == {"p_target", "p_english", "entropy"}
+    assert len(table) == 3 * lens.extractor.parts.num_layers
+    assert (table.ci_low <= table.value + 1e-6).all() and (table.value <= table.ci_high + 1e-6).all()
+    probs = table[table.measure != "entropy"]
+    assert ((probs.value >= 0) & (probs.value <= 1)).all()
+    # the last layer's answer probability equals the model's own, prompt by prompt, on average
+    own = []
+    for probe in probes:
+        inputs = loaded.tokenizer(probe.prompt, return_tensors="pt")
+        with torch.no_grad():
+            p = torch.softmax(loaded.model(**inputs).logits[0, -1], -1)
+        own.append(float(p[list(probe.target_tokens)].sum()))
+    last = table[(table.measure == "p_target") & (table.layer == table.layer.max())]
+    assert abs(float(last.value.iloc[0]) - sum(own) / len(own)) < 1e-5
+    assert list(top.layer) == lens.layers and ((top.share > 0) & (top.share <= 1)).all()
+
+
+def test_a_model_without_a_head_is_refused(tiny_llama_dir, monkeypatch):
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    monkeypatch.setattr(type(loaded.model), "get_output_embeddings", lambda self: None)
+    with pytest.raises(ModelError, match="no LM head"):
+        LogitLens(loaded)
+
+
+def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["lens", "--model", str(tiny_llama_dir), "--words", str(small_words),
+                 "--languages", "de,fr", "--source", "en", "--task", "translation", "repetition",
+                 "--shots", "2", "--bootstrap", "20", "--no-static", "--output", str(out),
+                 "--name", "lens"])
+    assert code == 0, capsys.readouterr().err
+    run = out / "lens"
+    table = pd.read_csv(run / "lens.csv")
+    assert set(table.task) == {"translation", "repetition"}
+    assert set(table.target) == {"deu_Latn", "fra_Latn"}
+    assert set(table[table.task == "translation"].source) == {"eng_Latn"}
+    words = pd.read_csv(run / "lens_words.csv")
+    assert {"target_tokens", "english_tokens", "used", "reason"} <= set(words.columns)
+    assert "table" in set(words[~words.used].concept)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["kind"] == "lens" and manifest["lens"]["left_out"] >= 1
+    assert (run / "report.html").exists() and (run / "lens_top.csv").exists()
+    assert "translation → German" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--languages", "de,xx"], "unknown language"),
+    (["--languages", "en"], "English is the reference"),
+    (["--languages", "zh"], "no Chinese column"),
+    (["--languages", "de,de"], "twice"),
+    (["--limit", "3"], "too few concepts"),
+    (["--name", "../up"], "plain name"),
+])
+def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monkeypatch, capsys,
+                                                     args, message):
+    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["lens", "--model", "unused", "--words", str(small_words), "--languages", "de",
+                 "--output", str(tmp_path / "runs"), *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_word_is_named(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "words.tsv"
+    path.write_text(SMALL.replace("Haus", ""), encoding="utf-8")
+    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["lens", "--words", str(path), "--languages", "de", "--output",
+                 str(tmp_path / "runs")])
+    assert code == 2 and "no German word for 'house'" in capsys.readouterr().err
