@@ -382,3 +382,29 @@ def test_hub_component_reads_alpaca_rows_or_fails_clearly(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(DataError, match="dataset"):  # offline here: one clear error
         build_mixture("hf:no-such-owner/no-such-alpaca@train[:3]")
+
+
+def test_language_identifier_on_known_sentences(monkeypatch):
+    from layer_analysis.probe.errors import DataError as Error
+    from layer_analysis.probe.langid import check_identifiable, identify, off_target
+
+    texts = ["Der Hund schläft auf dem Sofa, weil es draußen regnet.",
+             "Le chien dort sur le canapé parce qu'il pleut dehors.",
+             "狗在沙发上睡觉，因为外面在下雨。",
+             "Ο σκύλος κοιμάται στον καναπέ επειδή βρέχει έξω.",
+             "الكلب ينام على الأريكة لأن الجو ممطر في الخارج.",
+             "कुत्ता सोफे पर सो रहा है क्योंकि बाहर बारिश हो रही है।",
+             ""]
+    assert identify(texts) == ["deu", "fra", "zho", "ell", "ara", "hin", None]
+    rate = off_target([*texts[:3], "The dog sleeps on the sofa because it is raining outside."],
+                      "de")
+    assert rate["off_target_rate"] == 0.75 and rate["unidentified"] == 0
+    assert off_target(["", "Der Hund schläft."], "deu_Latn")["unidentified"] == 1
+    from layer_analysis.probe import langid
+    from layer_analysis.probe.languages import _LANGUAGES
+
+    for language in _LANGUAGES:  # every language the suite names (Standard Arabic: lingua's ara)
+        check_identifiable(language)
+    monkeypatch.setitem(langid.MACRO, "deu", "xxx")
+    with pytest.raises(Error, match="does not know German"):
+        check_identifiable("de")

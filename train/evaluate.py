@@ -16,6 +16,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from layer_analysis.probe.data import load_parallel, shared_data_root
 from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.langid import check_identifiable, identify, off_target
 from layer_analysis.probe.languages import ENGLISH, canonical, iso639_1
 from layer_analysis.probe.models import LoadedModel
 
@@ -148,13 +149,17 @@ def evaluate_translation(loaded: LoadedModel, target: str, data: str = "flores-d
     instruction = translation_instruction(src, tgt)
     hypotheses = generate(loaded, [alpaca_prompt(instruction, s) for s in sources],
                           max_new_tokens, batch_size)
+    languages = identify(hypotheses)
+    wrong = off_target(hypotheses, tgt, languages)
     scores = {"task": "translation", "source": src, "target": tgt, "data": corpus.name,
               "sentences": len(sources), "chrf++": round(chrf_pp(hypotheses, references), 2),
-              "spbleu": spbleu(hypotheses, references)}
+              "spbleu": spbleu(hypotheses, references),
+              "off_target_rate": round(wrong["off_target_rate"], 4),
+              "unidentified": wrong["unidentified"], "languages_found": wrong["languages_found"]}
     if scores["spbleu"] is not None:
         scores["spbleu"] = round(scores["spbleu"], 2)
-    predictions = [{"source": s, "reference": r, "hypothesis": h}
-                   for s, r, h in zip(sources, references, hypotheses, strict=True)]
+    predictions = [{"source": s, "reference": r, "hypothesis": h, "language": x}
+                   for s, r, h, x in zip(sources, references, hypotheses, languages, strict=True)]
     return Evaluation(scores, predictions)
 
 
@@ -192,6 +197,7 @@ def check_languages(task: str, languages: list[str], data: str = "flores-devtest
     for language in languages:
         if task == "translation":
             load_parallel(data).select([ENGLISH, canonical(language, "--languages")], limit)
+            check_identifiable(language)
         else:
             _xquad_language(language)
             read_xquad(language, 1)

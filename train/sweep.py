@@ -191,6 +191,7 @@ def sweep_table(output: Path) -> pd.DataFrame:
                "requested": int(directory.name.rsplit("-", 1)[1]),
                "similarity": similarity.get(language, {}).get("score"),
                "chrf++": translation["chrf++"], "spbleu": translation["spbleu"],
+               "off_target_rate": translation.get("off_target_rate"),  # older points lack it
                "eval_sentences": translation["sentences"]}
         for s in scores:
             if s["task"] == "xquad":

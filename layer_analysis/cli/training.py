@@ -144,6 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"{loaded.name} en->{result.scores['target']}: chrF++ "
                   f"{result.scores['chrf++']:.2f}, spBLEU "
                   f"{'n/a (no FLORES-200 SentencePiece model here)' if spbleu is None else spbleu}"
+                  f", off-target {result.scores['off_target_rate']:.1%}"
                   f" ({result.scores['sentences']} sentences)")
         else:
             result = evaluate_xquad(loaded, language, args.limit,
