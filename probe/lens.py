@@ -19,7 +19,7 @@ import torch
 
 from .architecture import find_decoder
 from .errors import ModelError
-from .extract import ExtractionConfig, Extractor
+from .extract import Encoded, ExtractionConfig, Extractor
 from .models import LoadedModel
 
 
@@ -31,6 +31,7 @@ class LensReadout:
     probs: torch.Tensor  # (layers, prompts, token sets asked)
     entropy: torch.Tensor  # (layers, prompts), nats
     top: torch.Tensor  # (layers, prompts, k) token ids, most probable first
+    top_probs: torch.Tensor  # (layers, prompts, k) their probabilities
 
 
 class LogitLens:
@@ -76,30 +77,62 @@ class LogitLens:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
             return torch.log_softmax(logits, dim=-1)
 
+    def prefix_states(self, sentences: Sequence[str], positions: int, seed: int = 0,
+                      batch_size: int = 16) -> tuple[torch.Tensor, list[int]]:
+        """(layers, n, hidden) states at up to ``positions`` seeded random token positions of
+        each sentence (special tokens excluded), and the sentence index of each state. A causal
+        model's state at position p is the last-token state of the first p + 1 tokens, so each
+        position is read as the last token of that prefix of the sentence's own token ids."""
+        whole = self.extractor.encode(sentences)
+        generator = torch.Generator().manual_seed(seed)
+        ids, masks, firsts, owners = [], [], [], []
+        for i, (tokens, mask) in enumerate(zip(whole.input_ids, whole.pool_masks, strict=True)):
+            real = [j for j, keep in enumerate(mask) if keep]
+            picked = torch.randperm(len(real), generator=generator)[:positions].sort().values
+            for j in (real[k] for k in picked.tolist()):
+                ids.append(tokens[: j + 1])
+                masks.append(mask[: j + 1])
+                firsts.append(whole.first_is_real[i])
+                owners.append(i)
+        encoded = Encoded(ids, masks, firsts, [sentences[i] for i in owners])
+        out = torch.empty(len(self.layers), len(ids), self.extractor.hidden_size)
+        for chosen, states in self.extractor.iter_batches(encoded, range(len(ids)), batch_size):
+            out[:, chosen] = states[0]
+        return out, owners
+
     def readout(self, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]],
                 top_k: int = 10, batch_size: int = 16) -> LensReadout:
         """At the next position after each prompt and at every layer: the probability of each of
         its token sets (a set's ids summed, e.g. a word's first token with and without a leading
         space; ``token_sets[i]`` holds the same number of sets for every prompt)."""
-        if len(token_sets) != len(prompts) or len({len(t) for t in token_sets}) > 1:
-            raise ValueError("one equally long list of token sets per prompt")
-        width = max(len(ids) for sets in token_sets for ids in sets)
-        asked = torch.zeros(len(prompts), len(token_sets[0]), width, dtype=torch.long)
+        return self.read_states(self.last_token_states(prompts, batch_size), token_sets, top_k,
+                                batch_size)
+
+    def read_states(self, states: torch.Tensor,
+                    token_sets: Sequence[Sequence[Sequence[int]]] | None = None, top_k: int = 10,
+                    batch_size: int = 16) -> LensReadout:
+        """``readout`` of states already taken: (layers, n, hidden)."""
+        n = states.shape[1]
+        token_sets = token_sets if token_sets is not None else [[]] * n
+        if len(token_sets) != n or len({len(t) for t in token_sets}) > 1:
+            raise ValueError("one equally long list of token sets per state")
+        width = max([len(ids) for sets in token_sets for ids in sets] or [1])
+        asked = torch.zeros(n, len(token_sets[0]), width, dtype=torch.long)
         mask = torch.zeros(asked.shape, dtype=torch.bool)
         for i, sets in enumerate(token_sets):
             for j, ids in enumerate(sets):
-                asked[i, j, : len(ids)] = torch.tensor(list(ids))
+                asked[i, j, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
                 mask[i, j, : len(ids)] = True
-        states = self.last_token_states(prompts, batch_size)
-        probs = torch.empty(len(self.layers), len(prompts), asked.shape[1])
-        entropy = torch.empty(len(self.layers), len(prompts))
-        top = torch.empty(len(self.layers), len(prompts), top_k, dtype=torch.long)
+        probs = torch.empty(len(self.layers), n, asked.shape[1])
+        entropy = torch.empty(len(self.layers), n)
+        top = torch.empty(len(self.layers), n, top_k, dtype=torch.long)
+        top_probs = torch.empty(len(self.layers), n, top_k)
         for index in range(len(self.layers)):
-            for start in range(0, len(prompts), batch_size):
+            for start in range(0, n, batch_size):
                 rows = slice(start, start + batch_size)
                 p = self.log_probs(states[index, rows]).cpu().exp()
                 picked = p.gather(1, asked[rows].flatten(1)).view(asked[rows].shape)
                 probs[index, rows] = (picked * mask[rows]).sum(-1)
                 entropy[index, rows] = torch.special.entr(p).sum(-1)
-                top[index, rows] = p.topk(top_k, dim=-1).indices
-        return LensReadout(self.layers, probs, entropy, top)
+                top_probs[index, rows], top[index, rows] = p.topk(top_k, dim=-1)
+        return LensReadout(self.layers, probs, entropy, top, top_probs)

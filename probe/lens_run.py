@@ -1,29 +1,41 @@
-"""One ``layer-analysis lens`` run: word-translation / repetition probes through the logit lens,
-from request to run directory (``lens.csv``: the curves; ``lens_words.csv``: each concept's
-tokens or why it was left out; ``lens_top.csv``: each layer's most frequent top-1 token;
-``report.html``; the manifest last)."""
+"""One ``layer-analysis lens`` run, from request to run directory: the word probes (translation,
+repetition) and the running-text probe through the logit lens. ``lens.csv`` holds the curves;
+``lens_words.csv`` each concept's tokens or why it was left out; ``lens_top.csv`` each layer's
+most frequent top-1 token; ``token_languages.csv`` the token -> language table; then
+``report.html`` and, last, the manifest."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from . import report
+from .data import ParallelCorpus, load_parallel, named_datasets
 from .errors import DataError
 from .files import MANIFEST, atomic_write, atomic_write_text
 from .languages import ENGLISH, canonical, display_name
-from .latent import TASKS, WORDS, WordList, build_probes, load_words, word_probe_table
+from .latent import (
+    TASKS,
+    WORDS,
+    WordList,
+    build_probes,
+    load_words,
+    sentence_latent,
+    word_probe_table,
+)
 from .lens import LogitLens
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import _slug, check_run_name
 from .runs import versions
+from .token_languages import build_token_languages
 
 DEFAULT_TARGETS = ("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans")  # Wendler et al.'s languages
 LENS_TABLE, WORDS_TABLE, TOP_TABLE = "lens.csv", "lens_words.csv", "lens_top.csv"
+TOKENS_TABLE = "token_languages.csv"
 
 
 @dataclass
@@ -45,7 +57,11 @@ class LensRequest:
     name: str | None = None
     overwrite: bool = False
     static: bool = True
-    warnings: list[str] = field(default_factory=list)
+    sentences: int = 50  # per language, for the running-text probe (0: none)
+    positions: int = 4  # sampled token positions per sentence
+    sentence_data: str | None = None  # default: flores-devtest where present, else the shipped set
+    table_data: str | None = None  # token -> language counts; default: flores-dev, else shipped
+    top_k: int = 10
 
 
 def source_for(target: str, source: str | None) -> str:
@@ -81,6 +97,8 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
         for concept in list(words.words)[: request.limit]:
             for language in {target, source_for(target, source), ENGLISH}:
                 words.word(concept, language)
+    if request.sentences < 0 or request.positions < 1 or request.top_k < 1:
+        raise DataError("--sentences must be at least 0, --positions and --top-k at least 1")
     if request.name is not None:
         check_run_name(request.name)
         if (request.output / request.name / MANIFEST).exists() and not request.overwrite:
@@ -89,9 +107,29 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     return words, targets, source
 
 
+def sentence_corpora(request: LensRequest, targets: list[str]
+                     ) -> tuple[ParallelCorpus, ParallelCorpus] | None:
+    """The sentences the running-text probe reads and the corpus its token -> language table is
+    counted on (disjoint by default: FLORES devtest and dev), or None with ``sentences=0``."""
+    if request.sentences == 0:
+        return None
+    available = {name for name, (where, _) in named_datasets().items() if where is not None}
+    text_name = request.sentence_data or ("flores-devtest" if "flores-devtest" in available
+                                          else "default")
+    table_name = request.table_data or ("flores-dev" if "flores-dev" in available else "default")
+    text = load_parallel(text_name).select(targets, request.sentences)
+    table = load_parallel(table_name)
+    missing = [x for x in [*targets, ENGLISH] if x not in table.languages]
+    if missing:
+        raise DataError(f"the token-language data {table.name} lacks "
+                        f"{', '.join(display_name(x) for x in missing)}")
+    return text, table
+
+
 def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.DataFrame]:
     """Run every task × target; returns the run directory and the tidy table."""
     words, targets, source = check_lens_request(request)
+    corpora = sentence_corpora(request, targets)
     clock = time.perf_counter()
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded)
@@ -117,7 +155,17 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
             tables.append(table.assign(model=loaded.name, task=task, source=given, target=target))
             tops.append(top.assign(task=task, target=target,
                                    token=tokens(top.token_id.tolist())))
-    timings["lens"] = time.perf_counter() - clock
+    timings["words"] = time.perf_counter() - clock
+    token_table = None
+    if corpora is not None:
+        clock = time.perf_counter()
+        text, counted = corpora
+        token_languages = build_token_languages(loaded.tokenizer, counted)
+        token_table = token_languages.table
+        running = sentence_latent(lens, text, token_languages, request.positions, request.top_k,
+                                  request.bootstrap, request.seed, request.batch_size)
+        tables.append(running.assign(model=loaded.name, task="sentences", source=text.name))
+        timings["sentences"] = time.perf_counter() - clock
     table = pd.concat(tables, ignore_index=True)[
         ["model", "task", "source", "target", "layer", "measure", "value", "ci_low", "ci_high",
          "concepts"]]
@@ -130,8 +178,10 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
     top_table = pd.concat(tops, ignore_index=True)[["task", "target", "layer", "token", "token_id",
                                                     "share"]]
     atomic_write(run_dir / TOP_TABLE, lambda tmp: top_table.to_csv(tmp, index=False))
+    if token_table is not None:
+        atomic_write(run_dir / TOKENS_TABLE, lambda tmp: token_table.to_csv(tmp, index=False))
     figures = {}
-    for task in request.tasks:
+    for task in dict.fromkeys(table.task):
         figures[f"latent_{task}"] = report.latent_language(table[table.task == task])
         figures[f"entropy_{task}"] = report.latent_entropy(table[table.task == task])
     summary = [english_summary(table)]
@@ -146,7 +196,11 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
                  "words": str(request.words), "concepts": len(list(words.words)[: request.limit]),
                  "shots": request.shots, "bootstrap": request.bootstrap, "seed": request.seed,
                  "layers": lens.layers,
-                 "left_out": int((~words_table.used).sum()) if len(words_table) else 0},
+                 "left_out": int((~words_table.used).sum()) if len(words_table) else 0,
+                 "sentences": None if corpora is None else {
+                     "data": corpora[0].name, "per_language": request.sentences,
+                     "positions": request.positions, "top_k": request.top_k,
+                     "token_languages_from": corpora[1].name}},
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }

@@ -130,7 +130,8 @@ def latent_language(table: pd.DataFrame, columns: int = 4) -> go.Figure:
     for i, target in enumerate(targets):
         row, col = i // columns + 1, i % columns + 1
         for m, model in enumerate(models):
-            for measure, dash, label in (("p_target", "solid", "answer"),
+            own = "own language" if "sentences" in set(table.task) else "answer"
+            for measure, dash, label in (("p_target", "solid", own),
                                          ("p_english", "dash", "English")):
                 part = table[(table.target == target) & (table.model == model)
                              & (table.measure == measure)].sort_values("layer")
@@ -145,9 +146,13 @@ def latent_language(table: pd.DataFrame, columns: int = 4) -> go.Figure:
                                          line={"color": color, "dash": dash}, legendgroup=name,
                                          showlegend=i == 0), row=row, col=col)
     task = ", ".join(dict.fromkeys(table.task))
-    fig.update_layout(title=f"Logit lens, {task}: the answer's first token vs its English "
-                            "translation's<br><sup>mean probability over concepts; bands: 95 % "
-                            "bootstrap CI</sup>",
+    title = (f"Logit lens, {task}: the answer's first token vs its English translation's<br>"
+             "<sup>mean probability over concepts; bands: 95 % bootstrap CI</sup>")
+    if task == "sentences":
+        title = ("Logit lens over running text: share of the top next-token mass in the text's "
+                 "own language vs English<br><sup>mean over sampled positions; bands: 95 % "
+                 "bootstrap CI</sup>")
+    fig.update_layout(title=title,
                       height=max(420, 330 * rows), legend={"orientation": "h", "y": -0.12})
     fig.update_yaxes(range=[0, 1], title_text="probability", col=1)
     fig.update_xaxes(title_text="layer", row=rows)

@@ -136,11 +136,13 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     code = main(["lens", "--model", str(tiny_llama_dir), "--words", str(small_words),
                  "--languages", "de,fr", "--source", "en", "--task", "translation", "repetition",
                  "--shots", "2", "--bootstrap", "20", "--no-static", "--output", str(out),
-                 "--name", "lens"])
+                 "--name", "lens", "--sentences", "4", "--positions", "2", "--sentence-data",
+                 "default", "--table-data", "default"])
     assert code == 0, capsys.readouterr().err
     run = out / "lens"
     table = pd.read_csv(run / "lens.csv")
-    assert set(table.task) == {"translation", "repetition"}
+    assert set(table.task) == {"translation", "repetition", "sentences"}
+    assert set(table[table.task == "sentences"].concepts) == {8}  # 4 sentences x 2 positions
     assert set(table.target) == {"deu_Latn", "fra_Latn"}
     assert set(table[table.task == "translation"].source) == {"eng_Latn"}
     words = pd.read_csv(run / "lens_words.csv")
@@ -149,6 +151,8 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["kind"] == "lens" and manifest["lens"]["left_out"] >= 1
     assert (run / "report.html").exists() and (run / "lens_top.csv").exists()
+    assert manifest["lens"]["sentences"]["token_languages_from"] == "default"
+    assert "eng_Latn" in set(pd.read_csv(run / "token_languages.csv").language.dropna())
     assert "translation → German" in capsys.readouterr().out
 
 
@@ -159,6 +163,8 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     (["--languages", "de,de"], "twice"),
     (["--limit", "3"], "too few concepts"),
     (["--name", "../up"], "plain name"),
+    (["--languages", "de", "--sentence-data", "nonexistent"], "nonexistent"),
+    (["--languages", "de", "--positions", "0"], "--positions"),
 ])
 def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monkeypatch, capsys,
                                                      args, message):
@@ -176,3 +182,68 @@ def test_a_missing_word_is_named(tmp_path, monkeypatch, capsys):
     code = main(["lens", "--words", str(path), "--languages", "de", "--output",
                  str(tmp_path / "runs")])
     assert code == 2 and "no German word for 'house'" in capsys.readouterr().err
+
+
+def test_token_language_table_on_a_hand_made_corpus(tokenizer):
+    from layer_analysis.probe.data import corpus_from_columns
+    from layer_analysis.probe.token_languages import build_token_languages
+
+    corpus = corpus_from_columns({  # ' the', ' des', ' la' are single tokens of the test BPE
+        "eng_Latn": ["a the the cat", "a the dog", "a the"],
+        "deu_Latn": ["a des des Hund", "a des Katze", "a des"],
+        "fra_Latn": ["a la chat", "a la la chien", "a la"]}, "hand-made")
+    table = build_token_languages(tokenizer, corpus, min_count=2)
+    ids = {w: tokenizer(w, add_special_tokens=False)["input_ids"] for w in (" the", " des", " la")}
+    assert all(len(v) == 1 for v in ids.values())  # so the words below are whole tokens
+    the, des, la = ids[" the"][0], ids[" des"][0], ids[" la"][0]
+    assert table.language_of.get(the) == "eng_Latn" and table.language_of.get(des) == "deu_Latn"
+    assert table.language_of.get(la) == "fra_Latn"
+    a = tokenizer("a", add_special_tokens=False)["input_ids"][0]
+    assert a not in table.language_of  # in every language alike: shared
+    row = table.table.set_index("token_id").loc[the]
+    assert row.language == "eng_Latn" and row.share == 1.0 and row["count"] == 4
+    index = table.index(len(tokenizer))
+    assert index[the] == 0 and index[des] == 1 and index[la] == 2 and index[a] == 3
+    with pytest.raises(DataError, match="two or more"):
+        build_token_languages(tokenizer, corpus.select(["en"]))
+
+
+def test_prefix_states_are_the_sentence_s_own_states_at_those_positions(tiny_llama_dir):
+    """The running-text probe reads position p as the last token of the first p + 1 tokens:
+    equal to the full sentence's hidden state at p (a causal model), for every layer."""
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lens = LogitLens(loaded)
+    sentences = ["The bakery opens at seven every morning.", "Die Bäckerei öffnet um sieben."]
+    states, owners = lens.prefix_states(sentences, positions=3, seed=1, batch_size=2)
+    assert owners == [0, 0, 0, 1, 1, 1]
+    generator = torch.Generator().manual_seed(1)
+    column = 0
+    for sentence in sentences:
+        inputs = loaded.tokenizer(sentence, return_tensors="pt")
+        with torch.no_grad():
+            hidden = loaded.model(**inputs, output_hidden_states=True).hidden_states
+        real = list(range(1, inputs["input_ids"].shape[1]))  # after the BOS
+        picked = torch.randperm(len(real), generator=generator)[:3].sort().values
+        for k in picked.tolist():
+            for layer in range(len(hidden) - 1):  # HF's last one is after the final norm
+                assert torch.allclose(states[layer, column], hidden[layer][0, real[k]], atol=1e-5)
+            column += 1
+
+
+def test_running_text_shares_add_up(tiny_llama_dir):
+    from layer_analysis.probe.data import load_parallel
+    from layer_analysis.probe.latent import sentence_latent
+    from layer_analysis.probe.token_languages import build_token_languages
+
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lens = LogitLens(loaded)
+    corpus = load_parallel("default")
+    table = build_token_languages(loaded.tokenizer, corpus)
+    text = corpus.select(["de", "fr"], 6)
+    result = sentence_latent(lens, text, table, positions=2, top_k=5, bootstrap=20)
+    assert set(result.target) == {"deu_Latn", "fra_Latn"}  # English text is not read
+    wide = result.pivot_table(index=["target", "layer"], columns="measure", values="value")
+    total = wide[["p_target", "p_english", "p_other", "p_shared"]].sum(axis=1)
+    assert ((total - 1).abs() < 1e-5).all()
+    assert (wide[["p_target", "p_english", "p_other", "p_shared"]] >= -1e-6).all().all()
+    assert set(result.concepts) == {12}  # 6 sentences x 2 positions

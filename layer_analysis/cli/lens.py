@@ -36,6 +36,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                            "per concept")
     lens.add_argument("--limit", type=int, help="use the first N concepts")
     lens.add_argument("--shots", type=int, default=4, help="solved examples before each prompt")
+    lens.add_argument("--sentences", type=int, default=50,
+                      help="sentences per language for the running-text probe (0: none)")
+    lens.add_argument("--positions", type=int, default=4,
+                      help="token positions sampled per sentence")
+    lens.add_argument("--sentence-data", help="parallel data of the running-text probe "
+                                              "(default: flores-devtest, else the shipped set)")
+    lens.add_argument("--table-data", help="data the token -> language table is counted on "
+                                           "(default: flores-dev, else the shipped set)")
+    lens.add_argument("--top-k", type=int, default=10,
+                      help="top tokens whose languages the running-text probe counts")
     lens.add_argument("--bootstrap", type=int, default=1000)
     lens.add_argument("--seed", type=int, default=0, help="picks each prompt's examples")
     lens.add_argument("--batch-size", type=int, default=16)
@@ -55,15 +65,24 @@ def cmd_lens(args: argparse.Namespace) -> None:
         tasks=tuple(args.task), words=args.words, limit=args.limit, shots=args.shots,
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
         dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
-        static=not args.no_static)
+        static=not args.no_static, sentences=args.sentences, positions=args.positions,
+        sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k)
     run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]])
     for (task, target), rows in table.groupby(["task", "target"], sort=False):
         grid = rows.pivot_table(index="layer", columns="measure", values="value")
-        print(f"\n{task} → {display_name(target)} ({int(rows.concepts.iloc[0])} concepts): "
-              "mean probability per layer")
-        print(grid[["p_target", "p_english", "entropy"]].rename(
-            columns={"p_target": "answer", "p_english": "English"}).to_string(
-            float_format=lambda v: f"{v:.3f}"))
+        count = int(rows.concepts.iloc[0])
+        if task == "sentences":
+            print(f"\nrunning {display_name(target)} text ({count} positions): share of the "
+                  "top next-token mass per layer")
+            grid = grid[["p_target", "p_english", "p_other", "p_shared", "entropy"]].rename(
+                columns={"p_target": "own", "p_english": "English", "p_other": "other",
+                         "p_shared": "shared"})
+        else:
+            print(f"\n{task} → {display_name(target)} ({count} concepts): mean probability "
+                  "per layer")
+            grid = grid[["p_target", "p_english", "entropy"]].rename(
+                columns={"p_target": "answer", "p_english": "English"})
+        print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")
 
 
