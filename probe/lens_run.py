@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import report
 from .data import ParallelCorpus, load_parallel, named_datasets
-from .errors import DataError
+from .errors import DataError, StoreError
 from .files import MANIFEST, atomic_write, atomic_write_text
 from .languages import ENGLISH, canonical, display_name
 from .latent import (
@@ -212,7 +212,8 @@ def english_summary(table: pd.DataFrame) -> str:
     """Per task and target: the layers where English's first token is likelier than the
     answer's (CIs apart), and where the answer overtakes it."""
     parts = []
-    for (task, target), rows in table.groupby(["task", "target"], sort=False):
+    several = table.model.nunique() > 1
+    for (model, task, target), rows in table.groupby(["model", "task", "target"], sort=False):
         wide = rows.pivot_table(index="layer", columns="measure", values=["value", "ci_low",
                                                                           "ci_high"])
         english_first = [int(layer) for layer in wide.index
@@ -221,7 +222,8 @@ def english_summary(table: pd.DataFrame) -> str:
         peak = int(wide[("value", "p_english")].idxmax())
         where = (f"English first at layers {_ranges(english_first)}" if english_first
                  else "English never clearly first")
-        parts.append(f"{task} → {display_name(target)}: {where}; English peaks at layer {peak} "
+        parts.append(f"{model + ', ' if several else ''}{task} → {display_name(target)}: {where}; "
+                     f"English peaks at layer {peak} "
                      f"({wide.loc[peak, ('value', 'p_english')]:.3f})")
     return "; ".join(parts)
 
@@ -233,3 +235,25 @@ def _ranges(layers: list[int]) -> str:
             spans.append(f"{start}" if start == previous else f"{start}–{previous}")
             start = layer
     return ", ".join(spans)
+
+
+def read_lens_run(directory: Path) -> tuple[dict, pd.DataFrame]:
+    """A finished lens run's manifest and curves, or a clear error."""
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        table = pd.read_csv(directory / LENS_TABLE)
+    except FileNotFoundError as exc:
+        raise StoreError(f"{directory} is not a finished lens run ({Path(exc.filename).name} is "
+                         "missing)") from None
+    except ValueError as exc:
+        raise StoreError(f"{directory} holds an unreadable lens run ({exc})") from None
+    if manifest.get("kind") != "lens" or not {"task", "target", "layer", "measure", "value"} \
+            <= set(table.columns):
+        raise StoreError(f"{directory} is not a lens run")
+    return manifest, table
+
+
+def discover_lens_runs(root: Path) -> list[Path]:
+    """Finished lens runs under ``root``, newest first."""
+    found = [m.parent for m in root.glob(f"*/{MANIFEST}") if (m.parent / LENS_TABLE).exists()]
+    return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)

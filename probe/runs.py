@@ -84,6 +84,9 @@ def read_run(directory: Path) -> RunResults:
                          "(run 'layer-analysis run' first)") from None
     except ValueError as exc:
         raise StoreError(f"{directory / MANIFEST} is not valid JSON ({exc})") from None
+    if isinstance(manifest, dict) and manifest.get("kind") == "lens":
+        raise StoreError(f"{directory} is a lens run: its report is {directory / 'report.html'} "
+                         "(the dashboard's Latent language page shows it)")
     is_run = (isinstance(manifest, dict) and isinstance(manifest.get("model"), dict)
               and "name" in manifest["model"] and isinstance(manifest.get("data"), dict))
     if not is_run and not (isinstance(manifest, dict) and "compare" in manifest):

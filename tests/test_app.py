@@ -234,3 +234,27 @@ def test_upload_archive(dashboard_runs, tmp_path):
         extract_archive(b"plain bytes", "junk.zip", tmp_path)
     with pytest.raises(StoreError, match=r"no manifest\.json"):
         extract_archive(_zip({"notes.txt": b"hello"}), "notes.zip", tmp_path)
+
+
+def test_latent_language_page_shows_lens_runs(tiny_llama_dir, monkeypatch, tmp_path):
+    from layer_analysis.cli import main
+
+    at = goto(app(tmp_path / "empty", monkeypatch), "latent")
+    assert "No lens runs" in at.info[0].value
+    root = tmp_path / "runs"
+    words = tmp_path / "words.tsv"
+    words.write_text("eng_Latn\tdeu_Latn\nwater\tWasser\nfire\tFeuer\nhouse\tHaus\n"
+                     "tree\tBaum\ndog\tHund\nbook\tBuch\n", encoding="utf-8")
+    assert main(["lens", "--model", str(tiny_llama_dir), "--words", str(words), "--languages",
+                 "de", "--source", "en", "--shots", "2", "--bootstrap", "20", "--sentences", "3",
+                 "--sentence-data", "default", "--table-data", "default", "--no-static",
+                 "--output", str(root), "--name", "lens-tiny"]) == 0
+    at = goto(app(root, monkeypatch), "latent")
+    assert at.multiselect(key="latent-runs").value == [str(root / "lens-tiny")]
+    latent, entropy = charts(at)[:2]
+    names = {t.get("name") for t in latent["data"]}
+    assert {"answer", "English"} <= names and "Entropy" in entropy["layout"]["title"]["text"]
+    at.selectbox(key="latent-task").set_value("sentences").run()
+    assert not at.exception and not at.error
+    assert "running text" in charts(at)[0]["layout"]["title"]["text"]
+    assert {"own language", "English"} <= {t.get("name") for t in charts(at)[0]["data"]}

@@ -1,0 +1,51 @@
+"""Latent language: logit-lens runs (``layer-analysis lens``) side by side — the answer's first
+token vs its English translation's per layer, the running-text shares, entropy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from layer_analysis.app.dashboard import guarded, run_label, runs_root, show_figure, show_table
+from layer_analysis.probe import report
+from layer_analysis.probe.errors import ProbeError
+from layer_analysis.probe.lens_run import discover_lens_runs, english_summary, read_lens_run
+
+
+def page() -> None:
+    st.title("Latent language")
+    found = [str(p) for p in discover_lens_runs(runs_root())]
+    if not found:
+        st.info(f"No lens runs under `{runs_root()}`: run `layer-analysis lens` (e.g. base, "
+                "x- and m-model) and they appear here.")
+        return
+    chosen = st.multiselect("Lens runs", found, default=found[:1], format_func=run_label,
+                            key="latent-runs", help="several models: their curves side by side")
+    tables = []
+    for path in chosen:
+        try:
+            tables.append(read_lens_run(Path(path))[1])
+        except ProbeError as exc:
+            st.error(f"Cannot read {run_label(path)}: {exc}")
+    if not tables:
+        return
+    table = pd.concat(tables, ignore_index=True)
+    if table.duplicated(["model", "task", "target", "layer", "measure"]).any():
+        st.warning("Two chosen runs are of the same model; their curves are drawn over each other.")
+    left, right = st.columns(2)
+    task = left.selectbox("Probe", list(dict.fromkeys(table.task)), key="latent-task",
+                          help="translation / repetition: word probes; sentences: running text")
+    rows = table[table.task == task]
+    targets = list(dict.fromkeys(rows.target))
+    shown = right.multiselect("Languages", targets, default=targets, key="latent-targets")
+    rows = rows[rows.target.isin(shown or targets)]
+    st.caption(english_summary(rows))
+    show_figure(report.latent_language(rows), f"latent-{task}")
+    show_figure(report.latent_entropy(rows), f"entropy-{task}")
+    with st.expander("All values"):
+        show_table(rows, f"lens-{task}")
+
+
+guarded(page)
