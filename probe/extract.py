@@ -349,16 +349,19 @@ class Extractor:
         text = self.loaded.tokenizer.decode([token_id])
         return self.loaded.tokenizer.convert_ids_to_tokens(token_id) if "\ufffd" in text else text
 
-    def run_batch(self, encoded: Encoded, batch: Sequence[int], stats: BatchStats | None = None
-                  ) -> torch.Tensor:
-        """Pooled states of one batch: float32 tensor (poolings, layers, batch, hidden)."""
+    def run_batch(self, encoded: Encoded, batch: Sequence[int], stats: BatchStats | None = None,
+                  weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled states of one batch: float32 tensor (poolings, layers, batch, hidden).
+        ``weights`` (P, batch, tokens) replaces the poolings (and sink exclusion) with given
+        weights over the padded tokens, e.g. one-hot rows that pick states at positions."""
         device = self.loaded.device
         ids, attention, pool, first = (t.to(device) for t in self._collate(encoded, batch))
-        exclude = self.config.sinks == "exclude"
+        exclude = self.config.sinks == "exclude" and weights is None
         record = self.new_sink_record()
         record.sentences = len(batch)
         record.first_token = int((first & pool).any(-1).sum()) if exclude else 0
-        fixed = None if exclude else pooling_weights(pool, self.config.poolings)  # (P, B, T)
+        fixed = (weights.to(device) if weights is not None
+                 else None if exclude else pooling_weights(pool, self.config.poolings))
         # Positions count real tokens only, so left and right padding give the same states.
         positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
         pooled: dict[int, torch.Tensor] = {}
@@ -432,6 +435,27 @@ class Extractor:
         for batch in self.batches(lengths, batch_size):
             chosen = [indices[j] for j in batch]
             yield chosen, self.run_batch(encoded, chosen, stats)
+
+    def states_at(self, encoded: Encoded, picks: Sequence[Sequence[int]], batch_size: int = 32
+                  ) -> torch.Tensor:
+        """(layers, Σ picks, hidden): text i's states at its token indices ``picks[i]`` (in the
+        order of the texts, then of the picks), one forward pass per batch of texts."""
+        if self.padding_side != "right":
+            raise ValueError("states_at picks padded columns: use right padding")
+        offsets = [0]
+        for chosen in picks:
+            offsets.append(offsets[-1] + len(chosen))
+        out = torch.empty(len(self.layers), offsets[-1], self.hidden_size)
+        width = max((len(p) for p in picks), default=0)
+        for batch in self.batches(encoded.lengths, batch_size):
+            longest = max(encoded.lengths[i] for i in batch)
+            weights = torch.zeros(width, len(batch), longest)
+            for row, i in enumerate(batch):
+                weights[range(len(picks[i])), row, list(picks[i])] = 1.0
+            states = self.run_batch(encoded, batch, weights=weights)  # (width, L, B, d)
+            for row, i in enumerate(batch):
+                out[:, offsets[i] : offsets[i + 1]] = states[: len(picks[i]), :, row].transpose(0, 1)
+        return out
 
     def extract(self, sentences: Sequence[str], batch_size: int = 32,
                 stats: BatchStats | None = None) -> torch.Tensor:

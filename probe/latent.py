@@ -225,7 +225,7 @@ def sentence_latent(lens: LogitLens, corpus: ParallelCorpus, token_languages: To
         if side.language not in token_languages.languages:
             raise DataError(f"the token-language table has no {display_name(side.language)}: "
                             "build it from data in that language")
-        states, _ = lens.prefix_states(list(side.sentences), positions, seed, batch_size)
+        states, _ = lens.position_states(list(side.sentences), positions, seed, batch_size)
         readout = lens.read_states(states, top_k=top_k, batch_size=batch_size)
         mass = readout.top_probs / readout.top_probs.sum(-1, keepdim=True)  # (L, n, k)
         owner = index[readout.top]  # (L, n, k) language index of each top token

@@ -19,7 +19,7 @@ import torch
 
 from .architecture import find_decoder
 from .errors import ModelError
-from .extract import Encoded, ExtractionConfig, Extractor
+from .extract import ExtractionConfig, Extractor
 from .models import LoadedModel
 
 
@@ -77,28 +77,20 @@ class LogitLens:
                 logits = torch.tanh(logits / self.softcap) * self.softcap
             return torch.log_softmax(logits, dim=-1)
 
-    def prefix_states(self, sentences: Sequence[str], positions: int, seed: int = 0,
-                      batch_size: int = 16) -> tuple[torch.Tensor, list[int]]:
+    def position_states(self, sentences: Sequence[str], positions: int, seed: int = 0,
+                        batch_size: int = 16) -> tuple[torch.Tensor, list[int]]:
         """(layers, n, hidden) states at up to ``positions`` seeded random token positions of
-        each sentence (special tokens excluded), and the sentence index of each state. A causal
-        model's state at position p is the last-token state of the first p + 1 tokens, so each
-        position is read as the last token of that prefix of the sentence's own token ids."""
-        whole = self.extractor.encode(sentences)
+        each sentence (special tokens excluded; one forward pass per batch), and the sentence
+        index of each state."""
+        encoded = self.extractor.encode(sentences)
         generator = torch.Generator().manual_seed(seed)
-        ids, masks, firsts, owners = [], [], [], []
-        for i, (tokens, mask) in enumerate(zip(whole.input_ids, whole.pool_masks, strict=True)):
+        picks, owners = [], []
+        for i, mask in enumerate(encoded.pool_masks):
             real = [j for j, keep in enumerate(mask) if keep]
-            picked = torch.randperm(len(real), generator=generator)[:positions].sort().values
-            for j in (real[k] for k in picked.tolist()):
-                ids.append(tokens[: j + 1])
-                masks.append(mask[: j + 1])
-                firsts.append(whole.first_is_real[i])
-                owners.append(i)
-        encoded = Encoded(ids, masks, firsts, [sentences[i] for i in owners])
-        out = torch.empty(len(self.layers), len(ids), self.extractor.hidden_size)
-        for chosen, states in self.extractor.iter_batches(encoded, range(len(ids)), batch_size):
-            out[:, chosen] = states[0]
-        return out, owners
+            chosen = torch.randperm(len(real), generator=generator)[:positions].sort().values
+            picks.append([real[k] for k in chosen.tolist()])
+            owners += [i] * len(picks[-1])
+        return self.extractor.states_at(encoded, picks, batch_size), owners
 
     def readout(self, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]],
                 top_k: int = 10, batch_size: int = 16) -> LensReadout:

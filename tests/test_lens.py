@@ -208,13 +208,13 @@ def test_token_language_table_on_a_hand_made_corpus(tokenizer):
         build_token_languages(tokenizer, corpus.select(["en"]))
 
 
-def test_prefix_states_are_the_sentence_s_own_states_at_those_positions(tiny_llama_dir):
-    """The running-text probe reads position p as the last token of the first p + 1 tokens:
-    equal to the full sentence's hidden state at p (a causal model), for every layer."""
+def test_position_states_are_the_sentence_s_own_states_at_those_positions(tiny_llama_dir):
+    """The running-text probe's states at sampled positions (padded batches) equal HF's hidden
+    states of each sentence alone at those positions, for every layer."""
     loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     lens = LogitLens(loaded)
     sentences = ["The bakery opens at seven every morning.", "Die Bäckerei öffnet um sieben."]
-    states, owners = lens.prefix_states(sentences, positions=3, seed=1, batch_size=2)
+    states, owners = lens.position_states(sentences, positions=3, seed=1, batch_size=2)
     assert owners == [0, 0, 0, 1, 1, 1]
     generator = torch.Generator().manual_seed(1)
     column = 0
