@@ -28,14 +28,17 @@ from .latent import (
     word_probe_table,
 )
 from .lens import LogitLens
+from .metrics import bootstrap_ci
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import _slug, check_run_name
 from .runs import versions
 from .token_languages import build_token_languages
+from .tuned_lens import TuningConfig, kl_to_final, train_tuned_lens
 
 DEFAULT_TARGETS = ("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans")  # Wendler et al.'s languages
 LENS_TABLE, WORDS_TABLE, TOP_TABLE = "lens.csv", "lens_words.csv", "lens_top.csv"
-TOKENS_TABLE = "token_languages.csv"
+TOKENS_TABLE, KL_TABLE = "token_languages.csv", "tuned_lens_kl.csv"
+CHECKPOINT = "tuned_lens.safetensors"
 
 
 @dataclass
@@ -62,6 +65,9 @@ class LensRequest:
     sentence_data: str | None = None  # default: flores-devtest where present, else the shipped set
     table_data: str | None = None  # token -> language counts; default: flores-dev, else shipped
     top_k: int = 10
+    tuned_steps: int = 0  # > 0: train a multilingual tuned lens (resumable) and compare KLs
+    tuned_sentences: int = 40  # per language of the table data, for training it
+    tuned_positions: int = 8
 
 
 def source_for(target: str, source: str | None) -> str:
@@ -99,6 +105,11 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
                 words.word(concept, language)
     if request.sentences < 0 or request.positions < 1 or request.top_k < 1:
         raise DataError("--sentences must be at least 0, --positions and --top-k at least 1")
+    if request.tuned_steps < 0 or request.tuned_sentences < 1 or request.tuned_positions < 1:
+        raise DataError("--tuned-steps must be at least 0, its sentences and positions at least 1")
+    if request.tuned_steps and request.sentences == 0:
+        raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
+                        "must be above 0")
     if request.name is not None:
         check_run_name(request.name)
         if (request.output / request.name / MANIFEST).exists() and not request.overwrite:
@@ -134,6 +145,7 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded)
     timings = {"load_model": time.perf_counter() - clock}
+    run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
     clock = time.perf_counter()
     tables, tops, word_rows = [], [], []
     for task in request.tasks:
@@ -166,10 +178,14 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
                                   request.bootstrap, request.seed, request.batch_size)
         tables.append(running.assign(model=loaded.name, task="sentences", source=text.name))
         timings["sentences"] = time.perf_counter() - clock
+    kl_table = None
+    if request.tuned_steps and corpora is not None:
+        clock = time.perf_counter()
+        kl_table = tuned_lens_kl(lens, request, corpora, run_dir, loaded.identity)
+        timings["tuned_lens"] = time.perf_counter() - clock
     table = pd.concat(tables, ignore_index=True)[
         ["model", "task", "source", "target", "layer", "measure", "value", "ci_low", "ci_high",
          "concepts"]]
-    run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / MANIFEST).unlink(missing_ok=True)
     atomic_write(run_dir / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
@@ -181,6 +197,9 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
     if token_table is not None:
         atomic_write(run_dir / TOKENS_TABLE, lambda tmp: token_table.to_csv(tmp, index=False))
     figures = {}
+    if kl_table is not None:
+        atomic_write(run_dir / KL_TABLE, lambda tmp: kl_table.to_csv(tmp, index=False))
+        figures["tuned_lens_kl"] = report.lens_kl(kl_table)
     for task in dict.fromkeys(table.task):
         figures[f"latent_{task}"] = report.latent_language(table[table.task == task])
         figures[f"entropy_{task}"] = report.latent_entropy(table[table.task == task])
@@ -200,7 +219,11 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
                  "sentences": None if corpora is None else {
                      "data": corpora[0].name, "per_language": request.sentences,
                      "positions": request.positions, "top_k": request.top_k,
-                     "token_languages_from": corpora[1].name}},
+                     "token_languages_from": corpora[1].name},
+                 "tuned_lens": None if kl_table is None else {
+                     "steps": request.tuned_steps, "trained_on": corpora[1].name,
+                     "sentences_per_language": request.tuned_sentences,
+                     "positions": request.tuned_positions, "checkpoint": CHECKPOINT}},
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
@@ -257,3 +280,31 @@ def discover_lens_runs(root: Path) -> list[Path]:
     """Finished lens runs under ``root``, newest first."""
     found = [m.parent for m in root.glob(f"*/{MANIFEST}") if (m.parent / LENS_TABLE).exists()]
     return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+
+
+def tuned_lens_kl(lens: LogitLens, request: LensRequest,
+                  corpora: tuple[ParallelCorpus, ParallelCorpus], run_dir: Path,
+                  identity: dict) -> pd.DataFrame:
+    """Train (or resume) the tuned lens on the table corpus in all its languages, then per
+    held-out language and layer: KL(final || lens) for the logit and the tuned lens (tidy)."""
+    text, counted = corpora
+    training = counted.select(None, request.tuned_sentences)
+    sentences = [s for side in training.sides.values() for s in side.sentences]
+    states, _ = lens.position_states(sentences, request.tuned_positions, request.seed,
+                                     request.batch_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = TuningConfig(steps=request.tuned_steps, seed=request.seed)
+    tuned = train_tuned_lens(lens, states, config, run_dir / CHECKPOINT,
+                             {**identity, "data": training.fingerprint()})
+    rows = []
+    for side in text.sides.values():
+        held, _ = lens.position_states(list(side.sentences), request.positions, request.seed,
+                                       request.batch_size)
+        for name, translators in (("logit", None), ("tuned", tuned)):
+            values = kl_to_final(lens, held, translators)
+            low, high = bootstrap_ci(values, request.bootstrap, seed=request.seed)
+            rows += [{"language": side.language, "lens": name, "layer": layer,
+                      "kl": float(values[i].mean()), "ci_low": float(low[i]),
+                      "ci_high": float(high[i]), "positions": values.shape[1]}
+                     for i, layer in enumerate(lens.layers)]
+    return pd.DataFrame(rows)

@@ -178,6 +178,27 @@ def latent_entropy(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def lens_kl(table: pd.DataFrame) -> go.Figure:
+    """KL(final || lens) per layer, logit lens (dashed) vs tuned lens (solid), one colour per
+    language, with 95 % bands over positions."""
+    fig = go.Figure()
+    for i, (language, rows) in enumerate(table.groupby("language", sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        for name, dash in (("logit", "dash"), ("tuned", "solid")):
+            part = rows[rows.lens == name].sort_values("layer")
+            fig.add_trace(go.Scatter(x=list(part.layer) + list(part.layer[::-1]),
+                                     y=list(part.ci_high) + list(part.ci_low[::-1]),
+                                     fill="toself", fillcolor=color, opacity=0.12,
+                                     line={"width": 0}, hoverinfo="skip", showlegend=False))
+            fig.add_trace(go.Scatter(x=part.layer, y=part.kl, mode="lines",
+                                     name=f"{language.split('_')[0]}, {name} lens",
+                                     line={"color": color, "dash": dash}))
+    fig.update_layout(title="KL(final distribution || lens) per layer: logit lens (dashed) vs "
+                            "multilingual tuned lens (solid)", xaxis_title="layer",
+                      yaxis_title="KL (nats)", legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
 def scatter(projection: pd.DataFrame) -> go.Figure:
     """Sentences of one layer in 2-D, coloured by language, the sentence on hover."""
     fig = go.Figure()

@@ -137,7 +137,8 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
                  "--languages", "de,fr", "--source", "en", "--task", "translation", "repetition",
                  "--shots", "2", "--bootstrap", "20", "--no-static", "--output", str(out),
                  "--name", "lens", "--sentences", "4", "--positions", "2", "--sentence-data",
-                 "default", "--table-data", "default"])
+                 "default", "--table-data", "default", "--tuned-steps", "2",
+                 "--tuned-sentences", "4"])
     assert code == 0, capsys.readouterr().err
     run = out / "lens"
     table = pd.read_csv(run / "lens.csv")
@@ -152,6 +153,9 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     assert manifest["kind"] == "lens" and manifest["lens"]["left_out"] >= 1
     assert (run / "report.html").exists() and (run / "lens_top.csv").exists()
     assert manifest["lens"]["sentences"]["token_languages_from"] == "default"
+    kl = pd.read_csv(run / "tuned_lens_kl.csv")
+    assert set(kl.lens) == {"logit", "tuned"} and set(kl.language) == {"deu_Latn", "fra_Latn"}
+    assert (run / "tuned_lens.safetensors").exists() and manifest["lens"]["tuned_lens"]["steps"] == 2
     assert "eng_Latn" in set(pd.read_csv(run / "token_languages.csv").language.dropna())
     assert "translation → German" in capsys.readouterr().out
 
@@ -165,6 +169,7 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     (["--name", "../up"], "plain name"),
     (["--languages", "de", "--sentence-data", "nonexistent"], "nonexistent"),
     (["--languages", "de", "--positions", "0"], "--positions"),
+    (["--languages", "de", "--tuned-steps", "5", "--sentences", "0"], "evaluated on the running"),
 ])
 def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monkeypatch, capsys,
                                                      args, message):
@@ -247,3 +252,34 @@ def test_running_text_shares_add_up(tiny_llama_dir):
     assert ((total - 1).abs() < 1e-5).all()
     assert (wide[["p_target", "p_english", "p_other", "p_shared"]] >= -1e-6).all().all()
     assert set(result.concepts) == {12}  # 6 sentences x 2 positions
+
+
+def test_tuned_lens_starts_as_the_logit_lens_learns_and_resumes(tiny_llama_dir, tmp_path):
+    from layer_analysis.probe.data import load_parallel
+    from layer_analysis.probe.tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
+
+    loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lens = LogitLens(loaded)
+    sentences = [s for side in load_parallel("default").select(["en", "de", "zh"], 12).sides.values()
+                 for s in side.sentences]
+    states, _ = lens.position_states(sentences, positions=4)
+    identity = TunedLens.identity(lens.layers[:-1], states.shape[-1])
+    logit = kl_to_final(lens, states)
+    assert torch.equal(kl_to_final(lens, states, identity), logit)  # identity == logit lens
+    assert float(logit[-1].abs().max()) < 1e-5  # the last layer is the final distribution
+    config = TuningConfig(steps=6, batch_size=32, lr=1e-2, save_every=2)
+    whole = train_tuned_lens(lens, states, config, tmp_path / "a.safetensors", {"m": 1})
+    tuned = kl_to_final(lens, states, whole)
+    assert float(tuned[:-1].mean()) < float(logit[:-1].mean())  # it learned something
+    # interrupted after 2 steps, then resumed to 6: the same translators as in one go
+    part = tmp_path / "b.safetensors"
+    train_tuned_lens(lens, states, TuningConfig(**{**config.__dict__, "steps": 2}), part, {"m": 1})
+    steps = []
+    resumed = train_tuned_lens(lens, states, config, part, {"m": 1},
+                               lambda step, loss: steps.append(step))
+    assert steps == [3, 4, 5, 6]  # it went on from the checkpoint
+    assert torch.allclose(resumed.weight, whole.weight, atol=1e-6)
+    other = train_tuned_lens(lens, states, config, part, {"m": 2},  # another model: from scratch
+                             lambda step, loss: steps.append(step))
+    assert steps[4:] == [1, 2, 3, 4, 5, 6] and torch.allclose(other.weight, whole.weight, atol=1e-6)
+    assert all(p.requires_grad for p in loaded.model.parameters())  # the model is left as it was

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from layer_analysis.probe.languages import display_name
 from layer_analysis.probe.latent import TASKS, WORDS
 from layer_analysis.probe.lens_run import DEFAULT_TARGETS, LensRequest, execute_lens
@@ -46,6 +48,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                            "(default: flores-dev, else the shipped set)")
     lens.add_argument("--top-k", type=int, default=10,
                       help="top tokens whose languages the running-text probe counts")
+    lens.add_argument("--tuned-steps", type=int, default=0,
+                      help="train a multilingual tuned lens for this many steps (0: none) on "
+                           "the table data in all its languages; resumes from the run's "
+                           "tuned_lens.safetensors; KL per layer and language vs the logit lens")
+    lens.add_argument("--tuned-sentences", type=int, default=40,
+                      help="sentences per language to train the tuned lens on")
     lens.add_argument("--bootstrap", type=int, default=1000)
     lens.add_argument("--seed", type=int, default=0, help="picks each prompt's examples")
     lens.add_argument("--batch-size", type=int, default=16)
@@ -66,7 +74,8 @@ def cmd_lens(args: argparse.Namespace) -> None:
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
         dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
         static=not args.no_static, sentences=args.sentences, positions=args.positions,
-        sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k)
+        sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k,
+        tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences)
     run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]])
     for (task, target), rows in table.groupby(["task", "target"], sort=False):
         grid = rows.pivot_table(index="layer", columns="measure", values="value")
@@ -83,6 +92,11 @@ def cmd_lens(args: argparse.Namespace) -> None:
             grid = grid[["p_target", "p_english", "entropy"]].rename(
                 columns={"p_target": "answer", "p_english": "English"})
         print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
+    kl = run_dir / "tuned_lens_kl.csv"
+    if kl.exists():
+        mean = pd.read_csv(kl).pivot_table(index="layer", columns="lens", values="kl")
+        print("\nKL(final || lens), mean over held-out languages (nats):")
+        print(mean.to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")
 
 
