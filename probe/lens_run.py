@@ -308,3 +308,36 @@ def tuned_lens_kl(lens: LogitLens, request: LensRequest,
                       "ci_high": float(high[i]), "positions": values.shape[1]}
                      for i, layer in enumerate(lens.layers)]
     return pd.DataFrame(rows)
+
+
+def is_lens_run(directory: Path) -> bool:
+    try:
+        return json.loads((directory / MANIFEST).read_text()).get("kind") == "lens"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def compare_lens_runs(directories: list[Path], output: Path, static: bool = True) -> list[Path]:
+    """Lens runs of several models (base, x-, m-model) drawn side by side: one figure per probe
+    with every model's curves, the tables concatenated; returns the report's paths."""
+    if len(directories) < 2:
+        raise DataError("compare needs at least two run directories")
+    tables = [read_lens_run(d)[1] for d in directories]
+    names = [t.model.iloc[0] for t in tables]
+    if len(set(names)) < len(names):
+        raise DataError(f"two lens runs share a model name ({', '.join(names)})")
+    table = pd.concat(tables, ignore_index=True)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / MANIFEST).unlink(missing_ok=True)
+    atomic_write(output / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
+    figures = {f"latent_{task}": report.latent_language(table[table.task == task])
+               for task in dict.fromkeys(table.task)}
+    report.write_html(figures, output / "report.html", "Logit lens: " + " vs ".join(names),
+                      [english_summary(table)])
+    paths = [output / "report.html"]
+    if static:
+        paths += report.write_static(figures, output / "figures")
+    atomic_write_text(output / MANIFEST, json.dumps(
+        {"kind": "lens", "compare": [str(d) for d in directories], "models": names,
+         "versions": versions()}, indent=2))
+    return paths

@@ -283,3 +283,24 @@ def test_tuned_lens_starts_as_the_logit_lens_learns_and_resumes(tiny_llama_dir, 
                              lambda step, loss: steps.append(step))
     assert steps[4:] == [1, 2, 3, 4, 5, 6] and torch.allclose(other.weight, whole.weight, atol=1e-6)
     assert all(p.requires_grad for p in loaded.model.parameters())  # the model is left as it was
+
+
+def test_compare_draws_lens_runs_of_two_models_side_by_side(tiny_llama_dir, small_words,
+                                                           tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_llama_dir, other)  # the same weights under another model name
+    out = tmp_path / "runs"
+    for name, model in (("one", tiny_llama_dir), ("two", other), ("three", other)):
+        assert main(["lens", "--model", str(model), "--words", str(small_words), "--languages",
+                     "de", "--source", "en", "--shots", "2", "--bootstrap", "20", "--sentences",
+                     "0", "--no-static", "--output", str(out), "--name", name]) == 0
+    assert main(["compare", str(out / "one"), str(out / "two"), "--output", str(out / "cmp"),
+                 "--no-static"]) == 0
+    table = pd.read_csv(out / "cmp" / "lens.csv")
+    assert table.model.nunique() == 2
+    assert "other-model: English" in (out / "cmp" / "report.html").read_text()
+    assert main(["compare", str(out / "two"), str(out / "three"), "--output", str(out / "c2"),
+                 "--no-static"]) == 2
+    assert "share a model name" in capsys.readouterr().err

@@ -10,8 +10,10 @@ import pandas as pd
 
 from layer_analysis.probe.analysis import AnalysisConfig
 from layer_analysis.probe.data import named_datasets
+from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS, ExtractionConfig, SinkRecord
 from layer_analysis.probe.languages import canonical
+from layer_analysis.probe.lens_run import compare_lens_runs, is_lens_run
 from layer_analysis.probe.metrics import NORMALISATIONS
 from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED
 from layer_analysis.probe.pipeline import RunRequest, execute
@@ -89,7 +91,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     rep = sub.add_parser("report", help="rebuild the report and figures of a finished run")
     rep.add_argument("run", type=Path, help="run directory (holds manifest.json)")
-    comp = sub.add_parser("compare", help="compare runs of several models (base vs adapters)")
+    comp = sub.add_parser("compare", help="compare runs of several models (base vs adapters); "
+                                          "alignment runs or lens runs")
     comp.add_argument("runs", type=Path, nargs="+", help="two or more run directories")
     comp.add_argument("--output", type=Path, default=Path("runs/compare"),
                       help="directory for the comparison tables and report")
@@ -161,6 +164,13 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    lens_runs = [is_lens_run(path) for path in args.runs]
+    if all(lens_runs):
+        paths = compare_lens_runs(args.runs, args.output, static=not args.no_static)
+        print("\n".join(str(p) for p in paths))
+        return
+    if any(lens_runs):
+        raise DataError("compare lens runs with lens runs and alignment runs with alignment runs")
     runs = [read_model_run(path) for path in args.runs]
     paths, warnings = compare_runs(runs, args.output, args.metric, args.normalisation,
                                    args.allow_different_data, static=not args.no_static)
