@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,8 +138,10 @@ def sentence_corpora(request: LensRequest, targets: list[str]
     return text, table
 
 
-def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.DataFrame]:
-    """Run every task × target; returns the run directory and the tidy table."""
+def execute_lens(request: LensRequest, command: list[str],
+                 say: Callable[[str], None] = lambda _: None) -> tuple[Path, pd.DataFrame]:
+    """Run every task × target; returns the run directory and the tidy table. ``say`` hears
+    one line per stage."""
     words, targets, source = check_lens_request(request)
     corpora = sentence_corpora(request, targets)
     clock = time.perf_counter()
@@ -148,8 +151,10 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
     run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
     clock = time.perf_counter()
     tables, tops, word_rows = [], [], []
+    stages = len(request.tasks) * len(targets)
     for task in request.tasks:
         for target in targets:
+            say(f"{task} -> {display_name(target)} ({len(tables) + 1}/{stages})")
             given = source_for(target, source) if task == "translation" else target
             probes, skipped = build_probes(words, loaded.tokenizer, task, given, target,
                                            request.shots, request.limit, request.seed)
@@ -171,6 +176,7 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
     token_table = None
     if corpora is not None:
         clock = time.perf_counter()
+        say(f"running text of {len(targets)} languages")
         text, counted = corpora
         token_languages = build_token_languages(loaded.tokenizer, counted)
         token_table = token_languages.table
@@ -181,6 +187,7 @@ def execute_lens(request: LensRequest, command: list[str]) -> tuple[Path, pd.Dat
     kl_table = None
     if request.tuned_steps and corpora is not None:
         clock = time.perf_counter()
+        say(f"tuned lens: {request.tuned_steps} steps (resumable)")
         kl_table = tuned_lens_kl(lens, request, corpora, run_dir, loaded.identity)
         timings["tuned_lens"] = time.perf_counter() - clock
     table = pd.concat(tables, ignore_index=True)[

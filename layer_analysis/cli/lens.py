@@ -76,7 +76,8 @@ def cmd_lens(args: argparse.Namespace) -> None:
         static=not args.no_static, sentences=args.sentences, positions=args.positions,
         sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k,
         tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences)
-    run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]])
+    run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]],
+                                  lambda line: print(f"lens: {line}", file=sys.stderr, flush=True))
     for (task, target), rows in table.groupby(["task", "target"], sort=False):
         grid = rows.pivot_table(index="layer", columns="measure", values="value")
         count = int(rows.concepts.iloc[0])
