@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .architecture import find_decoder
-from .errors import ModelError
+from .errors import DataError, ModelError
 from .extract import ExtractionConfig, Extractor
 from .models import LoadedModel
 
@@ -60,7 +60,17 @@ class LogitLens:
 
     def last_token_states(self, prompts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
         """(layers, prompts, hidden): each layer's state at each prompt's last token."""
-        return self.extractor.extract(prompts, batch_size)[0]
+        encoded = self.extractor.encode(prompts)
+        if encoded.truncated:  # the last token would not be the prompt's end
+            longest = max(range(len(prompts)), key=lambda i: len(encoded.input_ids[i]))
+            raise DataError(f"{encoded.truncated} prompt(s) reach the lens's limit of "
+                            f"{self.extractor.config.max_length} tokens (e.g. prompt {longest}: "
+                            f"{prompts[longest][:60]!r}); use fewer shots or shorter prompts")
+        out = torch.empty(len(self.layers), len(prompts), self.extractor.hidden_size)
+        for chosen, states in self.extractor.iter_batches(encoded, range(len(prompts)),
+                                                          batch_size):
+            out[:, chosen] = states[0]
+        return out
 
     def log_probs(self, states: torch.Tensor) -> torch.Tensor:
         """(prompts, vocabulary) next-token log-probabilities of one layer's states."""

@@ -124,6 +124,12 @@ def test_word_probe_curves_are_means_with_cis(tiny_llama_dir, small_words):
     assert list(top.layer) == lens.layers and ((top.share > 0) & (top.share <= 1)).all()
 
 
+def test_a_prompt_too_long_for_the_lens_is_an_error(tiny_llama_dir):
+    lens = LogitLens(load_model(str(tiny_llama_dir), device="cpu", dtype="float32"), max_length=16)
+    with pytest.raises(DataError, match="reach the lens's limit of 16 tokens"):
+        lens.last_token_states(["short", "a much longer prompt " * 10])
+
+
 def test_a_model_without_a_head_is_refused(tiny_llama_dir, monkeypatch):
     loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     monkeypatch.setattr(type(loaded.model), "get_output_embeddings", lambda self: None)
