@@ -40,6 +40,7 @@ DEFAULT_TARGETS = ("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans")  # Wendler et
 LENS_TABLE, WORDS_TABLE, TOP_TABLE = "lens.csv", "lens_words.csv", "lens_top.csv"
 TOKENS_TABLE, KL_TABLE = "token_languages.csv", "tuned_lens_kl.csv"
 CHECKPOINT = "tuned_lens.safetensors"
+NOTABLE = 0.01  # the English-first summary ignores layers where English is below 1 %
 
 
 @dataclass
@@ -239,8 +240,8 @@ def execute_lens(request: LensRequest, command: list[str],
 
 
 def english_summary(table: pd.DataFrame) -> str:
-    """Per task and target: the layers where English's first token is likelier than the
-    answer's (CIs apart), and where the answer overtakes it."""
+    """Per model, task and target: the layers where English is likelier than the answer (CIs
+    apart, and English at least ``NOTABLE``: early layers separate at 1e-5), and its peak."""
     parts = []
     several = table.model.nunique() > 1
     for (model, task, target), rows in table.groupby(["model", "task", "target"], sort=False):
@@ -248,7 +249,8 @@ def english_summary(table: pd.DataFrame) -> str:
                                                                           "ci_high"])
         english_first = [int(layer) for layer in wide.index
                          if wide.loc[layer, ("ci_low", "p_english")]
-                         > wide.loc[layer, ("ci_high", "p_target")]]
+                         > wide.loc[layer, ("ci_high", "p_target")]
+                         and wide.loc[layer, ("value", "p_english")] >= NOTABLE]
         peak = int(wide[("value", "p_english")].idxmax())
         where = (f"English first at layers {_ranges(english_first)}" if english_first
                  else "English never clearly first")
