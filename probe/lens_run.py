@@ -252,8 +252,8 @@ def english_summary(table: pd.DataFrame) -> str:
                          > wide.loc[layer, ("ci_high", "p_target")]
                          and wide.loc[layer, ("value", "p_english")] >= NOTABLE]
         peak = int(wide[("value", "p_english")].idxmax())
-        where = (f"English first at layers {_ranges(english_first)}" if english_first
-                 else "English never clearly first")
+        where = ("English first at layer" + ("s " if len(english_first) > 1 else " ")
+                 + _ranges(english_first) if english_first else "English never clearly first")
         parts.append(f"{model + ', ' if several else ''}{task} → {display_name(target)}: {where}; "
                      f"English peaks at layer {peak} "
                      f"({wide.loc[peak, ('value', 'p_english')]:.3f})")
