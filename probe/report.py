@@ -154,7 +154,9 @@ def latent_language(table: pd.DataFrame, columns: int = 4) -> go.Figure:
                  "bootstrap CI</sup>")
     fig.update_layout(title=title,
                       height=max(420, 330 * rows), legend={"orientation": "h", "y": -0.12})
-    fig.update_yaxes(range=[0, 1], title_text="probability", col=1)
+    top = float(table[table.measure.isin(["p_target", "p_english"])].ci_high.max())
+    fig.update_yaxes(range=[0, min(1.0, 1.1 * top) if top > 0 else 1], col=None)  # shared
+    fig.update_yaxes(title_text="probability", col=1)
     fig.update_xaxes(title_text="layer", row=rows)
     return fig
 
