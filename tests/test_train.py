@@ -408,3 +408,29 @@ def test_language_identifier_on_known_sentences(monkeypatch):
     monkeypatch.setitem(langid.MACRO, "deu", "xxx")
     with pytest.raises(Error, match="does not know German"):
         check_identifiable("de")
+
+
+def test_training_parts_alone(tiny_llama_dir, tmp_path):
+    """The loop's parts, each on its own: output checks, what trains, resume settings, logging."""
+    config = TrainConfig(mixture="x", output=tmp_path / "out", model=str(tiny_llama_dir))
+    loop.check_output(config)  # nothing there: fine
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "training.json").write_text("{}")
+    with pytest.raises(DataError, match="finished training run"):
+        loop.check_output(config)
+    with pytest.raises(DataError, match="no checkpoint to resume"):
+        loop.check_output(TrainConfig(**{**config.__dict__, "resume": True}))
+    model = load_model(str(tiny_llama_dir), device="cpu", dtype="float32").model
+    total = sum(p.numel() for p in model.parameters())
+    lora, what = loop.make_trainable(model, config)
+    assert what.startswith("LoRA r=") and 0 < sum(
+        p.numel() for p in lora.parameters() if p.requires_grad) < total / 4
+    full_model = load_model(str(tiny_llama_dir), device="cpu", dtype="float32").model
+    full, what = loop.make_trainable(full_model, TrainConfig(**{**config.__dict__, "full": True}))
+    assert what == "all parameters" and full is full_model
+    settings = loop.resume_settings(config)
+    assert "lr" in settings and not {"output", "resume", "log_every", "device"} & set(settings)
+    window = loop.LogWindow(loss=6.0, micro=3, tokens=300, start=0.0)
+    entry = window.entry(step=4, epoch=0.5, lr=1e-4, world=1, grad_accum=1,
+                         device=torch.device("cpu"))
+    assert entry["loss"] == 2.0 and entry["step"] == 4 and entry["tokens_per_s"] > 0

@@ -13,7 +13,8 @@ import resource
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -132,12 +133,8 @@ class TrainResult:
     main_process: bool = True  # False in the other processes of a multi-process run
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train, write OUTPUT/{adapter or model files, training.json, train_log.jsonl}."""
-    from accelerate import Accelerator
-    from transformers import get_cosine_schedule_with_warmup
-
-    started = time.perf_counter()
+def check_output(config: TrainConfig) -> None:
+    """A finished run is never overwritten; checkpoints are resumed only when asked to."""
     output = config.output
     if (output / "training.json").exists() and not config.resume:
         raise DataError(f"{output} holds a finished training run; choose another --output")
@@ -146,63 +143,83 @@ def train(config: TrainConfig) -> TrainResult:
     if not config.resume and latest_checkpoint(output) is not None:
         raise DataError(f"{output} holds checkpoints of an unfinished run: pass --resume to "
                         "continue it, or choose another --output")
-    mixture = build_mixture(config.mixture, config.seed)  # bad components fail before the model
-    loaded = load_model(config.model, device="cpu", dtype="float32")
-    on_gpu = torch.cuda.is_available() and config.device in ("auto", "cuda")
-    bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu)
-    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
-                              mixed_precision="bf16" if bf16 else "no",
-                              cpu=config.device == "cpu" or not on_gpu)
-    torch.manual_seed(config.seed)
-    examples = encode(mixture.records, loaded.tokenizer, config.max_length, mixture.report)
-    model = loaded.model.train()
+
+
+def make_trainable(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, str]:
+    """The model to train (LoRA-wrapped unless ``full``) and a line saying what trains."""
     if config.full:
-        trainable = "all parameters"
-    else:
-        from peft import LoraConfig, get_peft_model
+        return model, "all parameters"
+    from peft import LoraConfig, get_peft_model
 
-        targets = list(config.lora_targets or lora_targets(model))
-        model = get_peft_model(model, LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=targets, task_type="CAUSAL_LM"))
-        trainable = f"LoRA r={config.lora_r} on {', '.join(targets)}"
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    wrapper = ResponseOnlyLM(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=config.lr, weight_decay=config.weight_decay)
-    per_epoch = math.ceil(len(examples) / config.batch_size)
-    steps_per_epoch = max(1, math.ceil(per_epoch / accelerator.num_processes / config.grad_accum))
-    total = config.max_steps or max(1, math.ceil(steps_per_epoch * config.epochs))
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup * total), total)
-    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
-    state = TrainingState(accelerator, wrapper, optimizer, scheduler)
+    targets = list(config.lora_targets or lora_targets(model))
+    model = get_peft_model(model, LoraConfig(
+        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=targets, task_type="CAUSAL_LM"))
+    return model, f"LoRA r={config.lora_r} on {', '.join(targets)}"
 
-    step, log_path = 0, output / "train_log.jsonl"
-    settings = {k: v for k, v in asdict(config).items()
-                if k not in ("resume", "progress", "save_every", "keep_checkpoints", "log_every",
-                             "output", "device")}
-    if config.resume:
-        checkpoint = latest_checkpoint(output)
-        saved = json.loads((checkpoint / STATE).read_text())
-        changed = {k: (saved["settings"].get(k), v) for k, v in json.loads(
-            json.dumps(settings, default=str)).items() if saved["settings"].get(k) != v}
-        if changed:
-            raise DataError(f"--resume with other settings than {checkpoint}: " + "; ".join(
-                f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
-        state.load(checkpoint)
-        step = saved["step"]
-    elif accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        log_path.unlink(missing_ok=True)
-    pad_id = loaded.tokenizer.pad_token_id
+
+def resume_settings(config: TrainConfig) -> dict:
+    """The settings a resumed run must share with its checkpoint (not where or how it logs)."""
+    return {k: v for k, v in asdict(config).items()
+            if k not in ("resume", "progress", "save_every", "keep_checkpoints", "log_every",
+                         "output", "device")}
+
+
+def resume_step(state: TrainingState, output: Path, settings: dict) -> int:
+    """Load the latest checkpoint into ``state`` and return its step; other settings than the
+    checkpoint's are an error naming each difference."""
+    checkpoint = latest_checkpoint(output)
+    saved = json.loads((checkpoint / STATE).read_text())
+    changed = {k: (saved["settings"].get(k), v) for k, v in json.loads(
+        json.dumps(settings, default=str)).items() if saved["settings"].get(k) != v}
+    if changed:
+        raise DataError(f"--resume with other settings than {checkpoint}: " + "; ".join(
+            f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
+    state.load(checkpoint)
+    return saved["step"]
+
+
+@dataclass
+class LogWindow:
+    """Loss and throughput since the last log line."""
+
+    loss: float = 0.0
+    micro: int = 0
+    tokens: int = 0
+    start: float = field(default_factory=time.perf_counter)
+
+    def entry(self, step: int, epoch: float, lr: float, world: int, grad_accum: int,
+              device: torch.device) -> dict:
+        seconds = time.perf_counter() - self.start
+        return {"step": step, "epoch": round(epoch, 4), "loss": self.loss / max(1, self.micro),
+                "lr": lr, "tokens_per_s": round(self.tokens / seconds, 1),
+                "seconds_per_step": round(seconds * world * grad_accum / max(1, self.micro), 3),
+                "peak_memory_gb": round(_peak_memory_gb(device), 3)}
+
+
+@dataclass
+class Schedule:
+    """How many micro-batches make an epoch and how many optimizer steps the run takes."""
+
+    per_epoch: int
+    total: int
+
+
+def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedule: Schedule,
+              step: int, pad_id: int, settings: dict,
+              on_step: Callable[[int], None] | None = None) -> tuple[int, float]:
+    """The loop: length-bucketed batches, every process its share, accumulation, logging to
+    train_log.jsonl, checkpoints; ``on_step(step)`` after each optimizer step. Returns the
+    final step and the last logged loss."""
+    accelerator, wrapper, optimizer = state.accelerator, state.wrapper, state.optimizer
     world, rank = accelerator.num_processes, accelerator.process_index
-    bar = tqdm(total=total, initial=step, unit="step",
+    log_path = config.output / "train_log.jsonl"
+    bar = tqdm(total=schedule.total, initial=step, unit="step",
                disable=not (config.progress and accelerator.is_main_process))
-    window = {"loss": 0.0, "micro": 0, "tokens": 0, "start": time.perf_counter()}
-    last_loss = float("nan")
+    window, last_loss = LogWindow(), float("nan")
     micro = step * config.grad_accum * world  # micro-batches done, all processes together
-    while step < total:
-        epoch, done = divmod(micro, per_epoch)
+    while step < schedule.total:
+        epoch, done = divmod(micro, schedule.per_epoch)
         order = batches(examples, config.batch_size, epoch, config.seed)
         rounds = (len(order) - done) // world  # every process gets the same number of batches
         for r in range(rounds):
@@ -214,35 +231,76 @@ def train(config: TrainConfig) -> TrainResult:
                 optimizer.step()
                 optimizer.zero_grad()
             micro += world
-            window["loss"] += loss.item()
-            window["micro"] += 1
-            window["tokens"] += int(batch["attention_mask"].sum()) * world
+            window.loss += loss.item()
+            window.micro += 1
+            window.tokens += int(batch["attention_mask"].sum()) * world
             if not accelerator.sync_gradients:
                 continue
-            scheduler.step()
+            state.scheduler.step()
             step += 1
             bar.update(1)
-            if step % config.log_every == 0 or step == total:
-                seconds = time.perf_counter() - window["start"]
-                last_loss = window["loss"] / max(1, window["micro"])
-                entry = {"step": step, "epoch": round(micro / per_epoch, 4), "loss": last_loss,
-                         "lr": scheduler.get_last_lr()[0],
-                         "tokens_per_s": round(window["tokens"] / seconds, 1),
-                         "seconds_per_step": round(seconds * world * config.grad_accum
-                                                   / max(1, window["micro"]), 3),
-                         "peak_memory_gb": round(_peak_memory_gb(accelerator.device), 3)}
+            if step % config.log_every == 0 or step == schedule.total:
+                entry = window.entry(step, micro / schedule.per_epoch,
+                                     state.scheduler.get_last_lr()[0], world, config.grad_accum,
+                                     accelerator.device)
+                last_loss = entry["loss"]
                 if accelerator.is_main_process:
                     with log_path.open("a") as log:
                         log.write(json.dumps(entry) + "\n")
                 bar.set_postfix(loss=f"{last_loss:.3f}")
-                window = {"loss": 0.0, "micro": 0, "tokens": 0, "start": time.perf_counter()}
-            if step % config.save_every == 0 or step == total:
-                _checkpoint(state, output, step, config.keep_checkpoints, settings)
-            if step >= total:
+                window = LogWindow()
+            if step % config.save_every == 0 or step == schedule.total:
+                _checkpoint(state, config.output, step, config.keep_checkpoints, settings)
+            if on_step is not None:
+                on_step(step)
+            if step >= schedule.total:
                 break
         else:
-            micro = (epoch + 1) * per_epoch  # a remainder smaller than the processes is skipped
+            micro = (epoch + 1) * schedule.per_epoch  # a remainder smaller than the processes
     bar.close()
+    return step, last_loss
+
+
+def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train, write OUTPUT/{adapter or model files, training.json, train_log.jsonl}."""
+    from accelerate import Accelerator
+    from transformers import get_cosine_schedule_with_warmup
+
+    started = time.perf_counter()
+    output = config.output
+    check_output(config)
+    mixture = build_mixture(config.mixture, config.seed)  # bad components fail before the model
+    loaded = load_model(config.model, device="cpu", dtype="float32")
+    on_gpu = torch.cuda.is_available() and config.device in ("auto", "cuda")
+    bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu)
+    accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
+                              mixed_precision="bf16" if bf16 else "no",
+                              cpu=config.device == "cpu" or not on_gpu)
+    torch.manual_seed(config.seed)
+    examples = encode(mixture.records, loaded.tokenizer, config.max_length, mixture.report)
+    model, trainable = make_trainable(loaded.model.train(), config)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    wrapper = ResponseOnlyLM(model)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+    per_epoch = math.ceil(len(examples) / config.batch_size)
+    steps_per_epoch = max(1, math.ceil(per_epoch / accelerator.num_processes / config.grad_accum))
+    schedule = Schedule(per_epoch, config.max_steps
+                        or max(1, math.ceil(steps_per_epoch * config.epochs)))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup
+                                                                     * schedule.total),
+                                                schedule.total)
+    wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
+    state = TrainingState(accelerator, wrapper, optimizer, scheduler)
+    settings = resume_settings(config)
+    step = 0
+    if config.resume:
+        step = resume_step(state, output, settings)
+    elif accelerator.is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "train_log.jsonl").unlink(missing_ok=True)
+    step, last_loss = run_steps(state, examples, config, schedule, step,
+                                loaded.tokenizer.pad_token_id, settings, on_step)
     summary = {
         "config": {**asdict(config), "output": str(output)},
         "model": loaded.name, "trainable": trainable, "trainable_parameters": n_trainable,
