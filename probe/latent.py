@@ -1,7 +1,8 @@
 """Latent language per layer, in the style of Wendler et al. 2024 ("Do Llamas work in English?").
 
 A few-shot prompt asks for a word in language X (``translation``: from a source language;
-``repetition``: copy a word of X). At every layer the logit lens gives, at the answer's position,
+``repetition``: copy a word of X; ``cloze``: fill the blank in a sentence of X taken from a
+corpus, e.g. FLORES). At every layer the logit lens gives, at the answer's position,
 the probability of the answer's first token in X, of its English translation's first token, and
 the entropy of the next-token distribution. A word's "first token" is the set of ids that can
 start it: its first token *in context* (prompt and word tokenised together) and its first token
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,9 @@ from .metrics import bootstrap_ci
 from .token_languages import TokenLanguages
 
 WORDS = DATA_ROOT / "lens" / "words.tsv"
-TASKS = ("translation", "repetition")
+TASKS = ("translation", "repetition", "cloze")
+BLANK = "___"
+NO_SPACES = ("zho_Hans", "zho_Hant", "jpn_Jpan", "tha_Thai")  # words found as substrings
 MEASURES = ("p_target", "p_english", "entropy")
 ENDONYMS = {  # how the prompt names a language: in that language, as Wendler et al. do
     "eng_Latn": "English", "deu_Latn": "Deutsch", "fra_Latn": "Français", "spa_Latn": "Español",
@@ -108,14 +112,35 @@ def _name(language: str) -> str:
 
 
 def prompt_for(task: str, words: WordList, concept: str, examples: Sequence[str], source: str,
-               target: str) -> str:
-    """The few-shot prompt, ending where the answer (``concept`` in ``target``) would start."""
+               target: str, blanks: dict[str, str] | None = None) -> str:
+    """The few-shot prompt, ending where the answer (``concept`` in ``target``) would start.
+    ``cloze`` lines are a sentence of the target language with the word blanked, then the word:
+    ``"Die ___ scheint." → "Sonne"`` (no language named, so no English word in the frame)."""
     given = source if task == "translation" else target
 
     def line(c: str) -> str:
+        if task == "cloze":
+            return f'"{(blanks or {})[c]}" → "'
         return f'{_name(given)}: "{words.word(c, given)}" - {_name(target)}: "'
 
     return "\n".join([line(c) + words.word(c, target) + '"' for c in examples] + [line(concept)])
+
+
+def cloze_sentences(words: WordList, sentences: Sequence[str], target: str) -> dict[str, str]:
+    """For each concept whose ``target`` word occurs in one of ``sentences`` (as a whole word;
+    a substring in scripts written without spaces): the first such sentence, the word blanked."""
+    found = {}
+    for concept, entry in words.words.items():
+        word = entry.get(target, "")
+        if not word:
+            continue
+        pattern = re.compile(re.escape(word) if target in NO_SPACES
+                             else rf"(?<!\w){re.escape(word)}(?!\w)")
+        for sentence in sentences:
+            if pattern.search(sentence) and BLANK not in sentence:
+                found[concept] = pattern.sub(BLANK, sentence, count=1)
+                break
+    return found
 
 
 def first_token(tokenizer, prompt: str, answer: str) -> int | None:
@@ -141,9 +166,10 @@ def starting_tokens(tokenizer, prompt: str, word: str) -> tuple[int, ...]:
 
 
 def build_probes(words: WordList, tokenizer, task: str, source: str, target: str, shots: int = 4,
-                 limit: int | None = None, seed: int = 0
+                 limit: int | None = None, seed: int = 0, blanks: dict[str, str] | None = None
                  ) -> tuple[list[WordProbe], list[dict[str, str]]]:
-    """The prompts of one task and target language, and the concepts left out (with why)."""
+    """The prompts of one task and target language, and the concepts left out (with why);
+    ``cloze`` needs ``blanks`` (``cloze_sentences``) and uses the concepts that have one."""
     if task not in TASKS:
         raise DataError(f"unknown lens task {task!r}; choose from {', '.join(TASKS)}")
     for language in {source, target}:
@@ -153,14 +179,21 @@ def build_probes(words: WordList, tokenizer, task: str, source: str, target: str
     if target == ENGLISH:
         raise DataError("English is the reference the lens compares with; choose other targets")
     concepts = list(words.words)[:limit]
+    skipped = []
+    if task == "cloze":
+        skipped = [{"task": task, "target": target, "concept": c,
+                    "reason": "no sentence of the data holds the word"}
+                   for c in concepts if c not in (blanks or {})]
+        concepts = [c for c in concepts if c in (blanks or {})]
     if len(concepts) < shots + 2:
-        raise DataError(f"{len(concepts)} concepts are too few for {shots}-shot prompts")
+        raise DataError(f"{len(concepts)} concepts are too few for {shots}-shot {task} prompts"
+                        + (f" in {display_name(target)}" if task == "cloze" else ""))
     unknown = getattr(tokenizer, "unk_token_id", None)
-    probes, skipped = [], []
+    probes = []
     rng = random.Random(seed)
     for concept in concepts:
         examples = rng.sample([c for c in concepts if c != concept], shots)
-        prompt = prompt_for(task, words, concept, examples, source, target)
+        prompt = prompt_for(task, words, concept, examples, source, target, blanks)
         answer = starting_tokens(tokenizer, prompt, words.word(concept, target))
         english = starting_tokens(tokenizer, prompt, words.word(concept, ENGLISH))
         if unknown is not None and unknown in (*answer, *english):

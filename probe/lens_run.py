@@ -24,6 +24,7 @@ from .latent import (
     WORDS,
     WordList,
     build_probes,
+    cloze_sentences,
     load_words,
     sentence_latent,
     word_probe_table,
@@ -70,6 +71,7 @@ class LensRequest:
     tuned_steps: int = 0  # > 0: train a multilingual tuned lens (resumable) and compare KLs
     tuned_sentences: int = 40  # per language of the table data, for training it
     tuned_positions: int = 8
+    cloze_data: str | None = None  # sentences to blank; default: flores-devtest, else shipped
 
 
 def source_for(target: str, source: str | None) -> str:
@@ -120,16 +122,41 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     return words, targets, source
 
 
+def _default_data(preferred: str) -> str:
+    available = {name for name, (where, _) in named_datasets().items() if where is not None}
+    return preferred if preferred in available else "default"
+
+
+def cloze_blanks(request: LensRequest, words: WordList, targets: list[str]
+                 ) -> dict[str, dict[str, str]]:
+    """Per target: concept -> a sentence of the cloze data with the word blanked (checked to be
+    enough for the prompts before any model loads); empty when cloze is not asked for."""
+    if "cloze" not in request.tasks:
+        return {}
+    corpus = load_parallel(request.cloze_data or _default_data("flores-devtest"))
+    blanks = {}
+    for target in targets:
+        sides = [s for s in corpus.sides.values() if s.language == target]
+        if not sides:
+            raise DataError(f"the cloze data {corpus.name} has no {display_name(target)}")
+        concepts = set(list(words.words)[: request.limit])
+        blanks[target] = {c: b for c, b in cloze_sentences(words, sides[0].sentences,
+                                                           target).items() if c in concepts}
+        if len(blanks[target]) < request.shots + 2:
+            raise DataError(f"only {len(blanks[target])} concepts' {display_name(target)} words "
+                            f"occur in {corpus.name}: too few for {request.shots}-shot cloze "
+                            "prompts (give --cloze-data with more text)")
+    return blanks
+
+
 def sentence_corpora(request: LensRequest, targets: list[str]
                      ) -> tuple[ParallelCorpus, ParallelCorpus] | None:
     """The sentences the running-text probe reads and the corpus its token -> language table is
     counted on (disjoint by default: FLORES devtest and dev), or None with ``sentences=0``."""
     if request.sentences == 0:
         return None
-    available = {name for name, (where, _) in named_datasets().items() if where is not None}
-    text_name = request.sentence_data or ("flores-devtest" if "flores-devtest" in available
-                                          else "default")
-    table_name = request.table_data or ("flores-dev" if "flores-dev" in available else "default")
+    text_name = request.sentence_data or _default_data("flores-devtest")
+    table_name = request.table_data or _default_data("flores-dev")
     text = load_parallel(text_name).select(targets, request.sentences)
     table = load_parallel(table_name)
     missing = [x for x in [*targets, ENGLISH] if x not in table.languages]
@@ -145,6 +172,7 @@ def execute_lens(request: LensRequest, command: list[str],
     one line per stage."""
     words, targets, source = check_lens_request(request)
     corpora = sentence_corpora(request, targets)
+    blanks = cloze_blanks(request, words, targets)
     clock = time.perf_counter()
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded)
@@ -158,7 +186,8 @@ def execute_lens(request: LensRequest, command: list[str],
             say(f"{task} -> {display_name(target)} ({len(tables) + 1}/{stages})")
             given = source_for(target, source) if task == "translation" else target
             probes, skipped = build_probes(words, loaded.tokenizer, task, given, target,
-                                           request.shots, request.limit, request.seed)
+                                           request.shots, request.limit, request.seed,
+                                           blanks.get(target))
             tokens = loaded.tokenizer.convert_ids_to_tokens
             word_rows += [{"task": task, "target": target, "concept": p.concept,
                            "word": words.word(p.concept, target),
@@ -231,7 +260,9 @@ def execute_lens(request: LensRequest, command: list[str],
                  "tuned_lens": None if kl_table is None else {
                      "steps": request.tuned_steps, "trained_on": corpora[1].name,
                      "sentences_per_language": request.tuned_sentences,
-                     "positions": request.tuned_positions, "checkpoint": CHECKPOINT}},
+                     "positions": request.tuned_positions, "checkpoint": CHECKPOINT},
+                 "cloze_data": (request.cloze_data or _default_data("flores-devtest"))
+                 if blanks else None},
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }

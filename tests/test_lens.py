@@ -310,3 +310,44 @@ def test_compare_draws_lens_runs_of_two_models_side_by_side(tiny_llama_dir, smal
     assert main(["compare", str(out / "two"), str(out / "three"), "--output", str(out / "c2"),
                  "--no-static"]) == 2
     assert "share a model name" in capsys.readouterr().err
+
+
+def test_cloze_blanks_whole_words_and_writes_no_language_name(tokenizer, small_words):
+    from layer_analysis.probe.latent import cloze_sentences
+
+    words = load_words(small_words)
+    sentences = ["Das Wasserglas ist leer.", "Das Wasser ist kalt.", "Der Hund bellt; der Hund schläft.",
+                 "Ein Baum.", "Feuer!", "Ein Haus.", "Das Buch."]
+    blanks = cloze_sentences(words, sentences, "deu_Latn")
+    assert blanks["water"] == "Das ___ ist kalt."  # not inside 'Wasserglas'
+    assert blanks["dog"] == "Der ___ bellt; der Hund schläft."  # the first occurrence only
+    assert "hand" not in blanks and "table" not in blanks
+    zh = cloze_sentences(load_words(WORDS), ["今天下雨。", "我喝水。"], "zho_Hans")
+    assert zh["water"] == "我喝___。" and zh["rain"] == "今天下___。"  # no spaces: substrings
+    probes, skipped = build_probes(words, tokenizer, "cloze", "deu_Latn", "deu_Latn", shots=2,
+                                   blanks=blanks)
+    assert {s["concept"] for s in skipped} >= {"hand", "table"}
+    prompt = next(p for p in probes if p.concept == "water").prompt
+    assert prompt.endswith('"Das ___ ist kalt." → "') and "Deutsch" not in prompt
+    assert prompt.count("\n") == 2 and '" → "' in prompt.split("\n")[0]
+
+
+def test_lens_cloze_from_a_data_directory(tiny_llama_dir, small_words, tmp_path, capsys):
+    data = tmp_path / "cloze"
+    data.mkdir()
+    german = ["Das Wasser ist kalt.", "Das Feuer brennt.", "Ein Haus steht.", "Ein Baum wächst.",
+              "Der Hund bellt.", "Das Buch liegt."]
+    (data / "deu_Latn.txt").write_text("\n".join(german) + "\n", encoding="utf-8")
+    (data / "eng_Latn.txt").write_text("\n".join(f"line {i}" for i in range(6)) + "\n",
+                                       encoding="utf-8")
+    out = tmp_path / "runs"
+    assert main(["lens", "--model", str(tiny_llama_dir), "--words", str(small_words),
+                 "--languages", "de", "--task", "cloze", "--cloze-data", str(data), "--shots", "2",
+                 "--bootstrap", "20", "--sentences", "0", "--no-static", "--output", str(out),
+                 "--name", "cloze"]) == 0
+    table = pd.read_csv(out / "cloze" / "lens.csv")
+    assert set(table.task) == {"cloze"} and set(table.concepts) == {6}
+    assert main(["lens", "--model", "unused", "--words", str(small_words), "--languages", "de",
+                 "--task", "cloze", "--cloze-data", str(data), "--shots", "5", "--output",
+                 str(out)]) == 2
+    assert "too few for 5-shot cloze" in capsys.readouterr().err

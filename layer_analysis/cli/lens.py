@@ -20,7 +20,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lens = sub.add_parser(
         "lens", formatter_class=DefaultsFormatter,
         help="latent language per layer: word probes through the logit lens",
-        description="Few-shot word-translation (or repetition) prompts ask for a word in each "
+        description="Few-shot word-translation, repetition or cloze prompts ask for a word in each "
                     "target language; at every layer the logit lens gives the probability of the "
                     "answer's first token, of its English translation's first token, and the "
                     "entropy, with bootstrap CIs over concepts (Wendler et al. 2024). Writes "
@@ -33,6 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lens.add_argument("--source", help="language the translation prompts translate from "
                                        "(default: French; German for a French target)")
     lens.add_argument("--task", nargs="+", default=["translation"], choices=TASKS)
+    lens.add_argument("--cloze-data", help="sentences the cloze task blanks a word in (default: "
+                                           "flores-devtest, else the shipped set)")
     lens.add_argument("--words", type=Path, default=WORDS,
                       help="word list: TSV, a header of languages (English among them), one row "
                            "per concept")
@@ -75,7 +77,8 @@ def cmd_lens(args: argparse.Namespace) -> None:
         dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
         static=not args.no_static, sentences=args.sentences, positions=args.positions,
         sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k,
-        tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences)
+        tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences,
+        cloze_data=args.cloze_data)
     run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]],
                                   lambda line: print(f"lens: {line}", file=sys.stderr, flush=True))
     for (task, target), rows in table.groupby(["task", "target"], sort=False):
