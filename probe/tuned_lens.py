@@ -131,7 +131,7 @@ def train_tuned_lens(lens: LogitLens, states: torch.Tensor, config: TuningConfig
                 hidden = tuned.translate(index, states[index, rows].to(device))
                 layer_loss = kl(final, lens_log_probs(lens, hidden)).mean() / len(layers)
                 layer_loss.backward()
-                loss += float(layer_loss)
+                loss += float(layer_loss.detach())
             optimizer.step()
             step += 1
             if progress is not None:
