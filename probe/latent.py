@@ -213,7 +213,8 @@ def build_probes(words: WordList, tokenizer, task: str, source: str, target: str
 
 
 def word_probe_table(lens: LogitLens, probes: Sequence[WordProbe], bootstrap: int = 1000,
-                     seed: int = 0, batch_size: int = 16) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     seed: int = 0, batch_size: int = 16, translator=None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per layer: mean probability of the answer's and of English's first token and the mean
     entropy over concepts, each with a 95 % bootstrap CI over concepts (tidy); and per layer the
     most frequent top-1 token of the lens with its share of prompts (what the layer "says")."""
@@ -221,7 +222,7 @@ def word_probe_table(lens: LogitLens, probes: Sequence[WordProbe], bootstrap: in
         raise DataError(f"{len(probes)} usable concept(s): too few for curves with CIs")
     readout = lens.readout([p.prompt for p in probes],
                            [[p.target_tokens, p.english_tokens] for p in probes],
-                           batch_size=batch_size)
+                           batch_size=batch_size, translator=translator)
     values = torch.stack([readout.probs[..., 0], readout.probs[..., 1], readout.entropy])
     low, high = bootstrap_ci(values, bootstrap, seed=seed)  # (measures, layers)
     mean = values.mean(-1)
@@ -243,7 +244,7 @@ SENTENCE_MEASURES = ("p_target", "p_english", "p_other", "p_shared", "entropy")
 
 def sentence_latent(lens: LogitLens, corpus: ParallelCorpus, token_languages: TokenLanguages,
                     positions: int = 4, top_k: int = 10, bootstrap: int = 1000, seed: int = 0,
-                    batch_size: int = 16) -> pd.DataFrame:
+                    batch_size: int = 16, translator=None) -> pd.DataFrame:
     """Per non-English side and layer: how the logit lens's top-``top_k`` next-token mass at
     sampled positions of its sentences divides between the text's own language (``p_target``),
     English, other languages and shared tokens (token → language from ``token_languages``),
@@ -259,7 +260,8 @@ def sentence_latent(lens: LogitLens, corpus: ParallelCorpus, token_languages: To
             raise DataError(f"the token-language table has no {display_name(side.language)}: "
                             "build it from data in that language")
         states, _ = lens.position_states(list(side.sentences), positions, seed, batch_size)
-        readout = lens.read_states(states, top_k=top_k, batch_size=batch_size)
+        readout = lens.read_states(states, top_k=top_k, batch_size=batch_size,
+                                   translator=translator)
         mass = readout.top_probs / readout.top_probs.sum(-1, keepdim=True)  # (L, n, k)
         owner = index[readout.top]  # (L, n, k) language index of each top token
         own = token_languages.languages.index(side.language)

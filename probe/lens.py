@@ -51,6 +51,7 @@ class LogitLens:
         config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") \
             else inner.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
+        self._last: tuple[tuple[str, ...], torch.Tensor] | None = None
         self.extractor = Extractor(loaded, ExtractionConfig(
             poolings=("last",), layers=layers, max_length=max_length, sinks="keep"))
 
@@ -59,7 +60,12 @@ class LogitLens:
         return self.extractor.layers
 
     def last_token_states(self, prompts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
-        """(layers, prompts, hidden): each layer's state at each prompt's last token."""
+        """(layers, prompts, hidden): each layer's state at each prompt's last token (the last
+        call's result is kept, so reading the same prompts through a second lens costs no
+        second forward pass)."""
+        key = tuple(prompts)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         encoded = self.extractor.encode(prompts)
         if encoded.truncated:  # the last token would not be the prompt's end
             longest = max(range(len(prompts)), key=lambda i: len(encoded.input_ids[i]))
@@ -70,6 +76,7 @@ class LogitLens:
         for chosen, states in self.extractor.iter_batches(encoded, range(len(prompts)),
                                                           batch_size):
             out[:, chosen] = states[0]
+        self._last = (key, out)
         return out
 
     def log_probs(self, states: torch.Tensor) -> torch.Tensor:
@@ -103,17 +110,18 @@ class LogitLens:
         return self.extractor.states_at(encoded, picks, batch_size), owners
 
     def readout(self, prompts: Sequence[str], token_sets: Sequence[Sequence[Sequence[int]]],
-                top_k: int = 10, batch_size: int = 16) -> LensReadout:
+                top_k: int = 10, batch_size: int = 16, translator=None) -> LensReadout:
         """At the next position after each prompt and at every layer: the probability of each of
         its token sets (a set's ids summed, e.g. a word's first token with and without a leading
         space; ``token_sets[i]`` holds the same number of sets for every prompt)."""
         return self.read_states(self.last_token_states(prompts, batch_size), token_sets, top_k,
-                                batch_size)
+                                batch_size, translator)
 
     def read_states(self, states: torch.Tensor,
                     token_sets: Sequence[Sequence[Sequence[int]]] | None = None, top_k: int = 10,
-                    batch_size: int = 16) -> LensReadout:
-        """``readout`` of states already taken: (layers, n, hidden)."""
+                    batch_size: int = 16, translator=None) -> LensReadout:
+        """``readout`` of states already taken: (layers, n, hidden). A ``translator`` (a
+        ``tuned_lens.TunedLens``) maps each layer's states first: the tuned lens."""
         n = states.shape[1]
         token_sets = token_sets if token_sets is not None else [[]] * n
         if len(token_sets) != n or len({len(t) for t in token_sets}) > 1:
@@ -132,7 +140,11 @@ class LogitLens:
         for index in range(len(self.layers)):
             for start in range(0, n, batch_size):
                 rows = slice(start, start + batch_size)
-                p = self.log_probs(states[index, rows]).cpu().exp()
+                hidden = states[index, rows]
+                if translator is not None and index < len(translator.layers):
+                    with torch.inference_mode():
+                        hidden = translator.translate(index, hidden.to(translator.weight.device))
+                p = self.log_probs(hidden).cpu().exp()
                 picked = p.gather(1, asked[rows].flatten(1)).view(asked[rows].shape)
                 probs[index, rows] = (picked * mask[rows]).sum(-1)
                 entropy[index, rows] = torch.special.entr(p).sum(-1)

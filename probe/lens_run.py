@@ -35,7 +35,7 @@ from .models import DEFAULT_MODEL, load_model
 from .pipeline import _slug, check_run_name
 from .runs import versions
 from .token_languages import build_token_languages
-from .tuned_lens import TuningConfig, kl_to_final, train_tuned_lens
+from .tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
 
 DEFAULT_TARGETS = ("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans")  # Wendler et al.'s languages
 LENS_TABLE, WORDS_TABLE, TOP_TABLE = "lens.csv", "lens_words.csv", "lens_top.csv"
@@ -178,12 +178,19 @@ def execute_lens(request: LensRequest, command: list[str],
     lens = LogitLens(loaded)
     timings = {"load_model": time.perf_counter() - clock}
     run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
+    tuned = None
+    if request.tuned_steps and corpora is not None:
+        clock = time.perf_counter()
+        say(f"tuned lens: {request.tuned_steps} steps (resumable)")
+        tuned = fit_tuned_lens(lens, request, corpora[1], run_dir, loaded.identity)
+        timings["tuned_lens"] = time.perf_counter() - clock
+    lenses = [("logit", None), *([("tuned", tuned)] if tuned is not None else [])]
     clock = time.perf_counter()
     tables, tops, word_rows = [], [], []
     stages = len(request.tasks) * len(targets)
     for task in request.tasks:
         for target in targets:
-            say(f"{task} -> {display_name(target)} ({len(tables) + 1}/{stages})")
+            say(f"{task} -> {display_name(target)} ({len(tops) // len(lenses) + 1}/{stages})")
             given = source_for(target, source) if task == "translation" else target
             probes, skipped = build_probes(words, loaded.tokenizer, task, given, target,
                                            request.shots, request.limit, request.seed,
@@ -197,39 +204,40 @@ def execute_lens(request: LensRequest, command: list[str],
                           for p in probes]
             word_rows += [{**s, "word": words.word(s["concept"], target), "target_tokens": "",
                            "english_tokens": "", "used": False} for s in skipped]
-            table, top = word_probe_table(lens, probes, request.bootstrap, request.seed,
-                                          request.batch_size)
-            tables.append(table.assign(model=loaded.name, task=task, source=given, target=target))
-            tops.append(top.assign(task=task, target=target,
-                                   token=tokens(top.token_id.tolist())))
+            for name, translator in lenses:
+                table, top = word_probe_table(lens, probes, request.bootstrap, request.seed,
+                                              request.batch_size, translator)
+                tables.append(table.assign(model=loaded.name, task=task, lens=name, source=given,
+                                           target=target))
+                tops.append(top.assign(task=task, lens=name, target=target,
+                                       token=tokens(top.token_id.tolist())))
     timings["words"] = time.perf_counter() - clock
-    token_table = None
+    token_table, kl_table = None, None
     if corpora is not None:
         clock = time.perf_counter()
         say(f"running text of {len(targets)} languages")
         text, counted = corpora
         token_languages = build_token_languages(loaded.tokenizer, counted)
         token_table = token_languages.table
-        running = sentence_latent(lens, text, token_languages, request.positions, request.top_k,
-                                  request.bootstrap, request.seed, request.batch_size)
-        tables.append(running.assign(model=loaded.name, task="sentences", source=text.name))
+        for name, translator in lenses:
+            running = sentence_latent(lens, text, token_languages, request.positions,
+                                      request.top_k, request.bootstrap, request.seed,
+                                      request.batch_size, translator)
+            tables.append(running.assign(model=loaded.name, task="sentences", lens=name,
+                                         source=text.name))
+        if tuned is not None:
+            kl_table = held_out_kl(lens, tuned, text, request)
         timings["sentences"] = time.perf_counter() - clock
-    kl_table = None
-    if request.tuned_steps and corpora is not None:
-        clock = time.perf_counter()
-        say(f"tuned lens: {request.tuned_steps} steps (resumable)")
-        kl_table = tuned_lens_kl(lens, request, corpora, run_dir, loaded.identity)
-        timings["tuned_lens"] = time.perf_counter() - clock
     table = pd.concat(tables, ignore_index=True)[
-        ["model", "task", "source", "target", "layer", "measure", "value", "ci_low", "ci_high",
-         "concepts"]]
+        ["model", "task", "lens", "source", "target", "layer", "measure", "value", "ci_low",
+         "ci_high", "concepts"]]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / MANIFEST).unlink(missing_ok=True)
     atomic_write(run_dir / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
     words_table = pd.DataFrame(word_rows)
     atomic_write(run_dir / WORDS_TABLE, lambda tmp: words_table.to_csv(tmp, index=False))
-    top_table = pd.concat(tops, ignore_index=True)[["task", "target", "layer", "token", "token_id",
-                                                    "share"]]
+    top_table = pd.concat(tops, ignore_index=True)[["task", "lens", "target", "layer", "token",
+                                                    "token_id", "share"]]
     atomic_write(run_dir / TOP_TABLE, lambda tmp: top_table.to_csv(tmp, index=False))
     if token_table is not None:
         atomic_write(run_dir / TOKENS_TABLE, lambda tmp: token_table.to_csv(tmp, index=False))
@@ -237,9 +245,10 @@ def execute_lens(request: LensRequest, command: list[str],
     if kl_table is not None:
         atomic_write(run_dir / KL_TABLE, lambda tmp: kl_table.to_csv(tmp, index=False))
         figures["tuned_lens_kl"] = report.lens_kl(kl_table)
-    for task in dict.fromkeys(table.task):
-        figures[f"latent_{task}"] = report.latent_language(table[table.task == task])
-        figures[f"entropy_{task}"] = report.latent_entropy(table[table.task == task])
+    for (task, name), rows in table.groupby(["task", "lens"], sort=False):
+        suffix = "" if name == "logit" else f"_{name}"
+        figures[f"latent_{task}{suffix}"] = report.latent_language(rows)
+        figures[f"entropy_{task}{suffix}"] = report.latent_entropy(rows)
     summary = [english_summary(table)]
     report.write_html(figures, run_dir / "report.html", f"Logit lens of {loaded.name}", summary)
     if request.static:
@@ -275,7 +284,10 @@ def english_summary(table: pd.DataFrame) -> str:
     apart, and English at least ``NOTABLE``: early layers separate at 1e-5), and its peak."""
     parts = []
     several = table.model.nunique() > 1
-    for (model, task, target), rows in table.groupby(["model", "task", "target"], sort=False):
+    lens_of = table["lens"] if "lens" in table else pd.Series("logit", index=table.index)
+    tuned = (lens_of != "logit").any()
+    for (model, task, name, target), rows in table.assign(lens=lens_of).groupby(
+            ["model", "task", "lens", "target"], sort=False):
         wide = rows.pivot_table(index="layer", columns="measure", values=["value", "ci_low",
                                                                           "ci_high"])
         english_first = [int(layer) for layer in wide.index
@@ -285,7 +297,8 @@ def english_summary(table: pd.DataFrame) -> str:
         peak = int(wide[("value", "p_english")].idxmax())
         where = ("English first at layer" + ("s " if len(english_first) > 1 else " ")
                  + _ranges(english_first) if english_first else "English never clearly first")
-        parts.append(f"{model + ', ' if several else ''}{task} → {display_name(target)}: {where}; "
+        label = f"{task} ({name} lens)" if tuned else task
+        parts.append(f"{model + ', ' if several else ''}{label} → {display_name(target)}: {where}; "
                      f"English peaks at layer {peak} "
                      f"({wide.loc[peak, ('value', 'p_english')]:.3f})")
     return "; ".join(parts)
@@ -322,20 +335,22 @@ def discover_lens_runs(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
 
 
-def tuned_lens_kl(lens: LogitLens, request: LensRequest,
-                  corpora: tuple[ParallelCorpus, ParallelCorpus], run_dir: Path,
-                  identity: dict) -> pd.DataFrame:
-    """Train (or resume) the tuned lens on the table corpus in all its languages, then per
-    held-out language and layer: KL(final || lens) for the logit and the tuned lens (tidy)."""
-    text, counted = corpora
+def fit_tuned_lens(lens: LogitLens, request: LensRequest, counted: ParallelCorpus,
+                   run_dir: Path, identity: dict) -> TunedLens:
+    """Train (or resume) the tuned lens on the table corpus, in all its languages."""
     training = counted.select(None, request.tuned_sentences)
     sentences = [s for side in training.sides.values() for s in side.sentences]
     states, _ = lens.position_states(sentences, request.tuned_positions, request.seed,
                                      request.batch_size)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = TuningConfig(steps=request.tuned_steps, seed=request.seed)
-    tuned = train_tuned_lens(lens, states, config, run_dir / CHECKPOINT,
-                             {**identity, "data": training.fingerprint()})
+    return train_tuned_lens(lens, states, config, run_dir / CHECKPOINT,
+                            {**identity, "data": training.fingerprint()})
+
+
+def held_out_kl(lens: LogitLens, tuned: TunedLens, text: ParallelCorpus,
+                request: LensRequest) -> pd.DataFrame:
+    """Per held-out language and layer: KL(final || lens) for the logit and the tuned lens."""
     rows = []
     for side in text.sides.values():
         held, _ = lens.position_states(list(side.sentences), request.positions, request.seed,

@@ -146,10 +146,11 @@ def latent_language(table: pd.DataFrame, columns: int = 4) -> go.Figure:
                                          line={"color": color, "dash": dash}, legendgroup=name,
                                          showlegend=i == 0), row=row, col=col)
     task = ", ".join(dict.fromkeys(table.task))
-    title = (f"Logit lens, {task}: the answer's first token vs its English translation's<br>"
+    kind = "Tuned lens" if "lens" in table and set(table["lens"]) == {"tuned"} else "Logit lens"
+    title = (f"{kind}, {task}: the answer's first token vs its English translation's<br>"
              "<sup>mean probability over concepts; bands: 95 % bootstrap CI</sup>")
     if task == "sentences":
-        title = ("Logit lens over running text: share of the top next-token mass in the text's "
+        title = (f"{kind} over running text: share of the top next-token mass in the text's "
                  "own language vs English<br><sup>mean over sampled positions; bands: 95 % "
                  "bootstrap CI</sup>")
     fig.update_layout(title=title,

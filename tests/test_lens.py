@@ -159,6 +159,8 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     assert manifest["kind"] == "lens" and manifest["lens"]["left_out"] >= 1
     assert (run / "report.html").exists() and (run / "lens_top.csv").exists()
     assert manifest["lens"]["sentences"]["token_languages_from"] == "default"
+    assert set(table["lens"]) == {"logit", "tuned"}  # every probe through both lenses
+    assert len(table[table["lens"] == "tuned"]) == len(table[table["lens"] == "logit"])
     kl = pd.read_csv(run / "tuned_lens_kl.csv")
     assert set(kl.lens) == {"logit", "tuned"} and set(kl.language) == {"deu_Latn", "fra_Latn"}
     assert (run / "tuned_lens.safetensors").exists() and manifest["lens"]["tuned_lens"]["steps"] == 2
@@ -272,6 +274,9 @@ def test_tuned_lens_starts_as_the_logit_lens_learns_and_resumes(tiny_llama_dir, 
     identity = TunedLens.identity(lens.layers[:-1], states.shape[-1])
     logit = kl_to_final(lens, states)
     assert torch.equal(kl_to_final(lens, states, identity), logit)  # identity == logit lens
+    plain, through = lens.read_states(states, top_k=3), lens.read_states(states, top_k=3,
+                                                                          translator=identity)
+    assert torch.equal(plain.top_probs, through.top_probs) and torch.equal(plain.top, through.top)
     assert float(logit[-1].abs().max()) < 1e-5  # the last layer is the final distribution
     config = TuningConfig(steps=6, batch_size=32, lr=1e-2, save_every=2)
     whole = train_tuned_lens(lens, states, config, tmp_path / "a.safetensors", {"m": 1})

@@ -38,6 +38,10 @@ def page() -> None:
     task = left.selectbox("Probe", list(dict.fromkeys(table.task)), key="latent-task",
                           help="translation / repetition: word probes; sentences: running text")
     rows = table[table.task == task]
+    if "lens" in rows and rows["lens"].nunique() > 1:
+        kind = st.radio("Lens", list(dict.fromkeys(rows["lens"])), horizontal=True,
+                        key="latent-lens", help="logit lens, or the run's tuned lens")
+        rows = rows[rows["lens"] == kind]
     targets = list(dict.fromkeys(rows.target))
     shown = right.multiselect("Languages", targets, default=targets, key="latent-targets")
     rows = rows[rows.target.isin(shown or targets)]
