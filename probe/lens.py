@@ -38,7 +38,7 @@ class LogitLens:
     """Read a decoder's per-layer states through its final norm and LM head."""
 
     def __init__(self, loaded: LoadedModel, layers: tuple[int, ...] | None = None,
-                 max_length: int = 512):
+                 max_length: int = 2048):
         self.loaded = loaded
         parts = find_decoder(loaded.model)
         model = loaded.model

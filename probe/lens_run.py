@@ -72,6 +72,7 @@ class LensRequest:
     tuned_sentences: int = 40  # per language of the table data, for training it
     tuned_positions: int = 8
     cloze_data: str | None = None  # sentences to blank; default: flores-devtest, else shipped
+    max_length: int = 2048  # tokens per prompt (cloze prompts in byte-split scripts run long)
 
 
 def source_for(target: str, source: str | None) -> str:
@@ -149,6 +150,16 @@ def cloze_blanks(request: LensRequest, words: WordList, targets: list[str]
     return blanks
 
 
+def check_prompt_lengths(tokenizer, probes: list, limit: int, task: str, target: str) -> None:
+    """A prompt longer than the lens's limit is an error (truncating it would move its end)."""
+    for probe in probes:
+        length = len(tokenizer(probe.prompt)["input_ids"])
+        if length >= limit:
+            raise DataError(f"{task} → {display_name(target)}: the prompt for {probe.concept!r} "
+                            f"has {length} tokens, the limit is {limit}; pass --max-length "
+                            "above it or fewer --shots")
+
+
 def sentence_corpora(request: LensRequest, targets: list[str]
                      ) -> tuple[ParallelCorpus, ParallelCorpus] | None:
     """The sentences the running-text probe reads and the corpus its token -> language table is
@@ -175,9 +186,18 @@ def execute_lens(request: LensRequest, command: list[str],
     blanks = cloze_blanks(request, words, targets)
     clock = time.perf_counter()
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
-    lens = LogitLens(loaded)
+    lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
     run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
+    prepared = []  # every task's prompts first: a prompt too long fails before any pass
+    for task in request.tasks:
+        for target in targets:
+            given = source_for(target, source) if task == "translation" else target
+            probes, skipped = build_probes(words, loaded.tokenizer, task, given, target,
+                                           request.shots, request.limit, request.seed,
+                                           blanks.get(target))
+            check_prompt_lengths(loaded.tokenizer, probes, request.max_length, task, target)
+            prepared.append((task, target, given, probes, skipped))
     tuned = None
     if request.tuned_steps and corpora is not None:
         clock = time.perf_counter()
@@ -187,30 +207,24 @@ def execute_lens(request: LensRequest, command: list[str],
     lenses = [("logit", None), *([("tuned", tuned)] if tuned is not None else [])]
     clock = time.perf_counter()
     tables, tops, word_rows = [], [], []
-    stages = len(request.tasks) * len(targets)
-    for task in request.tasks:
-        for target in targets:
-            say(f"{task} -> {display_name(target)} ({len(tops) // len(lenses) + 1}/{stages})")
-            given = source_for(target, source) if task == "translation" else target
-            probes, skipped = build_probes(words, loaded.tokenizer, task, given, target,
-                                           request.shots, request.limit, request.seed,
-                                           blanks.get(target))
-            tokens = loaded.tokenizer.convert_ids_to_tokens
-            word_rows += [{"task": task, "target": target, "concept": p.concept,
-                           "word": words.word(p.concept, target),
-                           "target_tokens": " ".join(tokens(list(p.target_tokens))),
-                           "english_tokens": " ".join(tokens(list(p.english_tokens))),
-                           "used": True, "reason": ""}
-                          for p in probes]
-            word_rows += [{**s, "word": words.word(s["concept"], target), "target_tokens": "",
-                           "english_tokens": "", "used": False} for s in skipped]
-            for name, translator in lenses:
-                table, top = word_probe_table(lens, probes, request.bootstrap, request.seed,
-                                              request.batch_size, translator)
-                tables.append(table.assign(model=loaded.name, task=task, lens=name, source=given,
-                                           target=target))
-                tops.append(top.assign(task=task, lens=name, target=target,
-                                       token=tokens(top.token_id.tolist())))
+    tokens = loaded.tokenizer.convert_ids_to_tokens
+    for stage, (task, target, given, probes, skipped) in enumerate(prepared, 1):
+        say(f"{task} -> {display_name(target)} ({stage}/{len(prepared)})")
+        word_rows += [{"task": task, "target": target, "concept": p.concept,
+                       "word": words.word(p.concept, target),
+                       "target_tokens": " ".join(tokens(list(p.target_tokens))),
+                       "english_tokens": " ".join(tokens(list(p.english_tokens))),
+                       "used": True, "reason": ""}
+                      for p in probes]
+        word_rows += [{**s, "word": words.word(s["concept"], target), "target_tokens": "",
+                       "english_tokens": "", "used": False} for s in skipped]
+        for name, translator in lenses:
+            table, top = word_probe_table(lens, probes, request.bootstrap, request.seed,
+                                          request.batch_size, translator)
+            tables.append(table.assign(model=loaded.name, task=task, lens=name, source=given,
+                                       target=target))
+            tops.append(top.assign(task=task, lens=name, target=target,
+                                   token=tokens(top.token_id.tolist())))
     timings["words"] = time.perf_counter() - clock
     token_table, kl_table = None, None
     if corpora is not None:

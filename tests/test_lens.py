@@ -356,3 +356,12 @@ def test_lens_cloze_from_a_data_directory(tiny_llama_dir, small_words, tmp_path,
                  "--task", "cloze", "--cloze-data", str(data), "--shots", "5", "--output",
                  str(out)]) == 2
     assert "too few for 5-shot cloze" in capsys.readouterr().err
+
+
+def test_too_long_prompts_fail_before_any_pass(tiny_llama_dir, small_words, tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["lens", "--model", str(tiny_llama_dir), "--words", str(small_words),
+                 "--languages", "de", "--source", "en", "--shots", "2", "--max-length", "12",
+                 "--sentences", "0", "--no-static", "--output", str(out)]) == 2
+    assert "has" in (err := capsys.readouterr().err) and "the limit is 12" in err
+    assert not out.exists()

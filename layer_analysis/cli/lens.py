@@ -59,6 +59,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lens.add_argument("--bootstrap", type=int, default=1000)
     lens.add_argument("--seed", type=int, default=0, help="picks each prompt's examples")
     lens.add_argument("--batch-size", type=int, default=16)
+    lens.add_argument("--max-length", type=int, default=2048,
+                      help="tokens per prompt; a longer prompt is an error, never truncated")
     lens.add_argument("--device", default="auto")
     lens.add_argument("--dtype", default="auto")
     lens.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
@@ -78,7 +80,7 @@ def cmd_lens(args: argparse.Namespace) -> None:
         static=not args.no_static, sentences=args.sentences, positions=args.positions,
         sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k,
         tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences,
-        cloze_data=args.cloze_data)
+        cloze_data=args.cloze_data, max_length=args.max_length)
     run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]],
                                   lambda line: print(f"lens: {line}", file=sys.stderr, flush=True))
     for (task, target), rows in table.groupby(["task", "target"], sort=False):
