@@ -79,11 +79,13 @@ class LogitLens:
         self._last = (key, out)
         return out
 
-    def log_probs(self, states: torch.Tensor) -> torch.Tensor:
-        """(prompts, vocabulary) next-token log-probabilities of one layer's states."""
+    def log_probs(self, states: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        """(prompts, vocabulary) next-token log-probabilities of one layer's states; with
+        ``differentiable`` outside inference mode, so gradients reach the states (the tuned
+        lens trains through it)."""
         device = self.loaded.device
         hidden = states.to(device=device, dtype=self.loaded.dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(not differentiable):
             if self.final_norm is not None:  # block outputs are before the body's final norm
                 hidden = self.final_norm(hidden)
             logits = hidden.float() @ self.head.weight.float().T

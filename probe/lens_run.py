@@ -32,7 +32,7 @@ from .latent import (
 from .lens import LogitLens
 from .metrics import bootstrap_ci
 from .models import DEFAULT_MODEL, load_model
-from .pipeline import _slug, check_run_name
+from .pipeline import _slug, check_new_run
 from .runs import versions
 from .token_languages import build_token_languages
 from .tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
@@ -116,10 +116,7 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
         raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
                         "must be above 0")
     if request.name is not None:
-        check_run_name(request.name)
-        if (request.output / request.name / MANIFEST).exists() and not request.overwrite:
-            raise DataError(f"a run named {request.name!r} exists in {request.output}; choose "
-                            "another name or pass --overwrite")
+        check_new_run(request.output, request.name, request.overwrite)
     return words, targets, source
 
 

@@ -17,7 +17,7 @@ from .analysis import AnalysisConfig, analyse, peak_layers
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor
-from .files import atomic_write_text
+from .files import MANIFEST, atomic_write_text
 from .models import DEFAULT_MODEL, load_model
 from .projection import project
 from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
@@ -77,16 +77,20 @@ def check_run_name(name: str) -> str:
     return name
 
 
+def check_new_run(output: Path, name: str, overwrite: bool) -> None:
+    """A named run: a plain name, and not a finished run already unless ``overwrite``."""
+    if (output / check_run_name(name) / MANIFEST).exists() and not overwrite:
+        raise DataError(f"a run named {name!r} exists in {output}; choose another name or pass "
+                        "--overwrite")
+
+
 def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     """Every check that needs no model, so bad input fails before anything expensive; returns
     warnings about the data (repeated sentences)."""
     if request.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {request.batch_size}")
     if request.name is not None:
-        run_dir = request.output / check_run_name(request.name)
-        if (run_dir / "manifest.json").exists() and not request.overwrite:
-            raise DataError(f"a run named {request.name!r} exists in {request.output}; choose "
-                            "another name or pass --overwrite")
+        check_new_run(request.output, request.name, request.overwrite)
     small = {k: len(s.sentences) for k, s in corpus.sides.items() if len(s.sentences) < 2}
     if small:
         raise DataError("too few sentences to analyse: " + ", ".join(
@@ -175,7 +179,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     paths = build_report(results, run_figures(results), f"{loaded.name} on {corpus.name}",
                          static=request.static)
     manifest["timings_s"]["report"] = round(time.perf_counter() - clock, 3)
-    atomic_write_text(run_dir / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     results.manifest = manifest
     say("done", 1.0)
     return RunOutcome(results, paths, len(next(iter(corpus.sides.values())).sentences),

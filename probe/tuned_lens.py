@@ -40,18 +40,6 @@ class TunedLens:
         return states + states @ self.weight[index].T + self.bias[index]
 
 
-def lens_log_probs(lens: LogitLens, hidden: torch.Tensor) -> torch.Tensor:
-    """Differentiable logit lens in float32: final norm, head, soft-cap, log-softmax."""
-    if lens.final_norm is not None:
-        hidden = lens.final_norm(hidden.to(lens.loaded.dtype)).float()
-    logits = hidden.float() @ lens.head.weight.float().T
-    if getattr(lens.head, "bias", None) is not None:
-        logits = logits + lens.head.bias.float()
-    if lens.softcap:
-        logits = torch.tanh(logits / lens.softcap) * lens.softcap
-    return torch.log_softmax(logits, dim=-1)
-
-
 def kl_to_final(lens: LogitLens, states: torch.Tensor, tuned: TunedLens | None = None,
                 batch_size: int = 64) -> torch.Tensor:
     """(layers, n) KL(final || layer) in nats, through the logit lens or the tuned lens."""
@@ -124,12 +112,12 @@ def train_tuned_lens(lens: LogitLens, states: torch.Tensor, config: TuningConfig
         while step < config.steps:
             rows = batches[step]
             with torch.no_grad():
-                final = lens_log_probs(lens, states[-1, rows].to(device))
+                final = lens.log_probs(states[-1, rows], differentiable=True)
             optimizer.zero_grad()
             loss = 0.0
             for index in range(len(layers)):  # layers are independent: one graph at a time
                 hidden = tuned.translate(index, states[index, rows].to(device))
-                layer_loss = kl(final, lens_log_probs(lens, hidden)).mean() / len(layers)
+                layer_loss = kl(final, lens.log_probs(hidden, differentiable=True)).mean() / len(layers)
                 layer_loss.backward()
                 loss += float(layer_loss.detach())
             optimizer.step()
