@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -62,6 +63,15 @@ def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cent
     return fig
 
 
+def band(rows: pd.DataFrame, color: str, opacity: float = 0.18, **extra: Any) -> go.Scatter:
+    """The shaded CI band (``ci_low``..``ci_high`` over ``layer``) under a curve, rows sorted by
+    layer; not in the legend."""
+    return go.Scatter(x=list(rows.layer) + list(rows.layer[::-1]),
+                      y=list(rows.ci_high) + list(rows.ci_low[::-1]), fill="toself",
+                      fillcolor=color, opacity=opacity, line={"width": 0}, hoverinfo="skip",
+                      showlegend=False, **extra)
+
+
 LEGEND_ROWS = 10  # more curves than this: the legend goes under the plot
 
 
@@ -77,11 +87,7 @@ def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cente
         color = PALETTE[i % len(PALETTE)]
         group = group.sort_values("layer")
         if group.ci_low.notna().any():
-            fig.add_trace(go.Scatter(
-                x=list(group.layer) + list(group.layer[::-1]),
-                y=list(group.ci_high) + list(group.ci_low[::-1]), fill="toself", fillcolor=color,
-                opacity=0.18, line={"width": 0}, hoverinfo="skip", showlegend=False,
-                legendgroup=str(name)))
+            fig.add_trace(band(group, color, legendgroup=str(name)))
         fig.add_trace(go.Scatter(x=group.layer, y=group.value, mode="lines+markers", name=str(name),
                                  line={"color": color}, legendgroup=str(name)))
     fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation}; bands: 95 % bootstrap CI)",
@@ -137,11 +143,7 @@ def latent_language(table: pd.DataFrame, columns: int = 4) -> go.Figure:
                              & (table.measure == measure)].sort_values("layer")
                 color = PALETTE[(2 * m + (measure == "p_english")) % len(PALETTE)]
                 name = f"{model}: {label}" if len(models) > 1 else label
-                fig.add_trace(go.Scatter(
-                    x=list(part.layer) + list(part.layer[::-1]),
-                    y=list(part.ci_high) + list(part.ci_low[::-1]), fill="toself",
-                    fillcolor=color, opacity=0.18, line={"width": 0}, hoverinfo="skip",
-                    showlegend=False), row=row, col=col)
+                fig.add_trace(band(part, color), row=row, col=col)
                 fig.add_trace(go.Scatter(x=part.layer, y=part.value, mode="lines", name=name,
                                          line={"color": color, "dash": dash}, legendgroup=name,
                                          showlegend=i == 0), row=row, col=col)
@@ -170,10 +172,7 @@ def latent_entropy(table: pd.DataFrame) -> go.Figure:
     for i, ((model, target), part) in enumerate(rows.groupby(["model", "target"], sort=False)):
         part, color = part.sort_values("layer"), PALETTE[i % len(PALETTE)]
         name = f"{model}: {target}" if rows.model.nunique() > 1 else target
-        fig.add_trace(go.Scatter(x=list(part.layer) + list(part.layer[::-1]),
-                                 y=list(part.ci_high) + list(part.ci_low[::-1]), fill="toself",
-                                 fillcolor=color, opacity=0.18, line={"width": 0},
-                                 hoverinfo="skip", showlegend=False))
+        fig.add_trace(band(part, color))
         fig.add_trace(go.Scatter(x=part.layer, y=part.value, mode="lines", name=name,
                                  line={"color": color}))
     fig.update_layout(title="Entropy of the logit lens's next-token distribution (nats)",
@@ -189,10 +188,7 @@ def lens_kl(table: pd.DataFrame) -> go.Figure:
         color = PALETTE[i % len(PALETTE)]
         for name, dash in (("logit", "dash"), ("tuned", "solid")):
             part = rows[rows.lens == name].sort_values("layer")
-            fig.add_trace(go.Scatter(x=list(part.layer) + list(part.layer[::-1]),
-                                     y=list(part.ci_high) + list(part.ci_low[::-1]),
-                                     fill="toself", fillcolor=color, opacity=0.12,
-                                     line={"width": 0}, hoverinfo="skip", showlegend=False))
+            fig.add_trace(band(part, color, opacity=0.12))
             fig.add_trace(go.Scatter(x=part.layer, y=part.kl, mode="lines",
                                      name=f"{language.split('_')[0]}, {name} lens",
                                      line={"color": color, "dash": dash}))
