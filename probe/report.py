@@ -198,6 +198,71 @@ def lens_kl(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def _by_language(log: pd.DataFrame) -> pd.DataFrame:
+    """A training alignment log with a ``language`` column (the side that is not English)."""
+    english = log.source.str.startswith("eng")
+    return log.assign(language=log.source.where(~english, log.target).str.split("_").str[0])
+
+
+def training_heatmap(log: pd.DataFrame, columns: int = 3) -> go.Figure:
+    """Alignment through training: per language, centered P@1 (both directions averaged) per
+    layer (rows) against the optimizer step (columns)."""
+    from plotly.subplots import make_subplots
+
+    log = _by_language(log)
+    languages = list(dict.fromkeys(log.language))
+    rows = -(-len(languages) // columns)
+    fig = make_subplots(rows=rows, cols=min(columns, len(languages)), shared_yaxes=True,
+                        subplot_titles=[f"English ↔ {x}" for x in languages],
+                        horizontal_spacing=0.05, vertical_spacing=0.12)
+    for i, language in enumerate(languages):
+        grid = log[log.language == language].pivot_table(index="layer", columns="step",
+                                                         values="value")
+        fig.add_trace(go.Heatmap(z=grid.values, x=[str(s) for s in grid.columns],
+                                 y=list(grid.index), zmin=0, zmax=1, colorscale="Viridis",
+                                 showscale=i == 0, colorbar={"title": "P@1"},
+                                 hovertemplate="step %{x}, layer %{y}: %{z:.3f}<extra></extra>"),
+                      row=i // columns + 1, col=i % columns + 1)
+    fig.update_layout(title="Alignment through training: centered P@1 per layer and step "
+                            "(both directions averaged)", height=max(420, 380 * rows))
+    fig.update_xaxes(title_text="step", type="category")
+    fig.update_yaxes(title_text="layer", col=1)
+    return fig
+
+
+def training_curves(log: pd.DataFrame) -> go.Figure:
+    """Per layer, centered P@1 before training (dashed) and at the last step (solid), one colour
+    per language and direction, with 95 % bootstrap bands."""
+    fig = go.Figure()
+    first, last = int(log.step.min()), int(log.step.max())
+    pairs = log.source.str.split("_").str[0] + " → " + log.target.str.split("_").str[0]
+    log = log.assign(pair=pairs)
+    for i, (pair, rows) in enumerate(log.groupby("pair", sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        for step, dash in ((first, "dash"), (last, "solid")):
+            part = rows[rows.step == step].sort_values("layer")
+            fig.add_trace(band(part, color, opacity=0.12))
+            fig.add_trace(go.Scatter(x=part.layer, y=part.value, mode="lines",
+                                     name=f"{pair}, step {step}", legendgroup=pair,
+                                     line={"color": color, "dash": dash}))
+    fig.update_layout(title=f"Centered P@1 per layer: step {first} (dashed) vs step {last} "
+                            "(solid)<br><sup>bands: 95 % bootstrap CI over sentences</sup>",
+                      xaxis_title="layer", yaxis_title="P@1", yaxis_range=[0, 1],
+                      legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
+def training_loss(log: pd.DataFrame) -> go.Figure:
+    """The LM loss (and the alignment loss, when trained with it) against the step."""
+    fig = go.Figure()
+    for i, column in enumerate(c for c in ("loss", "alignment_loss") if c in log):
+        fig.add_trace(go.Scatter(x=log.step, y=log[column], mode="lines",
+                                 name="LM loss (responses)" if column == "loss"
+                                 else "alignment loss (InfoNCE)", line={"color": PALETTE[i]}))
+    fig.update_layout(title="Training loss", xaxis_title="step", yaxis_title="loss")
+    return fig
+
+
 def scatter(projection: pd.DataFrame) -> go.Figure:
     """Sentences of one layer in 2-D, coloured by language, the sentence on hover."""
     fig = go.Figure()

@@ -68,7 +68,7 @@ def test_response_only_head_gives_the_full_head_loss(tiny_llama_dir, tokenizer):
                Record("Translate.", "Guten Morgen, wie geht es?", "Good morning", "a:1")]
     batch = collate(encode(records, tokenizer, 512, Report()), tokenizer.pad_token_id)
     full = model(**batch).loss
-    assert torch.allclose(ResponseOnlyLM(model)(**batch), full, atol=1e-5)
+    assert torch.allclose(ResponseOnlyLM(model)(**batch)["loss"], full, atol=1e-5)
     assert lora_targets(model) == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj",
                                    "up_proj", "v_proj"]
 

@@ -28,8 +28,17 @@ from layer_analysis.probe.files import atomic_write_text
 from layer_analysis.probe.models import load_model
 
 from .encode import IGNORE, batches, collate, encode
-from .mixture import build_mixture
+from .mixture import Mixture, build_mixture
+from .objective import AlignmentObjective, PairBatches, alignment_loss
 from .records import Report
+from .tracking import (
+    ALIGNMENT_LOG,
+    AlignmentTracker,
+    TrackingConfig,
+    tracked_languages,
+    tracking_hook,
+    write_report,
+)
 
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.json"
@@ -63,6 +72,8 @@ class TrainConfig:
     dtype: str = "auto"
     resume: bool = False
     progress: bool = True
+    alignment: AlignmentObjective = field(default_factory=AlignmentObjective)
+    tracking: TrackingConfig | None = None  # probe alignment while training
 
     def __post_init__(self) -> None:
         at_least_one = {"batch size": self.batch_size, "grad-accum": self.grad_accum,
@@ -81,27 +92,39 @@ class TrainConfig:
 
 class ResponseOnlyLM(nn.Module):
     """Mean cross-entropy of the response tokens, the LM head applied to those positions only
-    (it is the largest matrix product of a small model: 2.5x faster on CPU measured)."""
+    (it is the largest matrix product of a small model: 2.5x faster on CPU measured); with an
+    alignment objective, plus its weight times the InfoNCE loss of a batch of pairs.
+    ``forward`` returns ``{"loss", "lm", "alignment"}`` (the last two detached)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, objective: AlignmentObjective | None = None) -> None:
         super().__init__()
         self.model = model
+        self.objective = objective = objective or AlignmentObjective()
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") \
             else model.config
         self.softcap = getattr(config, "final_logit_softcapping", None)
         self._no_split_modules = getattr(model, "_no_split_modules", None)  # for FSDP wrapping
-        object.__setattr__(self, "_body", find_decoder(model).body)  # not a second submodule
+        parts = find_decoder(model)
+        object.__setattr__(self, "_parts", parts)  # not a second submodule
+        self.align_layers = objective.check_layers(parts.num_layers) if objective.active else ()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
-                ) -> torch.Tensor:
-        hidden = self._body(input_ids=input_ids, attention_mask=attention_mask,
-                      use_cache=False).last_hidden_state
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                pair_ids: torch.Tensor | None = None, pair_attention: torch.Tensor | None = None,
+                pair_pool: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        hidden = self._parts.body(input_ids=input_ids, attention_mask=attention_mask,
+                                  use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
         logits = self.model.get_output_embeddings()(hidden[:, :-1][keep]).float()
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return F.cross_entropy(logits, targets[keep])
+        lm = F.cross_entropy(logits, targets[keep])
+        if pair_ids is None:
+            return {"loss": lm, "lm": lm.detach(), "alignment": torch.zeros((), device=lm.device)}
+        alignment = alignment_loss(self._parts, self.align_layers, self.objective.temperature,
+                                   pair_ids, pair_attention, pair_pool)
+        return {"loss": lm + self.objective.weight * alignment, "lm": lm.detach(),
+                "alignment": alignment.detach()}
 
 
 def lora_targets(model: nn.Module) -> list[str]:
@@ -162,7 +185,7 @@ def resume_settings(config: TrainConfig) -> dict:
     """The settings a resumed run must share with its checkpoint (not where or how it logs)."""
     return {k: v for k, v in asdict(config).items()
             if k not in ("resume", "progress", "save_every", "keep_checkpoints", "log_every",
-                         "output", "device")}
+                         "output", "device", "tracking")}
 
 
 def resume_step(state: TrainingState, output: Path, settings: dict) -> int:
@@ -179,20 +202,39 @@ def resume_step(state: TrainingState, output: Path, settings: dict) -> int:
     return saved["step"]
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after ``step`` (a run killed between checkpoints)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
+
+
 @dataclass
 class LogWindow:
     """Loss and throughput since the last log line."""
 
     loss: float = 0.0
+    alignment: float = 0.0
     micro: int = 0
     tokens: int = 0
     start: float = field(default_factory=time.perf_counter)
 
+    def add(self, losses: dict[str, torch.Tensor], tokens: int) -> None:
+        self.loss += losses["lm"].item()
+        self.alignment += losses["alignment"].item()
+        self.micro += 1
+        self.tokens += tokens
+
     def entry(self, step: int, epoch: float, lr: float, world: int, grad_accum: int,
               device: torch.device) -> dict:
         seconds = time.perf_counter() - self.start
-        return {"step": step, "epoch": round(epoch, 4), "loss": self.loss / max(1, self.micro),
-                "lr": lr, "tokens_per_s": round(self.tokens / seconds, 1),
+        micro = max(1, self.micro)
+        return {"step": step, "epoch": round(epoch, 4), "loss": self.loss / micro,
+                "alignment_loss": self.alignment / micro, "lr": lr,
+                "tokens_per_s": round(self.tokens / seconds, 1),
                 "seconds_per_step": round(seconds * world * grad_accum / max(1, self.micro), 3),
                 "peak_memory_gb": round(_peak_memory_gb(device), 3)}
 
@@ -207,10 +249,12 @@ class Schedule:
 
 def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedule: Schedule,
               step: int, pad_id: int, settings: dict,
-              on_step: Callable[[int], None] | None = None) -> tuple[int, float]:
+              on_step: Callable[[int], None] | None = None,
+              pairs: PairBatches | None = None) -> tuple[int, float]:
     """The loop: length-bucketed batches, every process its share, accumulation, logging to
-    train_log.jsonl, checkpoints; ``on_step(step)`` after each optimizer step. Returns the
-    final step and the last logged loss."""
+    train_log.jsonl (the LM loss, and the alignment loss when ``pairs`` are drawn), checkpoints;
+    ``on_step(step)`` after each optimizer step. Returns the final step and the last logged
+    LM loss."""
     accelerator, wrapper, optimizer = state.accelerator, state.wrapper, state.optimizer
     world, rank = accelerator.num_processes, accelerator.process_index
     log_path = config.output / "train_log.jsonl"
@@ -224,16 +268,16 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
         rounds = (len(order) - done) // world  # every process gets the same number of batches
         for r in range(rounds):
             batch = collate([examples[i] for i in order[done + r * world + rank]], pad_id)
+            if pairs is not None:
+                batch.update(pairs.draw(micro + rank))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(wrapper):
-                loss = wrapper(**batch)
-                accelerator.backward(loss)
+                losses = wrapper(**batch)
+                accelerator.backward(losses["loss"])
                 optimizer.step()
                 optimizer.zero_grad()
             micro += world
-            window.loss += loss.item()
-            window.micro += 1
-            window.tokens += int(batch["attention_mask"].sum()) * world
+            window.add(losses, int(batch["attention_mask"].sum()) * world)
             if not accelerator.sync_gradients:
                 continue
             state.scheduler.step()
@@ -243,6 +287,8 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
                 entry = window.entry(step, micro / schedule.per_epoch,
                                      state.scheduler.get_last_lr()[0], world, config.grad_accum,
                                      accelerator.device)
+                if pairs is None:
+                    del entry["alignment_loss"]
                 last_loss = entry["loss"]
                 if accelerator.is_main_process:
                     with log_path.open("a") as log:
@@ -261,8 +307,24 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
     return step, last_loss
 
 
+def prepare_alignment(config: TrainConfig, mixture: Mixture, loaded) -> tuple[
+        PairBatches | None, tuple[int, ...]]:
+    """The objective's pair batches and layers, checked before any training starts."""
+    objective = config.alignment
+    if not objective.active:
+        return None, ()
+    pairs = [pair for language in sorted(mixture.pairs) for pair in mixture.pairs[language]]
+    if not pairs:
+        raise DataError(f"the alignment objective needs translation pairs; the mixture "
+                        f"{mixture.spec} has no translation_en-<language> component")
+    layers = objective.check_layers(find_decoder(loaded.model).num_layers)
+    return PairBatches(pairs, loaded.tokenizer, config.max_length, objective.batch,
+                       config.seed), layers
+
+
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train, write OUTPUT/{adapter or model files, training.json, train_log.jsonl}."""
+    """Train, write OUTPUT/{adapter or model files, training.json, train_log.jsonl, and
+    alignment_log.csv when alignment is tracked}."""
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
@@ -270,7 +332,10 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     output = config.output
     check_output(config)
     mixture = build_mixture(config.mixture, config.seed)  # bad components fail before the model
+    track_languages = (tracked_languages(config.tracking, mixture.languages)
+                       if config.tracking else [])
     loaded = load_model(config.model, device="cpu", dtype="float32")
+    pairs, align_layers = prepare_alignment(config, mixture, loaded)
     on_gpu = torch.cuda.is_available() and config.device in ("auto", "cuda")
     bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
@@ -280,7 +345,9 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     examples = encode(mixture.records, loaded.tokenizer, config.max_length, mixture.report)
     model, trainable = make_trainable(loaded.model.train(), config)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    wrapper = ResponseOnlyLM(model)
+    tracker = (AlignmentTracker(config.tracking, track_languages, model, loaded.tokenizer,
+                                loaded.name, output) if config.tracking else None)
+    wrapper = ResponseOnlyLM(model, config.alignment)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -296,16 +363,34 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     step = 0
     if config.resume:
         step = resume_step(state, output, settings)
+        if accelerator.is_main_process:
+            trim_log(output / "train_log.jsonl", step)
     elif accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        (output / "train_log.jsonl").unlink(missing_ok=True)
+        for log in ("train_log.jsonl", ALIGNMENT_LOG):
+            (output / log).unlink(missing_ok=True)
+    hooks = [on_step] if on_step else []
+    if tracker is not None:
+        track = tracking_hook(tracker, schedule.total, accelerator.is_main_process,
+                              accelerator.wait_for_everyone)
+        logged = tracker.resume_at(step) if accelerator.is_main_process else True
+        if not logged:
+            track(step)  # before training, or where a killed run left off
+        hooks.insert(0, track)
     step, last_loss = run_steps(state, examples, config, schedule, step,
-                                loaded.tokenizer.pad_token_id, settings, on_step)
+                                loaded.tokenizer.pad_token_id, settings,
+                                lambda s: [hook(s) for hook in hooks], pairs)
+    if tracker is not None and accelerator.is_main_process:
+        write_report(output)
     summary = {
         "config": {**asdict(config), "output": str(output)},
         "model": loaded.name, "trainable": trainable, "trainable_parameters": n_trainable,
         "mixture": str(mixture.spec), "examples": len(examples), "data": mixture.report.as_dict(),
         "notes": mixture.notes, "steps": step, "final_loss": last_loss,
+        "alignment_objective": {"layers": list(align_layers), "pairs": len(pairs)}
+        if pairs else None,
+        "tracking": {"languages": track_languages, "seconds": round(tracker.seconds, 1)}
+        if tracker else None,
         "processes": accelerator.num_processes, "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "seconds": round(time.perf_counter() - started, 1),

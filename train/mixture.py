@@ -89,6 +89,10 @@ class Mixture:
     records: list[Record]
     report: Report
     notes: list[str] = field(default_factory=list)
+    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """English -> X translation pairs of the translation components, by X's code."""
+    languages: set[str] = field(default_factory=set)
+    """Languages the mixture's named components hold (English included when it is there)."""
 
 
 def _roots() -> list[Path]:
@@ -123,7 +127,8 @@ def translation_files(source: str, target: str) -> tuple[Path, Path]:
                     f"{' or '.join(str(r / 'translation') for r in _roots())}")
 
 
-def _load(component: Component, report: Report, notes: list[str]) -> list[Record]:
+def _load(component: Component, report: Report, notes: list[str], mixture: Mixture
+          ) -> list[Record]:
     name = component.name
     window = slice(component.start, component.stop)
     kind, _, rest = name.partition("_")
@@ -135,6 +140,8 @@ def _load(component: Component, report: Report, notes: list[str]) -> list[Record
     elif name.endswith((".json", ".jsonl")) or (kind == "alpaca" and rest):
         path = Path(name) if name.endswith((".json", ".jsonl")) else alpaca_file(rest)
         records = read_alpaca(path, name, report, window)
+        if kind == "alpaca" and rest:
+            mixture.languages.add(canonical(rest, "mixture"))
     elif kind == "translation" and "-" in rest:
         source, target = rest.split("-", 1)
         src_path, tgt_path = translation_files(source, target)
@@ -142,6 +149,9 @@ def _load(component: Component, report: Report, notes: list[str]) -> list[Record
         targets = read_lines(tgt_path, allow_empty=True)[window]
         records = translation_records(sources, targets, canonical(source), canonical(target),
                                       name, report, offset=component.start or 0)
+        mixture.languages |= {canonical(source), canonical(target)}
+        mixture.pairs.setdefault(canonical(target), []).extend(
+            (r.input, r.output) for r in records)
     else:
         raise DataError(f"unknown mixture component {name!r}: use alpaca_<language>, "
                         "translation_en-<language>, hf:NAME@SPLIT, or a path to a .json/.jsonl "
@@ -169,13 +179,13 @@ def instruction_translation_spec(instructions: int, translations: dict[str, int]
 def build_mixture(spec: MixtureSpec | str, seed: int = 0) -> Mixture:
     """Load every component, then shuffle all records together with ``seed``."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
-    report, notes, records = Report(), [], []
+    mixture = Mixture(spec, [], Report())
     for component in spec.components:
-        records += _load(component, report, notes)
-    if not records:
+        mixture.records += _load(component, mixture.report, mixture.notes, mixture)
+    if not mixture.records:
         raise DataError(f"the mixture {spec} holds no usable records")
-    random.Random(seed).shuffle(records)
-    return Mixture(spec, records, report, notes)
+    random.Random(seed).shuffle(mixture.records)
+    return mixture
 
 
 RECIPES = ("coit", "muit")

@@ -9,8 +9,10 @@ from pathlib import Path
 from layer_analysis.probe.errors import DataError
 from layer_analysis.train.loop import TrainConfig
 from layer_analysis.train.mixture import RECIPES, parse_spec, recipe_spec
+from layer_analysis.train.objective import AlignmentObjective
+from layer_analysis.train.tracking import TrackingConfig
 
-from .options import DefaultsFormatter
+from .options import DefaultsFormatter, parse_layers
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +37,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                         "'alpaca_en[:2000] + translation_en-zh[:5000]'")
     what.add_argument("--output", type=Path, required=True, help="output directory")
     training_options(train)
+    tracking_options(train)
 
     ev = sub.add_parser(
         "evaluate", formatter_class=DefaultsFormatter,
@@ -79,6 +82,30 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16")
     how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     how.add_argument("--no-progress", action="store_true")
+    align = parser.add_argument_group(
+        "alignment objective", "InfoNCE between mean-pooled states of the mixture's English -> X "
+        "translation pairs at middle layers, added to the LM loss (Liu & Niehues 2025)")
+    align.add_argument("--align-weight", type=float, default=0.0,
+                       help="weight of the alignment loss (0: off)")
+    align.add_argument("--align-layers", type=parse_layers,
+                       help="block outputs to align, e.g. '15' or '12-18' (default: the middle)")
+    align.add_argument("--align-temperature", type=float, default=0.1)
+    align.add_argument("--align-batch", type=int, default=16, help="pairs per micro-batch")
+
+
+def tracking_options(parser: argparse.ArgumentParser) -> None:
+    """Alignment tracked while training (``train`` only: a sweep measures the end points)."""
+    track = parser.add_argument_group(
+        "alignment tracking", "probe a held-out parallel set while training: centered P@1 per "
+        "layer, both directions, with bootstrap CIs -> OUTPUT/alignment_log.csv, "
+        "OUTPUT/alignment.html")
+    track.add_argument("--track-every", type=int,
+                       help="optimizer steps between probes (0: before and after training only;"
+                            " default: no tracking)")
+    track.add_argument("--track-languages", help="languages paired with English (default: the "
+                                                 "mixture's other languages)")
+    track.add_argument("--track-data", default="flores-dev", help="held-out parallel data")
+    track.add_argument("--track-sentences", type=int, default=100, help="sentences per language")
 
 
 def training_config(args: argparse.Namespace, mixture: str, output: Path) -> TrainConfig:
@@ -91,7 +118,17 @@ def training_config(args: argparse.Namespace, mixture: str, output: Path) -> Tra
         grad_accum=args.grad_accum, lr=args.lr or (2e-5 if args.full else 2e-4),
         warmup=args.warmup, max_length=args.max_length, seed=args.seed,
         save_every=args.save_every, log_every=args.log_every, device=args.device,
-        dtype=args.dtype, resume=args.resume, progress=not args.no_progress)
+        dtype=args.dtype, resume=args.resume, progress=not args.no_progress,
+        alignment=AlignmentObjective(args.align_weight, args.align_layers,
+                                     args.align_temperature, args.align_batch),
+        tracking=tracking_config(args))
+
+
+def tracking_config(args: argparse.Namespace) -> TrackingConfig | None:
+    if getattr(args, "track_every", None) is None:
+        return None
+    languages = tuple(args.track_languages.split(",")) if args.track_languages else ()
+    return TrackingConfig(args.track_every, languages, args.track_data, args.track_sentences)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -119,6 +156,19 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"{summary['trainable']}: {summary['trainable_parameters']:,} trainable parameters; "
           f"{summary['steps']} steps in {summary['seconds']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, peak memory {summary['peak_memory_gb']:.1f} GB")
+    if summary["tracking"]:
+        import pandas as pd
+
+        from layer_analysis.train.tracking import ALIGNMENT_LOG, best_layer
+
+        log = pd.read_csv(args.output / ALIGNMENT_LOG)
+        first, last = best_layer(log, int(log.step.min())), best_layer(log)
+        for before, after in zip(first.itertuples(), last.itertuples(), strict=True):
+            print(f"  alignment en<->{after.language} (centered P@1 at the best layer): "
+                  f"{before.value:.3f} (layer {before.layer}, before) -> {after.value:.3f} "
+                  f"(layer {after.layer}, step {int(log.step.max())})")
+        print(f"  tracking took {summary['tracking']['seconds']:.0f} s: "
+              f"{args.output / ALIGNMENT_LOG}, {args.output / 'alignment.html'}")
     print(f"output: {args.output}  (probe it: layer-analysis run --model {args.output})")
 
 
