@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from .errors import DataError
+from .languages import ENGLISH
 from .metrics import (
     COSINE_NORMALISATIONS,
     NORMALISATIONS,
@@ -201,6 +202,19 @@ def peak_layers(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "
         raise DataError(f"no {metric} ({normalisation}) values in this table")
     best = rows.loc[rows.groupby(["model", "source", "target"]).value.idxmax()]
     return best[["model", "source", "target", "layer", "value", "ci_low", "ci_high"]]
+
+
+def english_peaks(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per language paired with English: the layer where ``value`` averaged over both directions
+    (English -> L, L -> English) peaks, and that mean (columns ``language, layer, value``).
+    ``rows`` hold one metric of one model; side keys may carry ``@variant``."""
+    source, target = rows.source.str.split("@").str[0], rows.target.str.split("@").str[0]
+    english = (source == ENGLISH) | (target == ENGLISH)
+    rows = rows[english].assign(language=source.where(source != ENGLISH, target)[english])
+    if rows.empty:
+        raise DataError("no values between English and another language")
+    mean = rows.groupby(["language", "layer"]).value.mean().reset_index()
+    return mean.loc[mean.groupby("language").value.idxmax()].reset_index(drop=True)
 
 
 def mexa_summary(table: pd.DataFrame) -> pd.DataFrame:

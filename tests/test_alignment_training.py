@@ -21,7 +21,7 @@ from layer_analysis.probe.models import load_model
 from layer_analysis.train import loop
 from layer_analysis.train.loop import TrainConfig, make_trainable, train
 from layer_analysis.train.objective import AlignmentObjective, PairBatches, alignment_loss, info_nce
-from layer_analysis.train.tracking import ALIGNMENT_LOG, TrackingConfig, best_layer
+from layer_analysis.train.tracking import ALIGNMENT_LOG, TrackingConfig, peak_alignment
 
 DATA = REPO_ROOT / "data" / "parallel"  # the shipped sentences: the held-out tracking set
 
@@ -84,7 +84,7 @@ def test_tracking_logs_what_an_oracle_and_the_saved_model_give(tmp_path, tiny_ll
     assert not (before == after).all()  # the tracker saw the weights move
     assert (out / "alignment.html").stat().st_size > 10_000
     assert result.summary["tracking"]["languages"] == ["deu_Latn"]
-    best = best_layer(log)
+    best = peak_alignment(log)
     assert list(best.language) == ["deu_Latn"] and 0 <= best.value[0] <= 1
 
 

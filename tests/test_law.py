@@ -155,6 +155,16 @@ def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
     assert table.similarity.between(0, 1).all() and table.similarity.nunique() == 1
     assert list(table.examples) == [8, 14] and table["train_lr"].eq(2e-4).all()
     assert {"chrf++", "spbleu", "mixture", "steps", "final_loss"} <= set(table.columns)
+    assert table.alignment.between(0, 1).all() and table.alignment_layer.ge(0).all()
+    # The tracker measures alignment as the similarity run does: on the base model they agree.
+    from layer_analysis.probe.models import load_model
+    from layer_analysis.train.tracking import AlignmentTracker, TrackingConfig, peak_alignment
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    tracker = AlignmentTracker(TrackingConfig(languages=("el",), sentences=12), ["ell_Grek"],
+                               base.model, base.tokenizer, "base", tmp_path)
+    [peak] = peak_alignment(tracker.measure(0)).itertuples()
+    assert peak.value == pytest.approx(table.similarity.iloc[0], abs=1e-6)
     assert pd.read_csv(tmp_path / "sweep" / "sweep.csv").shape == table.shape
     done = point_dir(tmp_path / "sweep", "ell_Grek", 6)
     trained = (done / "training.json").stat().st_mtime_ns

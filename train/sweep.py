@@ -5,7 +5,9 @@ growing numbers of English -> L pairs, each evaluated, collected in one tidy tab
     OUTPUT/similarity.json       s_L of every language and how it was measured
     OUTPUT/similarity-run/       the probe run it came from
     OUTPUT/points/<iso>-<n>/     one training output (adapter, training.json) + evaluation.json
-    OUTPUT/sweep.csv             language, pairs, similarity, scores, the point's training settings
+    OUTPUT/sweep.csv             language, pairs, similarity, scores, the trained model's alignment
+                                 (``alignment``: the similarity's measure, after training), the
+                                 point's training settings
 
 ``pairs`` is what the point trained on: the requested size less the pairs rejected as empty or
 over-length (``requested`` keeps the asked-for size); the law is fitted on ``pairs``.
@@ -23,15 +25,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from layer_analysis.probe.analysis import AnalysisConfig
+from layer_analysis.probe.analysis import AnalysisConfig, english_peaks
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.files import MANIFEST, atomic_write_text
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
 
 from .loop import TrainConfig, latest_checkpoint
 from .mixture import instruction_translation_spec
+from .tracking import ALIGNMENT_LOG, TrackingConfig, peak_alignment
 
-PER_RUN = ("mixture", "output", "resume", "progress")  # training fields set per point, not settings
+# training fields set per point, not settings
+PER_RUN = ("mixture", "output", "resume", "progress", "tracking")
 SIMILARITY_DEFINITION = ("centered retrieval P@1 of the base model, English <-> L, both "
                          "directions averaged, at the layer where it peaks")
 
@@ -83,13 +87,11 @@ def similarity_from_table(table: pd.DataFrame) -> dict[str, dict]:
     rows = table[(table.metric == "p@1") & (table.normalisation == "centered")]
     if "pooling" in rows and rows.pooling.nunique() > 1:
         rows = rows[rows.pooling == ("mean" if "mean" in set(rows.pooling) else rows.pooling.iloc[0])]
-    src, tgt = rows.source.str.split("@").str[0], rows.target.str.split("@").str[0]
-    english = (src == ENGLISH) | (tgt == ENGLISH)
-    rows = rows[english].assign(language=src.where(src != ENGLISH, tgt)[english])
-    if rows.empty:
-        raise DataError("the run has no centered P@1 between English and another language")
-    mean = rows.groupby(["language", "layer"]).value.mean().reset_index()
-    best = mean.loc[mean.groupby("language").value.idxmax()]
+    try:
+        best = english_peaks(rows)
+    except DataError:
+        raise DataError("the run has no centered P@1 between English and another language") \
+            from None
     return {r.language: {"score": float(r.value), "layer": int(r.layer)}
             for r in best.itertuples()}
 
@@ -157,9 +159,12 @@ def run_point(config: SweepConfig, language: str, size: int) -> Path:
 
     directory = point_dir(config.output, language, size)
     if not (directory / "training.json").exists():
+        # the trained model's alignment, measured as the base model's similarity was
+        tracking = TrackingConfig(every=0, languages=(language,), data=config.similarity_data,
+                                  sentences=config.similarity_sentences, before=False)
         train(replace(config.training, output=directory,
                       mixture=instruction_translation_spec(config.instructions, {language: size}),
-                      resume=latest_checkpoint(directory) is not None))
+                      resume=latest_checkpoint(directory) is not None, tracking=tracking))
     if not (directory / "evaluation.json").exists():
         loaded = load_model(str(directory), device=config.training.device,
                             dtype=config.training.dtype)
@@ -171,6 +176,16 @@ def run_point(config: SweepConfig, language: str, size: int) -> Path:
                                           batch_size=config.eval_batch_size))
         write_evaluation(results, directory / "evaluation.json")
     return directory
+
+
+def point_alignment(directory: Path) -> dict:
+    """The trained model's alignment with English (the similarity's definition) and its layer;
+    empty for points trained before alignment was recorded."""
+    path = directory / ALIGNMENT_LOG
+    if not path.exists():
+        return {"alignment": None, "alignment_layer": None}
+    [peak] = peak_alignment(pd.read_csv(path)).itertuples()
+    return {"alignment": float(peak.value), "alignment_layer": int(peak.layer)}
 
 
 def sweep_table(output: Path) -> pd.DataFrame:
@@ -192,7 +207,7 @@ def sweep_table(output: Path) -> pd.DataFrame:
                "similarity": similarity.get(language, {}).get("score"),
                "chrf++": translation["chrf++"], "spbleu": translation["spbleu"],
                "off_target_rate": translation.get("off_target_rate"),  # older points lack it
-               "eval_sentences": translation["sentences"]}
+               "eval_sentences": translation["sentences"], **point_alignment(directory)}
         for s in scores:
             if s["task"] == "xquad":
                 row.update({"xquad_em": s["em"], "xquad_f1": s["f1"],

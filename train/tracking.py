@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from layer_analysis.probe.analysis import english_peaks
 from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
@@ -33,6 +34,8 @@ class TrackingConfig:
 
     every: optimizer steps between probes; 0 probes only before and after training.
     languages: languages paired with English (default: the mixture's other languages).
+    before: probe the weights before the first step too (a sweep, which has probed the base
+        model already, leaves it out).
     """
 
     every: int = 0
@@ -41,6 +44,7 @@ class TrackingConfig:
     sentences: int = 100
     batch_size: int = 32
     bootstrap: int = 200
+    before: bool = True
 
     def __post_init__(self) -> None:
         if self.every < 0 or self.sentences < 2 or self.batch_size < 1 or self.bootstrap < 0:
@@ -50,7 +54,9 @@ class TrackingConfig:
                             f"{self.bootstrap})")
 
     def due(self, step: int, total: int) -> bool:
-        return step in (0, total) or (self.every > 0 and step % self.every == 0)
+        if step == 0:
+            return self.before
+        return step == total or (self.every > 0 and step % self.every == 0)
 
 
 def tracked_languages(config: TrackingConfig, mixture_languages: set[str]) -> list[str]:
@@ -166,14 +172,11 @@ def tracking_hook(tracker: AlignmentTracker, total: int, main_process: bool,
     return on_step
 
 
-def best_layer(log: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+def peak_alignment(log: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
     """Per language at ``step`` (default: the last): the layer where centered P@1, both
-    directions averaged, peaks, and that value."""
+    directions averaged, peaks, and that value (``language, layer, value``)."""
     step = int(log.step.max()) if step is None else step
-    rows = log[(log.step == step) & (log.metric == "p@1")]
-    language = rows.source.where(rows.source != ENGLISH, rows.target)
-    mean = rows.assign(language=language).groupby(["language", "layer"]).value.mean().reset_index()
-    return mean.loc[mean.groupby("language").value.idxmax()].reset_index(drop=True)
+    return english_peaks(log[(log.step == step) & (log.metric == "p@1")])
 
 
 def write_report(output: Path) -> Path:

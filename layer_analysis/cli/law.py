@@ -21,7 +21,7 @@ from layer_analysis.train.sweep import read_points
 from .options import DefaultsFormatter
 from .training import training_config, training_options
 
-METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_em", "xquad_contains")
+METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_em", "xquad_contains", "alignment")
 
 
 def _sizes(text: str) -> list[int]:

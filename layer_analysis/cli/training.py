@@ -159,10 +159,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     if summary["tracking"]:
         import pandas as pd
 
-        from layer_analysis.train.tracking import ALIGNMENT_LOG, best_layer
+        from layer_analysis.train.tracking import ALIGNMENT_LOG, peak_alignment
 
         log = pd.read_csv(args.output / ALIGNMENT_LOG)
-        first, last = best_layer(log, int(log.step.min())), best_layer(log)
+        first, last = peak_alignment(log, int(log.step.min())), peak_alignment(log)
         for before, after in zip(first.itertuples(), last.itertuples(), strict=True):
             print(f"  alignment en<->{after.language} (centered P@1 at the best layer): "
                   f"{before.value:.3f} (layer {before.layer}, before) -> {after.value:.3f} "
