@@ -36,6 +36,19 @@ def charts(at: AppTest) -> list[dict]:
     return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
 
 
+def array(value):
+    """A plotly JSON array, plain or typed (base64 ``bdata``), as numpy."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(value, dict):
+        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        return data.reshape([int(n) for n in str(shape).split(",")]) if shape else data
+    return np.asarray(value)
+
+
 def select_all_runs(at: AppTest) -> None:
     picker = at.sidebar.multiselect[0]
     picker.set_value(picker.options).run()
@@ -258,3 +271,32 @@ def test_latent_language_page_shows_lens_runs(tiny_llama_dir, monkeypatch, tmp_p
     assert not at.exception and not at.error
     assert "running text" in charts(at)[0]["layout"]["title"]["text"]
     assert {"own language", "English"} <= {t.get("name") for t in charts(at)[0]["data"]}
+
+
+def test_training_page_draws_alignment_against_step(monkeypatch, tmp_path):
+    at = goto(app(tmp_path / "empty", monkeypatch), "training")
+    assert "No tracked training outputs" in at.info[0].value
+    import pandas as pd
+
+    from layer_analysis.train.tracking import ALIGNMENT_LOG, COLUMNS
+
+    out = tmp_path / "runs" / "x-el"
+    out.mkdir(parents=True)
+    rows = [{"step": step, "layer": layer, "source": src, "target": tgt, "direction": d,
+             "metric": "p@1", "normalisation": "centered", "value": 0.1 * layer + 0.01 * step,
+             "ci_low": 0.0, "ci_high": 1.0, "sentences": 10, "seconds": 1.5}
+            for step in (0, 5, 10) for layer in range(4)
+            for src, tgt, d in (("eng_Latn", "ell_Grek", "forward"),
+                                ("ell_Grek", "eng_Latn", "backward"))]
+    pd.DataFrame(rows)[COLUMNS].to_csv(out / ALIGNMENT_LOG, index=False)
+    (out / "train_log.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 2.0 - s / 10, "alignment_loss": 1.0}) + "\n"
+        for s in (5, 10)))
+    at = goto(app(tmp_path / "runs", monkeypatch), "training")
+    peaks, heatmap, curves, loss = charts(at)[:4]
+    [line] = peaks["data"]
+    assert array(line["y"]) == pytest.approx([0.3, 0.35, 0.4])
+    assert list(array(line["customdata"])) == [3, 3, 3]  # the peak layer at each step
+    assert array(heatmap["data"][0]["z"])[3] == pytest.approx([0.3, 0.35, 0.4])  # layer 3
+    assert {t.get("name") for t in curves["data"]} >= {"eng → ell, step 0", "ell → eng, step 10"}
+    assert [t["name"] for t in loss["data"]] == ["LM loss (responses)", "alignment loss (InfoNCE)"]

@@ -16,7 +16,7 @@ from layer_analysis.probe.errors import StoreError
 from layer_analysis.probe.files import atomic_directory
 
 # Each package may import only what is left of it: probe <- train <- app, cli.
-ALLOWED = {"probe": {"probe"}, "train": {"probe", "train"}, "app": {"probe", "app"},
+ALLOWED = {"probe": {"probe"}, "train": {"probe", "train"}, "app": {"probe", "train", "app"},
            "layer_analysis": {"probe", "train", "app", "cli"}}
 
 

@@ -181,20 +181,42 @@ def peak_alignment(log: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
 
 def write_report(output: Path) -> Path:
     """``OUTPUT/alignment.html``: loss, and alignment per layer against step."""
-    import json
-
     from layer_analysis.probe import report
 
-    log = pd.read_csv(output / ALIGNMENT_LOG)
+    log, losses = read_tracked(output)
     figures = {"alignment_heatmap": report.training_heatmap(log),
                "alignment_before_after": report.training_curves(log)}
-    losses = output / "train_log.jsonl"
-    if losses.exists():
-        lines = [json.loads(line) for line in losses.read_text().splitlines() if line]
-        figures = {"loss": report.training_loss(pd.DataFrame(lines)), **figures}
+    if not losses.empty:
+        figures = {"loss": report.training_loss(losses), **figures}
     seconds = log.groupby("step").seconds.first()
     intro = [f"{output}: {log.step.nunique()} probes of {int(log.sentences.iloc[0])} held-out "
              f"sentences per language, {seconds.mean():.1f} s each on average."]
     path = output / "alignment.html"
     report.write_html(figures, path, "Alignment through training", intro)
     return path
+
+
+def discover_tracked(root: Path) -> list[Path]:
+    """Training outputs under ``root`` (and one level below) with an alignment log, newest
+    first."""
+    if not root.is_dir():
+        return []
+    logs = [*root.glob(f"*/{ALIGNMENT_LOG}"), *root.glob(f"*/*/{ALIGNMENT_LOG}")]
+    return [p.parent for p in sorted(logs, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def read_tracked(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(alignment log, training log) of one training output; the training log may be empty."""
+    import json
+
+    path = output / ALIGNMENT_LOG
+    try:
+        log = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    missing = [c for c in COLUMNS if c not in log]
+    if missing:
+        raise DataError(f"{path} lacks the column(s) {', '.join(missing)}")
+    losses = output / "train_log.jsonl"
+    lines = losses.read_text().splitlines() if losses.exists() else []
+    return log, pd.DataFrame([json.loads(line) for line in lines if line.strip()])
