@@ -18,7 +18,7 @@ from layer_analysis.train.allocate import available_pairs
 from layer_analysis.train.law import FAMILIES, LawFit, compare_families, load_fit
 from layer_analysis.train.sweep import read_points
 
-from .options import DefaultsFormatter
+from .options import DefaultsFormatter, add_static_option
 from .training import training_config, training_options
 
 METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_em", "xquad_contains", "alignment")
@@ -71,7 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--metric", default="chrf++", choices=METRICS)
     fit.add_argument("--family", default="all", choices=["all", *FAMILIES])
     fit.add_argument("--output", type=Path, help="directory (default: SWEEP/law)")
-    fit.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
+    add_static_option(fit)
 
     alloc = sub.add_parser(
         "allocate", formatter_class=fmt,
@@ -90,7 +90,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     alloc.add_argument("--step", type=int, help="allocation granularity in pairs "
                                                 "(default: budget / 400)")
     alloc.add_argument("--output", type=Path, help="directory (default: beside law.json)")
-    alloc.add_argument("--no-static", action="store_true")
+    add_static_option(alloc)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

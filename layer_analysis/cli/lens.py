@@ -13,7 +13,7 @@ from layer_analysis.probe.latent import TASKS, WORDS
 from layer_analysis.probe.lens_run import DEFAULT_TARGETS, LensRequest, execute_lens
 from layer_analysis.probe.models import DEFAULT_MODEL
 
-from .options import DefaultsFormatter
+from .options import DefaultsFormatter, add_device_options, add_run_directory_options
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -61,13 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lens.add_argument("--batch-size", type=int, default=16)
     lens.add_argument("--max-length", type=int, default=2048,
                       help="tokens per prompt; a longer prompt is an error, never truncated")
-    lens.add_argument("--device", default="auto")
-    lens.add_argument("--dtype", default="auto")
-    lens.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
-    lens.add_argument("--name", help="run name (default: MODEL-lens)")
-    lens.add_argument("--overwrite", action="store_true",
-                      help="replace an existing run of the same --name")
-    lens.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
+    add_device_options(lens)
+    add_run_directory_options(lens, "MODEL-lens")
 
 
 def cmd_lens(args: argparse.Namespace) -> None:

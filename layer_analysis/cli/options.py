@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -32,3 +33,25 @@ def parse_layers(text: str) -> tuple[int, ...] | None:
             raise argparse.ArgumentTypeError(f"layer range {part.strip()!r} runs backwards")
         layers += range(start, stop + 1)
     return tuple(layers)
+
+
+def add_device_options(group: argparse._ActionsContainer) -> None:
+    """``--device`` and ``--dtype``, the same for every command that loads a model."""
+    group.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, "
+                                                        "cuda, cuda:N")
+    group.add_argument("--dtype", default="auto",
+                       help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+
+
+def add_static_option(group: argparse._ActionsContainer) -> None:
+    group.add_argument("--no-static", action="store_true",
+                       help="write report.html only, no PNG/PDF (which need Chromium)")
+
+
+def add_run_directory_options(group: argparse._ActionsContainer, default_name: str) -> None:
+    """Where a run goes: ``--output``, ``--name``, ``--overwrite``, ``--no-static``."""
+    group.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
+    group.add_argument("--name", help=f"run name, a plain name (default: {default_name})")
+    group.add_argument("--overwrite", action="store_true",
+                       help="replace an existing run of the same --name")
+    add_static_option(group)

@@ -20,7 +20,13 @@ from layer_analysis.probe.pipeline import RunRequest, execute
 from layer_analysis.probe.projection import METHODS
 from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures
 
-from .options import DefaultsFormatter, parse_layers
+from .options import (
+    DefaultsFormatter,
+    add_device_options,
+    add_run_directory_options,
+    add_static_option,
+    parse_layers,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -57,9 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             help="norm / median norm above which a token counts as a sink")
     extraction.add_argument("--layers", type=parse_layers, default=None, metavar="all|0,4,8|2-10",
                             help="layers to keep (0 = embeddings); default all")
-    extraction.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    extraction.add_argument("--dtype", default="auto",
-                            help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
+    add_device_options(extraction)
     extraction.add_argument("--batch-size", type=int, default=32)
     extraction.add_argument("--max-length", type=int, default=256,
                             help="maximum tokens per sentence (template included)")
@@ -79,14 +83,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     metrics.add_argument("--projection-layer", type=int,
                          help="layer to project (default: the most common peak layer)")
     output = run.add_argument_group("output")
-    output.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
-    output.add_argument("--name", help="run name, a plain name (default: model-data-key; an "
-                                       "unnamed rerun replaces the run of the same name)")
-    output.add_argument("--overwrite", action="store_true",
-                        help="replace an existing run of the same --name")
+    add_run_directory_options(output, "model-data-key; an unnamed rerun replaces the run of "
+                                      "the same name")
     output.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
-    output.add_argument("--no-static", action="store_true",
-                        help="write report.html only, no PNG/PDF (which need Chromium)")
     output.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     rep = sub.add_parser("report", help="rebuild the report and figures of a finished run")
@@ -102,7 +101,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--metric", default="p@1",
                        choices=["p@1", "r@5", "r@10", "mrr", "mexa", "cosine", "cosine_adjusted"])
         p.add_argument("--normalisation", default="centered", choices=NORMALISATIONS)
-        p.add_argument("--no-static", action="store_true", help="report.html only, no PNG/PDF")
+        add_static_option(p)
 
     sub.add_parser("list-models", help="packaged models that work offline")
     sub.add_parser("list-data", help="named parallel data sets")

@@ -12,7 +12,11 @@ from layer_analysis.train.mixture import RECIPES, parse_spec, recipe_spec
 from layer_analysis.train.objective import AlignmentObjective
 from layer_analysis.train.tracking import TrackingConfig
 
-from .options import DefaultsFormatter, parse_layers
+from .options import (
+    DefaultsFormatter,
+    add_device_options,
+    parse_layers,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -52,8 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--limit", type=int, default=100, help="sentences / questions per language")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--max-new-tokens", type=int, help="default 128 (translation), 32 (XQuAD)")
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--dtype", default="auto")
+    add_device_options(ev)
     ev.add_argument("--output", type=Path, help="scores JSON (predictions beside it)")
 
 
@@ -78,8 +81,7 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--seed", type=int, default=0, help="shuffling, LoRA initialisation")
     how.add_argument("--save-every", type=int, default=100, help="optimizer steps")
     how.add_argument("--log-every", type=int, default=10, help="optimizer steps per log line")
-    how.add_argument("--device", default="auto", help="auto (CUDA when there is one) or cpu")
-    how.add_argument("--dtype", default="auto", help="auto (bf16 on GPU), float32, bfloat16")
+    add_device_options(how)
     how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     how.add_argument("--no-progress", action="store_true")
     align = parser.add_argument_group(
