@@ -460,10 +460,14 @@ class Extractor:
     def extract(self, sentences: Sequence[str], batch_size: int = 32,
                 stats: BatchStats | None = None) -> torch.Tensor:
         """Pooled states of ``sentences`` in their order: (poolings, layers, n, hidden), float32."""
-        encoded = self.encode(sentences)
-        out = torch.empty(len(self.config.poolings), len(self.layers), len(sentences),
-                          self.hidden_size)
-        for chosen, states in self.iter_batches(encoded, range(len(sentences)), batch_size, stats):
+        return self.extract_encoded(self.encode(sentences), batch_size, stats)
+
+    def extract_encoded(self, encoded: Encoded, batch_size: int = 32,
+                        stats: BatchStats | None = None) -> torch.Tensor:
+        """``extract`` of texts encoded already (e.g. once, to be probed many times)."""
+        n = len(encoded.texts)
+        out = torch.empty(len(self.config.poolings), len(self.layers), n, self.hidden_size)
+        for chosen, states in self.iter_batches(encoded, range(n), batch_size, stats):
             out[:, :, chosen] = states
         return out
 

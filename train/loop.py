@@ -307,19 +307,17 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
     return step, last_loss
 
 
-def prepare_alignment(config: TrainConfig, mixture: Mixture, loaded) -> tuple[
-        PairBatches | None, tuple[int, ...]]:
-    """The objective's pair batches and layers, checked before any training starts."""
+def prepare_alignment(config: TrainConfig, mixture: Mixture, tokenizer) -> PairBatches | None:
+    """The objective's pair batches (its layers are checked by ``ResponseOnlyLM``), both before
+    any training starts."""
     objective = config.alignment
     if not objective.active:
-        return None, ()
+        return None
     pairs = [pair for language in sorted(mixture.pairs) for pair in mixture.pairs[language]]
     if not pairs:
         raise DataError(f"the alignment objective needs translation pairs; the mixture "
                         f"{mixture.spec} has no translation_en-<language> component")
-    layers = objective.check_layers(find_decoder(loaded.model).num_layers)
-    return PairBatches(pairs, loaded.tokenizer, config.max_length, objective.batch,
-                       config.seed), layers
+    return PairBatches(pairs, tokenizer, config.max_length, objective.batch, config.seed)
 
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -335,7 +333,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     track_languages = (tracked_languages(config.tracking, mixture.languages)
                        if config.tracking else [])
     loaded = load_model(config.model, device="cpu", dtype="float32")
-    pairs, align_layers = prepare_alignment(config, mixture, loaded)
+    pairs = prepare_alignment(config, mixture, loaded.tokenizer)
     on_gpu = torch.cuda.is_available() and config.device in ("auto", "cuda")
     bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and on_gpu)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum,
@@ -348,6 +346,7 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     tracker = (AlignmentTracker(config.tracking, track_languages, model, loaded.tokenizer,
                                 loaded.name, output) if config.tracking else None)
     wrapper = ResponseOnlyLM(model, config.alignment)
+    align_layers = wrapper.align_layers
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = math.ceil(len(examples) / config.batch_size)
@@ -373,7 +372,10 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
     if tracker is not None:
         track = tracking_hook(tracker, schedule.total, accelerator.is_main_process,
                               accelerator.wait_for_everyone)
-        logged = tracker.resume_at(step) if accelerator.is_main_process else True
+        logged = tracker.logged(step)  # every process decides alike: the probe waits for all
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            tracker.trim(step)
         if not logged:
             track(step)  # before training, or where a killed run left off
         hooks.insert(0, track)

@@ -18,6 +18,7 @@ from layer_analysis.probe.analysis import english_peaks
 from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
+from layer_analysis.probe.files import atomic_write
 from layer_analysis.probe.languages import ENGLISH, canonical
 from layer_analysis.probe.metrics import DIRECTIONS, bootstrap_ci, pair_statistics, prepare, retrieval
 from layer_analysis.probe.models import LoadedModel
@@ -99,13 +100,7 @@ class AlignmentTracker:
 
     def states(self, language: str) -> torch.Tensor:
         """(layers, n, hidden) mean-pooled states of one side."""
-        encoded = self.encoded[language]
-        out = torch.empty(len(self.extractor.layers), len(encoded.texts),
-                          self.extractor.hidden_size)
-        for chosen, states in self.extractor.iter_batches(encoded, range(len(encoded.texts)),
-                                                          self.config.batch_size):
-            out[:, chosen] = states[0]
-        return out
+        return self.extractor.extract_encoded(self.encoded[language], self.config.batch_size)[0]
 
     def measure(self, step: int) -> pd.DataFrame:
         """One probe of the current weights: tidy rows, one per layer, pair and direction."""
@@ -143,18 +138,18 @@ class AlignmentTracker:
             table.to_csv(log, header=fresh, index=False)
         return table
 
-    def resume_at(self, step: int) -> bool:
-        """Drop rows logged after ``step`` (a run killed after its last checkpoint) and say
-        whether ``step`` itself is already in the log."""
+    def logged(self, step: int) -> bool:
+        """Whether ``step`` is in the log already (read by every process alike)."""
+        return self.path.exists() and bool((pd.read_csv(self.path).step == step).any())
+
+    def trim(self, step: int) -> None:
+        """Drop rows logged after ``step`` (a run killed after its last checkpoint)."""
         if not self.path.exists():
-            return False
+            return
         log = pd.read_csv(self.path)
         kept = log[log.step <= step]
         if len(kept) != len(log):
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            kept.to_csv(tmp, index=False)
-            tmp.replace(self.path)
-        return bool((kept.step == step).any())
+            atomic_write(self.path, lambda tmp: kept.to_csv(tmp, index=False))
 
 
 def tracking_hook(tracker: AlignmentTracker, total: int, main_process: bool,
