@@ -204,13 +204,19 @@ def peak_layers(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "
     return best[["model", "source", "target", "layer", "value", "ci_low", "ci_high"]]
 
 
+def paired_with_english(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with English on one side, and a ``language`` column: the other side's code
+    (side keys may carry ``@variant``)."""
+    source, target = rows.source.str.split("@").str[0], rows.target.str.split("@").str[0]
+    english = (source == ENGLISH) | (target == ENGLISH)
+    return rows[english].assign(language=source.where(source != ENGLISH, target)[english])
+
+
 def english_peaks(rows: pd.DataFrame) -> pd.DataFrame:
     """Per language paired with English: the layer where ``value`` averaged over both directions
     (English -> L, L -> English) peaks, and that mean (columns ``language, layer, value``).
     ``rows`` hold one metric of one model; side keys may carry ``@variant``."""
-    source, target = rows.source.str.split("@").str[0], rows.target.str.split("@").str[0]
-    english = (source == ENGLISH) | (target == ENGLISH)
-    rows = rows[english].assign(language=source.where(source != ENGLISH, target)[english])
+    rows = paired_with_english(rows)
     if rows.empty:
         raise DataError("no values between English and another language")
     mean = rows.groupby(["language", "layer"]).value.mean().reset_index()

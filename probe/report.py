@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from .analysis import paired_with_english
 from .errors import DataError
 from .files import atomic_write_text
 
@@ -198,18 +199,13 @@ def lens_kl(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def _by_language(log: pd.DataFrame) -> pd.DataFrame:
-    """A training alignment log with a ``language`` column (the side that is not English)."""
-    english = log.source.str.startswith("eng")
-    return log.assign(language=log.source.where(~english, log.target).str.split("_").str[0])
-
-
 def training_heatmap(log: pd.DataFrame, columns: int = 3) -> go.Figure:
     """Alignment through training: per language, centered P@1 (both directions averaged) per
     layer (rows) against the optimizer step (columns)."""
     from plotly.subplots import make_subplots
 
-    log = _by_language(log)
+    log = paired_with_english(log)
+    log = log.assign(language=log.language.str.split("_").str[0])
     languages = list(dict.fromkeys(log.language))
     rows = -(-len(languages) // columns)
     fig = make_subplots(rows=rows, cols=min(columns, len(languages)), shared_yaxes=True,
