@@ -56,7 +56,7 @@ def method_body(args, sentences) -> dict:
     loaded = load_model(args.model, dtype=args.dtype)
     extractor = Extractor(loaded, ExtractionConfig())
     encoded = extractor.encode(sentences)
-    batches = [extractor._collate(encoded, b)
+    batches = [extractor.collate(encoded, b)
                for b in extractor.batches(encoded.lengths, args.batch_size)]
     start = time.perf_counter()
     with torch.inference_mode():

@@ -305,7 +305,7 @@ class Extractor:
 
     # ----------------------------------------------------------------------------------- forward
 
-    def _collate(self, encoded: Encoded, batch: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    def collate(self, encoded: Encoded, batch: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """ids, attention mask, pool mask and first-token mask (B, T), padded on ``padding_side``."""
         width = max(len(encoded.input_ids[i]) for i in batch)
         pad_id = self.loaded.tokenizer.pad_token_id or 0
@@ -355,7 +355,7 @@ class Extractor:
         ``weights`` (P, batch, tokens) replaces the poolings (and sink exclusion) with given
         weights over the padded tokens, e.g. one-hot rows that pick states at positions."""
         device = self.loaded.device
-        ids, attention, pool, first = (t.to(device) for t in self._collate(encoded, batch))
+        ids, attention, pool, first = (t.to(device) for t in self.collate(encoded, batch))
         exclude = self.config.sinks == "exclude" and weights is None
         record = self.new_sink_record()
         record.sentences = len(batch)
@@ -397,11 +397,9 @@ class Extractor:
                    for layer in self.layers if layer > 0]
         if self.layers[0] == 0:
             handles.append(blocks[0].register_forward_pre_hook(embedding_hook, with_kwargs=True))
-        extra = {"position_ids": positions} if self._takes_positions else {}
         try:
             with torch.inference_mode():
-                self.parts.body(input_ids=ids, attention_mask=attention.long(), use_cache=False,
-                                **extra)
+                self.run_body(ids, attention)
         except _StopForward:
             pass
         finally:
@@ -414,6 +412,13 @@ class Extractor:
             stats.padded_tokens += attention.numel() - real
             stats.batches += 1
         return torch.stack([pooled[layer] for layer in self.layers], dim=1).cpu()
+
+    def run_body(self, ids: torch.Tensor, attention: torch.Tensor) -> None:
+        """The decoder body on a padded batch, positions counting real tokens only (so left
+        and right padding give the same states); forward hooks collect what they need."""
+        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+        extra = {"position_ids": positions} if self._takes_positions else {}
+        self.parts.body(input_ids=ids, attention_mask=attention.long(), use_cache=False, **extra)
 
     def _non_finite(self, encoded: Encoded, batch: Sequence[int], layer: int, bad: torch.Tensor,
                     positions: torch.Tensor) -> None:

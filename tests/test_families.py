@@ -11,10 +11,13 @@ import torch
 from families import FAMILIES, build_family
 from tokenizers import processors
 
+from layer_analysis.probe.architecture import find_decoder
 from layer_analysis.probe.errors import ModelError
 from layer_analysis.probe.extract import SINK_RATIO, ExtractionConfig, Extractor
+from layer_analysis.probe.interventions import deactivated, steered
 from layer_analysis.probe.lens import LogitLens
 from layer_analysis.probe.models import load_model
+from layer_analysis.probe.neurons import activation_counts, activation_modules
 
 SENTENCES = [
     "The bakery on the corner opens at seven every morning.",
@@ -195,3 +198,48 @@ def test_encoder_models_get_a_clear_error(tmp_path):
         find_decoder(bert)
     with pytest.raises(ModelError, match="encoder-decoder"):
         find_decoder(t5)
+
+
+def test_neuron_counts_equal_a_one_sentence_oracle(family):
+    """LAPE's firing counts (batched, padded, hooked) against each sentence alone: the MLP
+    activation's outputs > 0 over the sentence's real tokens."""
+    _, loaded = family
+    extractor = Extractor(loaded, ExtractionConfig())
+    counts, tokens = activation_counts(extractor, SENTENCES, batch_size=3)
+    acts = activation_modules(extractor.parts)
+    expected = torch.zeros_like(counts)
+    expected_tokens = 0
+    for sentence in SENTENCES:
+        inputs = loaded.tokenizer(sentence, return_tensors="pt", return_special_tokens_mask=True)
+        real = ~inputs.pop("special_tokens_mask")[0].bool()
+        seen: list[torch.Tensor] = []
+        handles = [a.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out[0]))
+                   for a in acts]
+        with torch.no_grad():
+            loaded.model(**inputs)
+        for handle in handles:
+            handle.remove()
+        for layer, out in enumerate(seen):
+            expected[layer] += (out[real] > 0).sum(0)
+        expected_tokens += int(real.sum())
+    assert tokens == expected_tokens
+    assert torch.equal(counts, expected)
+
+
+def test_interventions_leave_the_logits_bit_identical(family):
+    _, loaded = family
+    parts = find_decoder(loaded.model)
+    inputs = loaded.tokenizer(SENTENCES[0], return_tensors="pt")
+    with torch.no_grad():
+        before = loaded.model(**inputs).logits
+        width = activation_counts(Extractor(loaded, ExtractionConfig()), SENTENCES[:1])[0].shape[1]
+        mask = torch.zeros(len(parts.blocks), width, dtype=torch.bool)
+        mask[:, ::3] = True
+        vector = torch.ones(parts.embeddings.weight.shape[1])
+        with deactivated(parts, mask):
+            zeroed = loaded.model(**inputs).logits
+        with steered(parts, 2, vector, 3.0):
+            pushed = loaded.model(**inputs).logits
+        after = loaded.model(**inputs).logits
+    assert not torch.equal(zeroed, before) and not torch.equal(pushed, before)
+    assert torch.equal(after, before)
