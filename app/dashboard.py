@@ -7,7 +7,9 @@ import io
 import os
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -20,6 +22,7 @@ from layer_analysis.probe.runs import RESULTS, RunResults, load_activations, rea
 from layer_analysis.probe.store import Activations
 
 RUNS_ENV = "LAYER_ANALYSIS_RUNS"
+T = TypeVar("T")
 UPLOADS = "uploaded"
 
 
@@ -92,6 +95,21 @@ def pick_run(key: str, label: str = "Run") -> RunResults | None:
         return None
     path = st.selectbox(label, choices, format_func=run_label, key=key)
     return load_run(path)
+
+
+def pick_outputs(found: list[Path], read: Callable[[Path], T], label: str, key: str,
+                 help: str | None = None) -> dict[str, T]:
+    """A multiselect over ``found`` (the newest preselected); each chosen one read, labelled;
+    one that cannot be read becomes an error message, the others are still shown."""
+    chosen = st.multiselect(label, [str(p) for p in found], default=[str(p) for p in found[:1]],
+                            format_func=run_label, key=key, help=help)
+    out = {}
+    for path in chosen:
+        try:
+            out[run_label(path)] = read(Path(path))
+        except ProbeError as exc:
+            st.error(f"Cannot read {run_label(path)}: {exc}")
+    return out
 
 
 def extract_archive(data: bytes, name: str, root: Path) -> Path:

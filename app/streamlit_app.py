@@ -31,6 +31,8 @@ pages = [
     st.Page("views/projection.py", title="Projection", icon=":material/scatter_plot:"),
     st.Page("views/latent.py", title="Latent language", icon=":material/translate:"),
     st.Page("views/training.py", title="Training", icon=":material/trending_up:"),
+    st.Page("views/neurons.py", title="Language neurons", icon=":material/hub:"),
+    st.Page("views/interventions.py", title="Interventions", icon=":material/tune:"),
     st.Page("views/new_run.py", title="New run", icon=":material/play_arrow:"),
 ]
 st.navigation(pages).run()

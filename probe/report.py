@@ -259,6 +259,96 @@ def training_loss(log: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def neuron_counts(counts: pd.DataFrame) -> go.Figure:
+    """Language-specific neurons per layer, one line per language."""
+    fig = go.Figure()
+    for i, (language, rows) in enumerate(counts.groupby("language", sort=False)):
+        fig.add_trace(go.Scatter(x=rows.layer, y=rows.neurons, mode="lines+markers",
+                                 name=language, line={"color": PALETTE[i % len(PALETTE)]}))
+    fig.update_layout(title="Language-specific neurons per layer (LAPE)", xaxis_title="layer",
+                      yaxis_title="neurons")
+    return fig
+
+
+def neuron_overlap(table: pd.DataFrame) -> go.Figure:
+    """Neurons specific to both languages of a pair (the diagonal: each language's total)."""
+    grid = table.pivot_table(index="language_a", columns="language_b", values="shared",
+                             sort=False)
+    fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index),
+                               colorscale="Viridis", colorbar={"title": "neurons"},
+                               texttemplate="%{z}",
+                               hovertemplate="%{y} & %{x}: %{z}<extra></extra>"))
+    fig.update_layout(title="Language neurons shared between languages (all layers)")
+    return fig
+
+
+def deactivation(table: pd.DataFrame) -> go.Figure:
+    """Per deactivated language: every language's NLL rise (nats/token) with the language's
+    neurons zeroed and with as many random ones, with 95 % CIs."""
+    from plotly.subplots import make_subplots
+
+    table = table[table.control != "language - random"]
+    languages = list(dict.fromkeys(table.deactivated))
+    fig = make_subplots(rows=1, cols=len(languages), shared_yaxes=True,
+                        subplot_titles=[f"{x} zeroed" for x in languages])
+    for col, language in enumerate(languages, 1):
+        rows = table[table.deactivated == language]
+        for i, kind in enumerate(("language", "random")):
+            part = rows[rows.control == kind]
+            fig.add_trace(go.Bar(x=part.evaluated, y=part.delta_nll, name=f"{kind} neurons",
+                                 marker_color=PALETTE[i], showlegend=col == 1,
+                                 legendgroup=kind, error_y={
+                                     "type": "data", "symmetric": False,
+                                     "array": part.ci_high - part.delta_nll,
+                                     "arrayminus": part.delta_nll - part.ci_low}),
+                          row=1, col=col)
+    fig.update_layout(title="Deactivation: rise in NLL (nats/token) per evaluated language",
+                      barmode="group", yaxis_title="Δ NLL")
+    return fig
+
+
+def neuron_changes(changes: pd.DataFrame) -> go.Figure:
+    """Per later run and language: language neurons that appeared and vanished, per layer."""
+    fig = go.Figure()
+    groups = changes.groupby(["after_run", "language"], sort=False)
+    for i, ((run, language), rows) in enumerate(groups):
+        color = PALETTE[i % len(PALETTE)]
+        label = f"{Path(run).name}: {language}"
+        fig.add_trace(go.Scatter(x=rows.layer, y=rows.appeared, name=f"{label} appeared",
+                                 line={"color": color}, legendgroup=label))
+        fig.add_trace(go.Scatter(x=rows.layer, y=-rows.vanished, name=f"{label} vanished",
+                                 line={"color": color, "dash": "dot"}, legendgroup=label))
+    fig.update_layout(title="Language neurons appeared (up) and vanished (down) against the "
+                            "first run", xaxis_title="layer", yaxis_title="neurons")
+    return fig
+
+
+def intervention_effects(table: pd.DataFrame) -> go.Figure:
+    """Per measure: the change against no intervention (paired 95 % CI) at every strength, the
+    intervention beside its control."""
+    from plotly.subplots import make_subplots
+
+    table = table[table.control != "none"]
+    measures = list(dict.fromkeys(table.measure))
+    fig = make_subplots(rows=1, cols=len(measures), subplot_titles=measures)
+    for col, measure in enumerate(measures, 1):
+        rows = table[table.measure == measure]
+        for i, (control, part) in enumerate(rows.groupby("control", sort=False)):
+            fig.add_trace(go.Bar(x=[f"{s:g}" for s in part.strength], y=part.delta, name=control,
+                                 marker_color=PALETTE[i % len(PALETTE)], showlegend=col == 1,
+                                 legendgroup=control, error_y={
+                                     "type": "data", "symmetric": False,
+                                     "array": part.delta_ci_high - part.delta,
+                                     "arrayminus": part.delta - part.delta_ci_low}),
+                          row=1, col=col)
+    first = table.iloc[0] if len(table) else None
+    where = f" at layer {first.layer}" if first is not None else ""
+    fig.update_layout(title=f"Effect of the intervention{where} vs none (paired 95 % CI)",
+                      barmode="group")
+    fig.update_xaxes(title_text="strength")
+    return fig
+
+
 def scatter(projection: pd.DataFrame) -> go.Figure:
     """Sentences of one layer in 2-D, coloured by language, the sentence on hover."""
     fig = go.Figure()

@@ -41,6 +41,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def run_kind(directory: Path) -> str | None:
+    """What a finished run directory holds (its manifest's ``kind``: lens, neurons,
+    intervention; alignment runs have none), or None when it is no finished run."""
+    try:
+        manifest = json.loads((Path(directory) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest.get("kind", "alignment") if isinstance(manifest, dict) else None
+
+
+def discover_kind(root: Path, kind: str) -> list[Path]:
+    """Finished runs under ``root`` of ``kind``, newest first."""
+    found = [m.parent for m in Path(root).glob(f"*/{MANIFEST}") if run_kind(m.parent) == kind]
+    return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+
+
 @dataclass
 class RunResults:
     """A run directory read back."""

@@ -106,3 +106,24 @@ def dashboard_runs(tiny_llama_dir, tmp_path_factory) -> Path:
                            projection="pca", output=root, name=name, static=False,
                            progress_bars=False), ["test"])
     return root
+
+
+@pytest.fixture(scope="session")
+def intervention_runs(dashboard_runs, tiny_llama_dir, shared_data) -> Path:
+    """Through the CLI, into one root: LAPE neurons of the tiny model and of its x-de adapter,
+    German steering and an English map of German (held-out sentences from FLORES devtest)."""
+    from layer_analysis.cli import main
+
+    root = dashboard_runs.parent / "interventions"
+    common = ["--output", str(root), "--no-static", "--device", "cpu"]
+    lape = ["--languages", "en,de,el", "--data", "default", "--sentences", "20",
+            "--eval-sentences", "6", "--bootstrap", "50"]
+    for name, model in (("neurons-base", str(tiny_llama_dir)),
+                        ("neurons-x-de", str(dashboard_runs.parent / "x-de"))):
+        assert main(["neurons", "--model", model, *lape, "--name", name, *common]) == 0
+    short = ["--language", "de", "--model", str(tiny_llama_dir), "--fit-data", "default",
+             "--fit-sentences", "20", "--eval-sentences", "4", "--max-new-tokens", "6",
+             "--bootstrap", "50", "--strengths", "1"]
+    assert main(["intervene", "steer", *short, "--name", "steer-de", *common]) == 0
+    assert main(["intervene", "map", *short, "--xquad", "3", "--name", "map-de", *common]) == 0
+    return root

@@ -8,6 +8,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -300,3 +301,34 @@ def test_training_page_draws_alignment_against_step(monkeypatch, tmp_path):
     assert array(heatmap["data"][0]["z"])[3] == pytest.approx([0.3, 0.35, 0.4])  # layer 3
     assert {t.get("name") for t in curves["data"]} >= {"eng → ell, step 0", "ell → eng, step 10"}
     assert [t["name"] for t in loss["data"]] == ["LM loss (responses)", "alignment loss (InfoNCE)"]
+
+
+def test_neurons_page_draws_counts_overlap_deactivation_and_changes(intervention_runs,
+                                                                    monkeypatch, tmp_path):
+    at = goto(app(tmp_path / "empty", monkeypatch), "neurons")
+    assert "No neurons runs" in at.info[0].value
+    at = goto(app(intervention_runs, monkeypatch), "neurons")
+    picker = at.multiselect(key="neurons-runs")
+    assert len(picker.options) == 2
+    base = str(intervention_runs / "neurons-base")
+    picker.set_value([base, str(intervention_runs / "neurons-x-de")]).run()
+    at.selectbox(key="neurons-detail").set_value("neurons-base").run()
+    assert not at.exception and not at.error
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert titles[0].startswith("Language-specific neurons per layer")
+    assert titles[1].startswith("Language neurons shared") and "Deactivation" in titles[2]
+    assert "appeared" in titles[3]
+    counts = pd.read_csv(intervention_runs / "neurons-base" / "neuron_counts.csv")
+    english = next(t for t in charts(at)[0]["data"] if t["name"] == "eng_Latn")
+    assert list(array(english["y"])) == list(counts[counts.language == "eng_Latn"].neurons)
+    assert any("zeroed: its own NLL" in m.value for m in at.markdown)
+
+
+def test_interventions_page_shows_effects_and_generations(intervention_runs, monkeypatch):
+    at = goto(app(intervention_runs, monkeypatch), "interventions")
+    picker = at.multiselect(key="intervention-runs")
+    picker.set_value(picker.options).run()
+    assert not at.exception and not at.error
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert len(titles) == 2 and all(t.startswith("Effect of the intervention") for t in titles)
+    assert any(m.value.startswith("- vector, layer") for m in at.markdown)

@@ -3,32 +3,24 @@ token vs its English translation's per layer, the running-text shares, entropy."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
-from layer_analysis.app.dashboard import guarded, run_label, runs_root, show_figure, show_table
+from layer_analysis.app.dashboard import guarded, pick_outputs, runs_root, show_figure, show_table
 from layer_analysis.probe import report
-from layer_analysis.probe.errors import ProbeError
 from layer_analysis.probe.lens_run import discover_lens_runs, english_summary, read_lens_run
 
 
 def page() -> None:
     st.title("Latent language")
-    found = [str(p) for p in discover_lens_runs(runs_root())]
+    found = discover_lens_runs(runs_root())
     if not found:
         st.info(f"No lens runs under `{runs_root()}`: run `layer-analysis lens` (e.g. base, "
                 "x- and m-model) and they appear here.")
         return
-    chosen = st.multiselect("Lens runs", found, default=found[:1], format_func=run_label,
-                            key="latent-runs", help="several models: their curves side by side")
-    tables = []
-    for path in chosen:
-        try:
-            tables.append(read_lens_run(Path(path))[1])
-        except ProbeError as exc:
-            st.error(f"Cannot read {run_label(path)}: {exc}")
+    read = pick_outputs(found, lambda path: read_lens_run(path)[1], "Lens runs", "latent-runs",
+                        help="several models: their curves side by side")
+    tables = list(read.values())
     if not tables:
         return
     table = pd.concat(tables, ignore_index=True)

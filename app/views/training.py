@@ -3,15 +3,12 @@ P@1 per layer against the step, before vs after, the peak per step, and the loss
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from layer_analysis.app.dashboard import guarded, run_label, runs_root, show_figure, show_table
+from layer_analysis.app.dashboard import guarded, pick_outputs, runs_root, show_figure, show_table
 from layer_analysis.probe import report
-from layer_analysis.probe.errors import ProbeError
 from layer_analysis.train.tracking import discover_tracked, peak_alignment, read_tracked
 
 
@@ -34,21 +31,17 @@ def peaks_by_step(logs: dict[str, pd.DataFrame]) -> go.Figure:
 
 def page() -> None:
     st.title("Alignment through training")
-    found = [str(p) for p in discover_tracked(runs_root())]
+    found = discover_tracked(runs_root())
     if not found:
         st.info(f"No tracked training outputs under `{runs_root()}`: train with "
                 "`layer-analysis train --track-every N --output RUNS/NAME` and they appear here.")
         return
-    chosen = st.multiselect("Training outputs", found, default=found[:1], format_func=run_label,
-                            key="training-runs", help="several: their peaks side by side")
-    logs, losses = {}, {}
-    for path in chosen:
-        try:
-            logs[run_label(path)], losses[run_label(path)] = read_tracked(Path(path))
-        except ProbeError as exc:
-            st.error(f"Cannot read {run_label(path)}: {exc}")
-    if not logs:
+    read = pick_outputs(found, read_tracked, "Training outputs", "training-runs",
+                        help="several: their peaks side by side")
+    if not read:
         return
+    logs = {name: log for name, (log, _) in read.items()}
+    losses = {name: loss for name, (_, loss) in read.items()}
     show_figure(peaks_by_step(logs), "training-peaks")
     name = st.selectbox("Details of", list(logs), key="training-detail")
     log = logs[name]

@@ -1,0 +1,159 @@
+"""``neurons`` (LAPE language neurons and their deactivation check) and ``intervene`` (steering
+and INCLINE-style maps, each against a control)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.languages import display_name
+from layer_analysis.probe.models import DEFAULT_MODEL
+from layer_analysis.probe.neuron_run import (
+    DEACTIVATION_TABLE,
+    DEFAULT_LANGUAGES,
+    NeuronRequest,
+    deactivation_summary,
+    execute_neurons,
+)
+from layer_analysis.probe.neurons import LapeThresholds
+from layer_analysis.train.intervene import (
+    KINDS,
+    STEER_TASKS,
+    InterventionRequest,
+    execute_intervention,
+    summary_lines,
+)
+
+from .options import DefaultsFormatter, add_device_options, add_run_directory_options
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="packaged name, model directory, .gguf file, Hub id or PEFT adapter")
+    parser.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    neurons = sub.add_parser(
+        "neurons", formatter_class=DefaultsFormatter,
+        help="language-specific FFN neurons (LAPE) and their deactivation check",
+        description="Activation probability of every FFN neuron per language (one hooked pass "
+                    "per language), language-specific neurons by activation probability entropy "
+                    "(Tang et al. 2024), their overlap, and a deactivation check: each "
+                    "language's neurons zeroed in turn (and as many random ones) → every "
+                    "language's NLL on held-out sentences, with bootstrap CIs. Writes "
+                    "OUTPUT/NAME/{neurons.safetensors,neuron_counts.csv,neuron_overlap.csv,"
+                    "deactivation.csv,report.html,manifest.json}. Compare runs of base, x- and "
+                    "m-models with `layer-analysis compare`.")
+    _model_options(neurons)
+    neurons.add_argument("--languages", default=",".join(x.split("_")[0] for x in DEFAULT_LANGUAGES),
+                         help="comma-separated, at least two")
+    neurons.add_argument("--data", default="flores-dev", help="text LAPE counts on")
+    neurons.add_argument("--sentences", type=int, default=200, help="per language, for LAPE")
+    neurons.add_argument("--eval-data", default="flores-devtest",
+                         help="held-out text for the deactivation check")
+    neurons.add_argument("--eval-sentences", type=int, default=50,
+                         help="per language (0: no deactivation check)")
+    defaults = LapeThresholds()
+    neurons.add_argument("--top-rate", type=float, default=defaults.top_rate,
+                         help="share of all neurons kept, lowest entropy first")
+    neurons.add_argument("--filter-rate", type=float, default=defaults.filter_rate,
+                         help="a kept neuron has some language above this quantile of all "
+                              "activation probabilities")
+    neurons.add_argument("--bar-rate", type=float, default=defaults.bar_rate,
+                         help="a kept neuron belongs to every language above this quantile")
+    neurons.add_argument("--bootstrap", type=int, default=1000)
+    neurons.add_argument("--seed", type=int, default=0, help="the random control's draw")
+    neurons.add_argument("--batch-size", type=int, default=16)
+    add_device_options(neurons)
+    add_run_directory_options(neurons, "MODEL-neurons")
+
+    intervene = sub.add_parser(
+        "intervene", formatter_class=DefaultsFormatter,
+        help="steer generation with a language vector, or map a language onto English "
+             "(INCLINE-style), against a control",
+        description="steer: add strength × (mean state of the language − mean state of "
+                    "English) after a block while the model answers English prompts; control: "
+                    "a random direction of the same norm; measured: share of outputs in the "
+                    "language and chrF++ against its reference. map: a ridge least-squares map "
+                    "from the language's states to English ones, fitted on FLORES dev pairs and "
+                    "applied to the prompt; control: the same fit on shuffled pairs; measured: "
+                    "language → English chrF++ and XQuAD F1. Every effect with a paired "
+                    "bootstrap CI against no intervention. Writes OUTPUT/NAME/{interventions.csv,"
+                    "generations.jsonl,report.html,manifest.json}.")
+    intervene.add_argument("kind", choices=KINDS)
+    intervene.add_argument("--language", required=True, help="the language X (not English)")
+    _model_options(intervene)
+    intervene.add_argument("--layer", type=int,
+                           help="block output to act on (default: where X and English align "
+                                "best on the fit pairs)")
+    intervene.add_argument("--strengths", default="1,2",
+                           help="comma-separated multipliers (steer: of the vector; map: of the "
+                                "move towards the mapped state)")
+    intervene.add_argument("--task", default="repeat", choices=STEER_TASKS,
+                           help="steer: English prompts asking to repeat the sentence, or to "
+                                "translate it into the language")
+    intervene.add_argument("--fit-data", default="flores-dev")
+    intervene.add_argument("--fit-sentences", type=int, default=300)
+    intervene.add_argument("--eval-data", default="flores-devtest")
+    intervene.add_argument("--eval-sentences", type=int, default=50)
+    intervene.add_argument("--xquad", type=int, default=50,
+                           help="map: XQuAD questions in the language (0: none)")
+    intervene.add_argument("--max-new-tokens", type=int, default=64)
+    intervene.add_argument("--bootstrap", type=int, default=200)
+    intervene.add_argument("--seed", type=int, default=0)
+    intervene.add_argument("--batch-size", type=int, default=16)
+    add_device_options(intervene)
+    add_run_directory_options(intervene, "MODEL-KIND-LANGUAGE")
+
+
+def _say(command: str):
+    return lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True)
+
+
+def cmd_neurons(args: argparse.Namespace) -> None:
+    request = NeuronRequest(
+        model=args.model, adapter=args.adapter, languages=args.languages.split(","),
+        data=args.data, sentences=args.sentences, eval_data=args.eval_data,
+        eval_sentences=args.eval_sentences,
+        thresholds=LapeThresholds(args.top_rate, args.filter_rate, args.bar_rate),
+        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
+        dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
+        static=not args.no_static)
+    run_dir = execute_neurons(request, ["layer-analysis", *sys.argv[1:]], _say("neurons"))
+    counts = pd.read_csv(run_dir / "neuron_counts.csv")
+    grid = counts.pivot_table(index="layer", columns="language", values="neurons", sort=False
+                              ).astype(int)
+    grid.columns = [display_name(c) for c in grid.columns]
+    print("language-specific neurons per layer (LAPE)")
+    print(grid.to_string())
+    if (run_dir / DEACTIVATION_TABLE).exists():
+        print("\n" + "\n".join(deactivation_summary(pd.read_csv(run_dir / DEACTIVATION_TABLE))))
+    print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")
+
+
+def cmd_intervene(args: argparse.Namespace) -> None:
+    try:
+        strengths = tuple(float(s) for s in args.strengths.split(","))
+    except ValueError:
+        raise DataError(f"--strengths must be comma-separated numbers, got {args.strengths!r}"
+                        ) from None
+    request = InterventionRequest(
+        kind=args.kind, language=args.language, model=args.model, adapter=args.adapter,
+        layer=args.layer, strengths=strengths, task=args.task, fit_data=args.fit_data,
+        fit_sentences=args.fit_sentences, eval_data=args.eval_data,
+        eval_sentences=args.eval_sentences, xquad=args.xquad, max_new_tokens=args.max_new_tokens,
+        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
+        dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
+        static=not args.no_static)
+    run_dir, table = execute_intervention(request, ["layer-analysis", *sys.argv[1:]],
+                                          _say("intervene"))
+    print("effects vs no intervention, paired 95 % bootstrap CIs:")
+    print("\n".join(summary_lines(table)))
+    print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")
+
+
+HANDLERS = {"neurons": cmd_neurons, "intervene": cmd_intervene}
