@@ -22,6 +22,7 @@ import torch
 
 from .architecture import DecoderParts
 from .errors import DataError
+from .extract import SINK_RATIO
 from .neurons import activation_modules
 
 
@@ -119,14 +120,19 @@ def mapped(parts: DecoderParts, layer: int, linear_map: LinearMap, strength: flo
            ) -> Iterator[None]:
     """After block ``layer``, move the prompt's states (a forward over more than one position:
     the prompt's prefill; decoding steps of one token are left alone) towards their image under
-    ``linear_map``: h ← h + strength·(map(h) − h)."""
+    ``linear_map``: h ← h + strength·(map(h) − h). Attention-sink states (norm above
+    ``SINK_RATIO`` × the median of their row) are left alone too: a map fitted on pooled states
+    never saw them, and replacing them would break the sink rather than move the language."""
     check_layer(parts, layer)
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[1] == 1:
             return hidden
-        moved = linear_map(hidden.float())
-        return (hidden.float() + strength * (moved - hidden.float())).to(hidden.dtype)
+        states = hidden.float()
+        norms = states.norm(dim=-1)
+        ordinary = norms <= SINK_RATIO * norms.median(dim=-1, keepdim=True).values
+        moved = states + strength * (linear_map(states) - states)
+        return torch.where(ordinary[..., None], moved, states).to(hidden.dtype)
 
     block = parts.blocks[layer - 1]
     with _hooked([lambda: block.register_forward_hook(_block_output_hook(edit))]):

@@ -130,6 +130,32 @@ def test_an_identity_map_changes_nothing_and_decoding_steps_are_left_alone(loade
     assert torch.equal(single, single_plain)
 
 
+def test_the_map_leaves_attention_sink_states_alone(loaded):
+    parts = Extractor(loaded, ExtractionConfig()).parts
+    zero = LinearMap(torch.zeros(64, 64), torch.zeros(64), 1.0)  # maps every state to 0
+    inputs = loaded.tokenizer(SENTENCES[3], return_tensors="pt")
+    seen: list[torch.Tensor] = []
+
+    def sink_at_start(_module, _inputs, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden.clone()
+        hidden[:, 0] *= 1000.0
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = parts.blocks[2].register_forward_hook(sink_at_start)  # before the map's hook
+    try:
+        with torch.no_grad(), mapped(parts, 3, zero):
+            probe = parts.blocks[3].register_forward_pre_hook(
+                lambda _m, args: seen.append(args[0]))
+            loaded.model(**inputs)
+            probe.remove()
+    finally:
+        handle.remove()
+    states = seen[0][0]
+    assert float(states[0].norm()) > 0  # the sink kept its state
+    assert torch.all(states[1:] == 0)  # every ordinary state went to the map's image
+
+
 def test_the_linear_map_recovers_a_known_map():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(400, 16, generator=generator)
