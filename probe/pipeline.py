@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import distributed
 from .analysis import AnalysisConfig, analyse, peak_layers
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
@@ -113,10 +114,14 @@ def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
 
 
 def execute(request: RunRequest, command: list[str], progress: Progress | None = None
-            ) -> RunOutcome:
-    """Run the analysis ``request`` describes; ``command`` is recorded in the manifest."""
+            ) -> RunOutcome | None:
+    """Run the analysis ``request`` describes; ``command`` is recorded in the manifest. Under
+    ``accelerate launch`` / ``torchrun`` every process extracts its shard and the main one
+    analyses and writes the run; the others return None."""
+    processes = distributed.current()
+
     def say(stage: str, done: float) -> None:
-        if progress is not None:
+        if progress is not None and processes.main:
             progress(stage, done)
 
     timings: dict[str, float] = {}
@@ -124,9 +129,10 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     say("loading data", 0.0)
     corpus = load_parallel(request.data).select(request.languages, request.limit)
     warnings = check_request(request, corpus)
+    processes.check(sum(len(side.sentences) for side in corpus.sides.values()))
     say(f"loading {request.model}", 0.02)
-    loaded = load_model(request.model, request.adapter, request.device, request.dtype,
-                        request.trust_remote_code)
+    loaded = load_model(request.model, request.adapter, processes.device(request.device),
+                        request.dtype, request.trust_remote_code)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
     store = ActivationStore(request.store or request.output / "store")
@@ -134,7 +140,10 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     acts = store.extract(extractor, corpus, batch_size=request.batch_size,
                          progress=request.progress_bars,
                          on_batch=lambda done, total: say(
-                             f"extracting: {done}/{total} sentences", 0.05 + 0.8 * done / total))
+                             f"extracting: {done}/{total} sentences", 0.05 + 0.8 * done / total),
+                         processes=processes)
+    if acts is None:  # not the main process: its shard is stored, the main one goes on
+        return None
     timings["extract"] = time.perf_counter() - clock
     say("computing metrics", 0.85)
     clock = time.perf_counter()

@@ -33,6 +33,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from .data import ParallelCorpus
+from .distributed import Processes
 from .errors import StoreError
 from .extract import BatchStats, Extractor, SinkRecord
 from .files import MANIFEST, atomic_write, atomic_write_text
@@ -40,6 +41,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text
 ENGINE_VERSION = 2  # 2: attention-sink exclusion, layer 0 = input of the first block
 TEXTS = "sentences.json"
 CHUNK_SECONDS = 30.0
+SINGLE = Processes()
 
 
 def notice(message: str) -> None:
@@ -136,32 +138,36 @@ class ActivationStore:
         on_chunk: Callable[[int], None] | None = None,
         on_batch: Callable[[int, int], None] | None = None,
         chunk_seconds: float = CHUNK_SECONDS,
-    ) -> Activations:
+        processes: Processes = SINGLE,
+    ) -> Activations | None:
         """Load the activations of ``corpus`` if stored, else compute what is missing and store.
         A chunk is written every ``chunk_size`` sentences or ``chunk_seconds``, whichever comes
         first. ``on_chunk(number)`` follows every chunk written, ``on_batch(done, total)`` every
-        batch."""
+        batch. Under several ``processes`` each computes its shard into chunks named by its
+        rank; the main one merges and returns the activations, the others return None."""
         key, inputs = cache_key(extractor, corpus)
         directory = self.directory(key)
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(directory / ".lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            notice(f"another process is extracting {directory.name}; waiting for it")
-            lock.acquire()
+        lock = None
+        if processes.main:  # the main process holds the key for all of its launch
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(directory / ".lock"))
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                notice(f"another process is extracting {directory.name}; waiting for it")
+                lock.acquire()
         try:
             return self._extract_locked(key, inputs, directory, extractor, corpus, batch_size,
-                                        chunk_size, chunk_seconds, progress, on_chunk, on_batch)
+                                        chunk_size, chunk_seconds, progress, on_chunk, on_batch,
+                                        processes)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
-    def _extract_locked(self, key: str, inputs: dict, directory: Path, extractor: Extractor,
-                        corpus: ParallelCorpus, batch_size: int, chunk_size: int,
-                        chunk_seconds: float, progress: bool, on_chunk: Callable | None,
-                        on_batch: Callable | None) -> Activations:
+    def _ready(self, key: str, directory: Path) -> Activations | None:
+        """The stored activations when complete and verified; else None, the key reset to an
+        unfinished manifest and its chunks checked (a corrupt one removed)."""
         manifest_path = directory / MANIFEST
-        sides = list(corpus.sides.values())
         if manifest_path.exists():
             manifest = self._read_manifest(directory)
             if manifest.get("key") != key:
@@ -172,57 +178,45 @@ class ActivationStore:
                 except CorruptFile as exc:
                     notice(f"{exc}; recomputing these activations")
                     self._discard_merged(directory, manifest)
-        manifest = {"key": key, "inputs": inputs, "complete": False}
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+        return None
 
-        sentences = [s for side in sides for s in side.sentences]
+    def _extract_locked(self, key: str, inputs: dict, directory: Path, extractor: Extractor,
+                        corpus: ParallelCorpus, batch_size: int, chunk_size: int,
+                        chunk_seconds: float, progress: bool, on_chunk: Callable | None,
+                        on_batch: Callable | None, processes: Processes) -> Activations | None:
+        manifest_path = directory / MANIFEST
+        sides = list(corpus.sides.values())
         chunks_dir = directory / "chunks"
-        chunks_dir.mkdir(parents=True, exist_ok=True)
-        done = self._done_indices(chunks_dir)
-        todo = [i for i in range(len(sentences)) if i not in done]
-        stats = BatchStats()
-        started = time.perf_counter()
-        if todo:
-            encoded = extractor.encode(sentences)
-            chunk_no = max((int(p.stem) for p in chunks_dir.glob("*.safetensors")), default=-1) + 1
-            buffer_idx: list[int] = []
-            buffer_states: list[torch.Tensor] = []
-            last_save = time.monotonic()
-            bar = tqdm(total=len(sentences), initial=len(done), unit="sent", disable=not progress,
-                       desc=f"extract {extractor.loaded.name}")
-            count = len(done)
-            extractor.take_sink_record()  # count this run's batches only
-            for chosen, states in extractor.iter_batches(encoded, todo, batch_size, stats):
-                buffer_idx += chosen
-                buffer_states.append(states)
-                count += len(chosen)
-                bar.update(len(chosen))
-                if on_batch is not None:
-                    on_batch(count, len(sentences))
-                if (len(buffer_idx) >= chunk_size or count == len(sentences)
-                        or time.monotonic() - last_save >= chunk_seconds):
-                    lengths = torch.tensor([len(encoded.input_ids[i]) for i in buffer_idx])
-                    save_tensors(
-                        {"index": torch.tensor(buffer_idx), "n_tokens": lengths,
-                         "states": torch.cat(buffer_states, dim=2)},
-                        chunks_dir / f"{chunk_no:05d}.safetensors",
-                        {"sinks": json.dumps(extractor.take_sink_record().to_dict())})
-                    done.update(buffer_idx)
-                    buffer_idx, buffer_states = [], []
-                    last_save = time.monotonic()
-                    if on_chunk is not None:
-                        on_chunk(chunk_no)
-                    chunk_no += 1
-            bar.close()
+        manifest = {"key": key, "inputs": inputs, "complete": False}
+        ready = None
+        if processes.main:
+            ready = self._ready(key, directory)
+            if ready is None:
+                atomic_write_text(manifest_path, json.dumps(manifest, indent=2, default=str))
+                chunks_dir.mkdir(parents=True, exist_ok=True)
+                self._done_indices(chunks_dir, clean=True)
+        processes.barrier()
+        if not processes.main:
+            if not self._read_manifest(directory).get("complete"):
+                self._extract_shard(directory, extractor, sides, batch_size, chunk_size,
+                                    chunk_seconds, False, None, None, processes)
+            return None
+        if ready is not None:
+            return ready
+        todo, stats, started, encoded = self._extract_shard(
+            directory, extractor, sides, batch_size, chunk_size, chunk_seconds, progress,
+            on_chunk, on_batch, processes)
         manifest["extraction"] = {
             "seconds": round(time.perf_counter() - started, 3),
             "sentences_computed": len(todo),
+            "processes": processes.world,
             "batch_size": batch_size,
             "device": str(extractor.loaded.device),
             "padding_fraction": round(stats.padding_fraction, 4),
-            "truncated": 0 if not todo else encoded.truncated,
+            "truncated": 0 if encoded is None else encoded.truncated,
         }
-        manifest["sinks"] = self._merge(directory, extractor, sides, len(sentences)).to_dict()
+        total = sum(len(side.sentences) for side in sides)
+        manifest["sinks"] = self._merge(directory, extractor, sides, total).to_dict()
         texts = json.dumps({side.key: list(side.sentences) for side in sides}, ensure_ascii=False)
         atomic_write_text(directory / TEXTS, texts)
         manifest["texts_sha256"] = hashlib.sha256(texts.encode()).hexdigest()
@@ -235,6 +229,58 @@ class ActivationStore:
         shutil.rmtree(chunks_dir, ignore_errors=True)
         return self.load(directory)
 
+    def _extract_shard(self, directory: Path, extractor: Extractor, sides: list,
+                       batch_size: int, chunk_size: int, chunk_seconds: float, progress: bool,
+                       on_chunk: Callable | None, on_batch: Callable | None,
+                       processes: Processes) -> tuple[list[int], BatchStats, float, Any]:
+        """This process's shard of the sentences no chunk holds yet, into chunks named by its
+        rank; all processes wait for each other at the end (the main one then merges)."""
+        sentences = [s for side in sides for s in side.sentences]
+        chunks_dir = directory / "chunks"
+        done = self._done_indices(chunks_dir, clean=False)
+        todo = [i for i in range(len(sentences)) if i not in done]
+        stats = BatchStats()
+        started = time.perf_counter()
+        encoded = None
+        if todo:
+            encoded = extractor.encode(sentences)
+            mine = processes.shard(todo, encoded.lengths)
+            prefix = f"rank{processes.rank:03d}-"
+            chunk_no = max((int(p.stem.rpartition("-")[2])
+                            for p in chunks_dir.glob(f"{prefix}*.safetensors")), default=-1) + 1
+            buffer_idx: list[int] = []
+            buffer_states: list[torch.Tensor] = []
+            last_save = time.monotonic()
+            total = len(done) + len(mine)
+            bar = tqdm(total=total, initial=len(done), unit="sent", disable=not progress,
+                       desc=f"extract {extractor.loaded.name}"
+                            + (f" (process 1 of {processes.world})" if processes.world > 1 else ""))
+            count = len(done)
+            extractor.take_sink_record()  # count this run's batches only
+            for chosen, states in extractor.iter_batches(encoded, mine, batch_size, stats):
+                buffer_idx += chosen
+                buffer_states.append(states)
+                count += len(chosen)
+                bar.update(len(chosen))
+                if on_batch is not None:
+                    on_batch(count, total)
+                if (len(buffer_idx) >= chunk_size or count == total
+                        or time.monotonic() - last_save >= chunk_seconds):
+                    lengths = torch.tensor([len(encoded.input_ids[i]) for i in buffer_idx])
+                    save_tensors(
+                        {"index": torch.tensor(buffer_idx), "n_tokens": lengths,
+                         "states": torch.cat(buffer_states, dim=2)},
+                        chunks_dir / f"{prefix}{chunk_no:05d}.safetensors",
+                        {"sinks": json.dumps(extractor.take_sink_record().to_dict())})
+                    buffer_idx, buffer_states = [], []
+                    last_save = time.monotonic()
+                    if on_chunk is not None:
+                        on_chunk(chunk_no)
+                    chunk_no += 1
+            bar.close()
+        processes.barrier()
+        return todo, stats, started, encoded
+
     @staticmethod
     def _discard_merged(directory: Path, manifest: dict[str, Any]) -> None:
         """Forget a complete run whose files failed verification, so it is computed again."""
@@ -244,18 +290,22 @@ class ActivationStore:
         shutil.rmtree(directory / "chunks", ignore_errors=True)
 
     @staticmethod
-    def _done_indices(chunks_dir: Path) -> set[int]:
-        """Sentences held by valid chunks; a chunk that fails its check is removed (recomputed)."""
+    def _done_indices(chunks_dir: Path, clean: bool = True) -> set[int]:
+        """Sentences held by valid chunks; with ``clean`` (the main process, before the others
+        read) a chunk that fails its check is removed (recomputed), and so is a stray
+        temporary file."""
         done: set[int] = set()
         for path in sorted(chunks_dir.glob("*.safetensors")):
             try:
                 tensors, _ = load_tensors(path)
                 done.update(tensors["index"].tolist())
             except (CorruptFile, KeyError) as exc:
-                notice(f"{exc}; its sentences are recomputed")
-                path.unlink(missing_ok=True)
-        for stray in chunks_dir.glob(".*.tmp"):  # a write cut short by a kill
-            stray.unlink(missing_ok=True)
+                if clean:
+                    notice(f"{exc}; its sentences are recomputed")
+                    path.unlink(missing_ok=True)
+        if clean:
+            for stray in chunks_dir.glob(".*.tmp"):  # a write cut short by a kill
+                stray.unlink(missing_ok=True)
         return done
 
     def _merge(self, directory: Path, extractor: Extractor, sides: list, total: int) -> SinkRecord:
@@ -306,6 +356,11 @@ class ActivationStore:
         fails: rerun the run command to recompute)."""
         directory = Path(directory)
         manifest = self._read_manifest(directory)
+        engine = manifest.get("inputs", {}).get("engine")
+        if engine != ENGINE_VERSION:
+            raise StoreError(f"{directory} was written by engine version {engine}; this is "
+                             f"version {ENGINE_VERSION}, whose states differ: rerun the command "
+                             "to recompute them")
         if not manifest.get("complete"):
             raise StoreError(f"{directory} is an unfinished run; rerun the same command to resume")
         vectors, n_tokens = {}, {}

@@ -158,7 +158,7 @@ def test_a_corrupt_chunk_is_recomputed_on_resume(llama, corpus, tmp_path, capsys
 
     with pytest.raises(Killed):
         store.extract(extractor, corpus, batch_size=4, chunk_size=8, progress=False, on_chunk=kill)
-    chunk = next((tmp_path / "b").glob("*/chunks/00000.safetensors"))
+    chunk = next((tmp_path / "b").glob("*/chunks/rank000-00000.safetensors"))
     _flip_last_bytes(chunk)
     resumed = store.extract(extractor, corpus, batch_size=4, chunk_size=8, progress=False)
     assert "recomputed" in capsys.readouterr().err

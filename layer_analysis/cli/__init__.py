@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from layer_analysis.probe.errors import ProbeError
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers[args.command](args)
     except ProbeError as exc:
-        print(f"layer-analysis: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # a multi-process launch: the main one says it
+            print(f"layer-analysis: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("layer-analysis: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -140,6 +140,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         output=args.output, name=args.name, store=args.store, static=not args.no_static,
         progress_bars=not args.no_progress, overwrite=args.overwrite)
     outcome = execute(request, ["layer-analysis", *sys.argv[1:]])
+    if outcome is None:  # another process of a multi-process launch: the main one reports
+        return
     for warning in outcome.warnings:
         print(f"layer-analysis: warning: {warning}", file=sys.stderr)
     manifest = outcome.results.manifest
