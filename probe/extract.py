@@ -369,6 +369,8 @@ class Extractor:
         pad_rows = ~attention[..., None]
 
         def pool_layer(layer: int, hidden: torch.Tensor) -> None:
+            if hidden.device != attention.device:  # a device-mapped model: blocks on several
+                hidden = hidden.to(attention.device)
             hidden = hidden.float().masked_fill(pad_rows, 0.0)  # pad rows may hold NaN
             norms = hidden.norm(dim=-1)  # NaN or inf wherever any component is
             bad = attention & ~torch.isfinite(norms)

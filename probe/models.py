@@ -248,11 +248,16 @@ def load_model(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load ``spec`` (packaged name, directory, .gguf file, Hub id, or PEFT adapter directory).
 
     An adapter directory given as ``spec`` loads on top of the base it names; ``adapter`` puts an
-    adapter on top of ``spec`` explicitly.
+    adapter on top of ``spec`` explicitly. ``device_map="auto"`` spreads a model larger than one
+    device over the GPUs and the CPU (accelerate's big-model inference; ``device`` is then
+    ignored); ``quantize`` ("8bit", "4bit") loads the weights through bitsandbytes, where it is
+    installed (a CUDA GPU needed).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -262,10 +267,11 @@ def load_model(
     source, identity = _resolve(spec)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    placement = _placement(device_map, quantize)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement
         )
     except ValueError as exc:
         raise ModelError(f"{spec}: not a causal language model that transformers supports "
@@ -273,6 +279,8 @@ def load_model(
     except OSError as exc:
         raise ModelError(f"cannot load model {spec!r} from a local directory or the Hugging Face "
                          f"Hub: {exc}") from exc
+    if quantize is not None:  # other weights, other states: part of the cache key
+        identity["quantize"] = quantize
     if "hub" in identity:
         identity["revision"] = getattr(model.config, "_commit_hash", None)
     if spec in PACKAGED:
@@ -282,9 +290,53 @@ def load_model(
         model, identity["adapter"] = _attach_adapter(model, Path(adapter).expanduser())
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model.to(torch_device).eval()
+    if placement:
+        _check_placed(model)
+        model.eval()
+    else:
+        model.to(torch_device).eval()
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity)
+
+
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def _placement(device_map: str | dict | None, quantize: str | None) -> dict[str, Any]:
+    """from_pretrained's placement arguments: a device map, and bitsandbytes quantisation."""
+    out: dict[str, Any] = {}
+    if quantize is not None:
+        if quantize not in QUANTIZATIONS:
+            raise ModelError(f"unknown quantisation {quantize!r}; use {' or '.join(QUANTIZATIONS)}")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelError(f"--quantize {quantize} needs bitsandbytes (pip install "
+                             "bitsandbytes) and a CUDA GPU") from None
+        if not torch.cuda.is_available():
+            raise ModelError(f"--quantize {quantize} needs a CUDA GPU (bitsandbytes)")
+        from transformers import BitsAndBytesConfig
+
+        out["quantization_config"] = BitsAndBytesConfig(
+            load_in_8bit=quantize == "8bit", load_in_4bit=quantize == "4bit")
+        out["device_map"] = device_map or "auto"
+    elif device_map is not None:
+        out["device_map"] = device_map
+    return out
+
+
+def _check_placed(model: Any) -> None:
+    """Every weight of a device-mapped model is on a real device: a block left on the meta
+    device (offloaded to disk, or not loaded) would make hooks see nothing real."""
+    from .architecture import find_decoder
+
+    parts = find_decoder(model)
+    meta = [i for i, block in enumerate(parts.blocks, start=1)
+            if any(p.device.type == "meta" for p in block.parameters())]
+    if meta or any(p.device.type == "meta" for p in parts.embeddings.parameters()):
+        where = f"blocks {meta}" if meta else "the embeddings"
+        raise ModelError(f"the device map leaves {where} on the meta device (offloaded to disk "
+                         "or not loaded): give it more GPU/CPU memory or a smaller model")
 
 
 def _attach_adapter(model: Any, adapter_dir: Path) -> tuple[Any, dict[str, str]]:

@@ -45,6 +45,8 @@ class RunRequest:
     dtype: str = "auto"
     batch_size: int = 32
     trust_remote_code: bool = False
+    device_map: str | None = None  # "auto": big-model inference over GPUs and CPU
+    quantize: str | None = None  # "8bit" / "4bit" through bitsandbytes
     output: Path = Path("runs")
     name: str | None = None
     store: Path | None = None
@@ -131,8 +133,12 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     warnings = check_request(request, corpus)
     processes.check(sum(len(side.sentences) for side in corpus.sides.values()))
     say(f"loading {request.model}", 0.02)
+    if request.device_map is not None and processes.world > 1:
+        raise DataError("--device-map spreads one model over the devices; with several "
+                        "processes each loads its own copy: use one or the other")
     loaded = load_model(request.model, request.adapter, processes.device(request.device),
-                        request.dtype, request.trust_remote_code)
+                        request.dtype, request.trust_remote_code, request.device_map,
+                        request.quantize)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
     store = ActivationStore(request.store or request.output / "store")
@@ -166,7 +172,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
         "command": command,
         "engine": ENGINE_VERSION,
         "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device),
+                  "device_map": request.device_map, "quantize": request.quantize},
         "data": {"name": corpus.name, "fingerprint": corpus.fingerprint(),
                  "languages": corpus.languages, "sides": {k: len(s.sentences)
                                                           for k, s in corpus.sides.items()}},

@@ -54,3 +54,33 @@ def test_dtype_resolution():
     assert resolve_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ModelError, match="unknown dtype"):
         resolve_dtype("int3", cpu)
+
+
+def test_device_map_auto_loads_and_the_hooks_see_every_block(tiny_llama_dir):
+    plain = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    mapped = load_model(str(tiny_llama_dir), dtype="float32", device_map="auto")
+    sentences = ["A house by the sea.", "Ein Haus am Meer."]
+    a = Extractor(plain, ExtractionConfig()).extract(sentences)
+    b = Extractor(mapped, ExtractionConfig()).extract(sentences)
+    assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_block_left_on_the_meta_device_is_an_error(tiny_llama_dir, tmp_path, monkeypatch):
+    placement = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu",
+                 "model.layers.2": "cpu", "model.layers.3": "disk", "model.norm": "cpu",
+                 "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    import transformers
+
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def with_offload(*args, **kwargs):
+        return original(*args, offload_folder=str(tmp_path), **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", with_offload)
+    with pytest.raises(ModelError, match=r"blocks \[4\] on the meta device"):
+        load_model(str(tiny_llama_dir), dtype="float32", device_map=placement)
+
+
+def test_quantisation_without_bitsandbytes_or_a_gpu_is_a_clear_error(tiny_llama_dir):
+    with pytest.raises(ModelError, match="--quantize 4bit needs"):
+        load_model(str(tiny_llama_dir), quantize="4bit")

@@ -15,7 +15,7 @@ from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS
 from layer_analysis.probe.languages import canonical
 from layer_analysis.probe.lens_run import compare_lens_runs, is_lens_run
 from layer_analysis.probe.metrics import NORMALISATIONS
-from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED
+from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED, QUANTIZATIONS
 from layer_analysis.probe.neuron_run import compare_neuron_runs, is_neuron_run
 from layer_analysis.probe.pipeline import RunRequest, execute
 from layer_analysis.probe.projection import METHODS
@@ -68,6 +68,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     extraction.add_argument("--batch-size", type=int, default=32)
     extraction.add_argument("--max-length", type=int, default=256,
                             help="maximum tokens per sentence (template included)")
+    extraction.add_argument("--device-map", choices=["auto"],
+                            help="spread a model larger than one device over the GPUs and the "
+                                 "CPU (accelerate big-model inference)")
+    extraction.add_argument("--quantize", choices=list(QUANTIZATIONS),
+                            help="load the weights in 8 or 4 bits (needs bitsandbytes and a "
+                                 "CUDA GPU)")
     extraction.add_argument("--trust-remote-code", action="store_true",
                             help="allow a Hub model's own Python code (off by default)")
     metrics = run.add_argument_group("metrics")
@@ -137,6 +143,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                                 bootstrap=args.bootstrap, seed=args.seed),
         projection=args.projection, projection_layer=args.projection_layer, device=args.device,
         dtype=args.dtype, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map, quantize=args.quantize,
         output=args.output, name=args.name, store=args.store, static=not args.no_static,
         progress_bars=not args.no_progress, overwrite=args.overwrite)
     outcome = execute(request, ["layer-analysis", *sys.argv[1:]])
