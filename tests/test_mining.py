@@ -1,0 +1,77 @@
+"""Mining in row blocks against dense score matrices, and against the analysis's own margin
+retrieval; BUCC F1 by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.metrics import PairScorer, prepare, retrieval
+from layer_analysis.probe.mining import Mined, mine, mining_f1, neighbourhoods, xsim_error
+
+
+def planted(n: int, m: int, d: int = 32, noise: float = 0.6, seed: int = 0):
+    """Sources; targets whose first n rows translate them (plus noise), the rest unrelated."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = torch.cat([x + noise * torch.randn(n, d, generator=g), torch.randn(m - n, d, generator=g)])
+    return x, y
+
+
+def dense_margin(x, y, k=4):
+    cos = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T
+    r_x = cos.topk(min(k, cos.shape[1]), dim=1).values.mean(1)
+    r_y = cos.topk(min(k, cos.shape[0]), dim=0).values.mean(0)
+    return cos / ((r_x[:, None] + r_y[None, :]) / 2), r_x, r_y
+
+
+def test_blockwise_mining_equals_the_dense_matrix():
+    x, y = planted(70, 90)
+    scores, r_x, r_y = dense_margin(x, y)
+    mined = mine(x, y, block_bytes=4 * 90 * 3 * 7)  # blocks of 7 rows
+    torch.testing.assert_close(mined.r_src, r_x)
+    torch.testing.assert_close(mined.r_tgt, r_y)
+    assert torch.equal(mined.forward, scores.argmax(1))
+    assert torch.equal(mined.backward, scores.argmax(0))
+    torch.testing.assert_close(mined.forward_score, scores.max(1).values)
+    torch.testing.assert_close(mined.backward_score, scores.max(0).values)
+    r_src, r_tgt = neighbourhoods(F.normalize(x, dim=-1), F.normalize(y, dim=-1), 4, 4 * 90 * 3)
+    torch.testing.assert_close(r_src, r_x)  # one row per block
+    torch.testing.assert_close(r_tgt, r_y)
+
+
+def test_xsim_is_the_analysis_s_margin_retrieval_error():
+    x, y = planted(120, 120, noise=1.2)
+    stats = PairScorer(prepare(x[None]), prepare(y[None]), ["margin", "raw"]).statistics()
+    for name, margin in (("margin", True), ("raw", False)):
+        p_at_1 = float(retrieval(stats.ranks[(name, "forward")])["p@1"].mean())
+        assert xsim_error(x, y, margin=margin) == pytest.approx(1 - p_at_1)
+    assert 0 < xsim_error(x, y) < 0.5  # noisy but mostly right
+
+
+def test_mining_f1_by_hand():
+    # sources 0..2, targets 0..2; gold (0,0), (1,1), (2,2)
+    mined = Mined(forward=torch.tensor([0, 2, 2]), forward_score=torch.tensor([1.5, 1.1, 1.4]),
+                  backward=torch.tensor([0, 1, 2]), backward_score=torch.tensor([1.5, 0.9, 1.4]),
+                  r_src=torch.zeros(3), r_tgt=torch.zeros(3))
+    score = mining_f1(mined, {(0, 0), (1, 1), (2, 2)})
+    # candidates by margin: (0,0) 1.5 ok, (2,2) 1.4 ok, (1,2) 1.1 wrong, (1,1) 0.9 ok
+    # cuts: 1/1 p=1 r=1/3; 2/2 p=1 r=2/3 (F1 0.8); 2/3; 3/4 p=.75 r=1 (F1 0.857)
+    assert score.candidates == 4
+    assert score.f1 == pytest.approx(6 / 7) and score.threshold == pytest.approx(0.9)
+    assert (score.precision, score.recall) == (pytest.approx(0.75), pytest.approx(1.0))
+
+
+def test_planted_bitexts_are_mined():
+    x, y = planted(200, 1000, noise=0.5)
+    score = mining_f1(mine(x, y), {(i, i) for i in range(200)})
+    assert score.f1 > 0.95
+
+
+def test_bad_vectors_are_refused():
+    with pytest.raises(DataError, match="non-finite"):
+        mine(torch.tensor([[float("nan"), 1.0]]), torch.ones(2, 2))
+    with pytest.raises(DataError, match="widths differ"):
+        mine(torch.ones(2, 3), torch.ones(2, 2))
