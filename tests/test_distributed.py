@@ -102,3 +102,19 @@ def test_a_store_of_another_engine_version_is_refused(tiny_llama_dir, tmp_path):
     with pytest.raises(StoreError, match="engine version 1"):
         ActivationStore(tmp_path).load(acts.directory)
     assert torch.isfinite(acts.vectors["eng_Latn"]).all()
+
+
+def test_the_gpu_check_passes_on_the_cpu_and_says_what_it_skipped(tiny_llama_dir):
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script), "--models", str(tiny_llama_dir),
+                           "--limit", "6", "--mining", "500"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    steps = {line["step"] for line in lines}
+    assert {"device", "extraction", "mining", "two GPUs"} <= steps
+    if not torch.cuda.is_available():
+        assert "no CUDA" in lines[0]["skipped"]
+    assert done.stdout.rstrip().endswith("gpu check: passed")
