@@ -110,6 +110,19 @@ def xsim_error(source: torch.Tensor, target: torch.Tensor, gold: torch.Tensor | 
     return float((mined.forward.cpu() != gold.cpu()).float().mean())
 
 
+def candidates(mined: Mined) -> list[tuple[tuple[int, int], float]]:
+    """LASER's ``max`` candidates: every source's best target and every target's best source,
+    a pair found both ways once (with its margin), best first."""
+    best: dict[tuple[int, int], float] = {}
+    for i, (j, score) in enumerate(zip(mined.forward.tolist(), mined.forward_score.tolist(),
+                                       strict=True)):
+        best[(i, j)] = max(score, best.get((i, j), -float("inf")))
+    for j, (i, score) in enumerate(zip(mined.backward.tolist(), mined.backward_score.tolist(),
+                                       strict=True)):
+        best[(i, j)] = max(score, best.get((i, j), -float("inf")))
+    return sorted(best.items(), key=lambda item: -item[1])
+
+
 @dataclass(frozen=True)
 class MiningScore:
     f1: float
@@ -124,14 +137,7 @@ def mining_f1(mined: Mined, gold: set[tuple[int, int]]) -> MiningScore:
     margin threshold that maximises it."""
     if not gold:
         raise DataError("mining F1 needs at least one gold pair")
-    best: dict[tuple[int, int], float] = {}
-    for i, (j, score) in enumerate(zip(mined.forward.tolist(), mined.forward_score.tolist(),
-                                       strict=True)):
-        best[(i, j)] = max(score, best.get((i, j), -float("inf")))
-    for j, (i, score) in enumerate(zip(mined.backward.tolist(), mined.backward_score.tolist(),
-                                       strict=True)):
-        best[(i, j)] = max(score, best.get((i, j), -float("inf")))
-    ranked = sorted(best.items(), key=lambda item: -item[1])
+    ranked = candidates(mined)
     hits = torch.tensor([pair in gold for pair, _ in ranked], dtype=torch.float64).cumsum(0)
     kept = torch.arange(1, len(ranked) + 1, dtype=torch.float64)
     precision, recall = hits / kept, hits / len(gold)

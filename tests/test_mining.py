@@ -75,3 +75,76 @@ def test_bad_vectors_are_refused():
         mine(torch.tensor([[float("nan"), 1.0]]), torch.ones(2, 2))
     with pytest.raises(DataError, match="widths differ"):
         mine(torch.ones(2, 3), torch.ones(2, 2))
+
+
+def write_bucc(tmp_path, tiny_sentences):
+    """German sources (ids d1..), English targets (ids e1..) in shuffled order plus distractors."""
+    english, german = tiny_sentences
+    order = list(range(len(english)))[::-1]
+    (tmp_path / "de.tsv").write_text("".join(f"d{i + 1}\t{german[i]}\n" for i in range(10)))
+    targets = [(f"e{k + 1}", english[i]) for k, i in enumerate(order)]  # 10 gold + distractors
+    (tmp_path / "en.tsv").write_text("".join(f"{x}\t{s}\n" for x, s in targets))
+    gold = [f"d{i + 1}\te{k + 1}\n" for k, i in enumerate(order) if i < 10]
+    (tmp_path / "gold.tsv").write_text("".join(gold))
+    return targets
+
+
+@pytest.fixture(scope="module")
+def tiny_sentences():
+    from layer_analysis.probe.data import load_parallel
+
+    corpus = load_parallel("default").select(["eng_Latn", "deu_Latn"], 16)
+    side = {s.language: list(s.sentences) for s in corpus.sides.values()}
+    return side["eng_Latn"], side["deu_Latn"]
+
+
+def test_mine_command_scores_what_mining_the_states_gives(tiny_llama_dir, tiny_sentences,
+                                                           tmp_path):
+    import json
+
+    import pandas as pd
+
+    from layer_analysis.cli import main
+    from layer_analysis.probe.extract import ExtractionConfig, Extractor
+    from layer_analysis.probe.models import load_model
+
+    targets = write_bucc(tmp_path, tiny_sentences)
+    args = ["mine", str(tmp_path / "de.tsv"), str(tmp_path / "en.tsv"), "--source-language",
+            "de", "--target-language", "en", "--gold", str(tmp_path / "gold.tsv"), "--model",
+            str(tiny_llama_dir), "--layer", "3", "--output", str(tmp_path / "runs"), "--name",
+            "m", "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "m"
+    scores = json.loads((run / "scores.json").read_text())
+    extractor = Extractor(load_model(str(tiny_llama_dir), device="cpu", dtype="float32"),
+                          ExtractionConfig(layers=(3,)))
+    german = tiny_sentences[1][:10]
+    source = extractor.extract(german)[0, 0]
+    target = extractor.extract([s for _, s in targets])[0, 0]
+    mined = mine(source, target)
+    order = list(range(16))[::-1]
+    gold = {(i, k) for k, i in enumerate(order) if i < 10}
+    expected = mining_f1(mined, gold)
+    assert scores["f1"] == pytest.approx(expected.f1) and scores["gold_pairs"] == 10
+    assert scores["xsim_error"] == pytest.approx(
+        sum(int(mined.forward[i]) != j for i, j in gold) / 10)
+    table = pd.read_csv(run / "mined.tsv", sep="\t", dtype=str)
+    assert len(table) == expected.candidates and set(table.source_id) <= {f"d{i}" for i in
+                                                                         range(1, 11)}
+    assert json.loads((run / "manifest.json").read_text())["kind"] == "mining"
+
+
+def test_mine_bad_gold_and_layer_are_one_message(tiny_llama_dir, tiny_sentences, tmp_path,
+                                                 capsys):
+    from layer_analysis.cli import main
+
+    write_bucc(tmp_path, tiny_sentences)
+    (tmp_path / "bad.tsv").write_text("d1\te99\n")
+    base = ["mine", str(tmp_path / "de.tsv"), str(tmp_path / "en.tsv"), "--source-language", "de",
+            "--target-language", "en", "--model", str(tiny_llama_dir), "--output",
+            str(tmp_path / "runs"), "--device", "cpu", "--no-progress"]
+    assert main([*base, "--gold", str(tmp_path / "bad.tsv")]) == 2
+    assert "line 1: expected SOURCE_ID<TAB>TARGET_ID" in capsys.readouterr().err
+    assert main([*base, "--layer", "9"]) == 2
+    assert "layer 9 out of range" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").rglob("mined.tsv"))

@@ -8,7 +8,7 @@ import sys
 
 from layer_analysis.probe.errors import ProbeError
 
-from . import interventions, law, lens, probing, training
+from . import interventions, law, lens, mining, probing, training
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -19,6 +19,8 @@ Probe how a language model aligns languages layer by layer.
   layer-analysis report runs/NAME            # rebuild figures of a finished run
   layer-analysis compare runs/base runs/x-zh # base vs adapters
   layer-analysis list-models | list-data
+  layer-analysis mine de.txt en.txt --source-language de --target-language en --gold gold.tsv
+  torchrun --nproc_per_node 2 -m layer_analysis run ...   # several processes (or accelerate launch)
   layer-analysis lens --model smollm2-135m   # latent language per layer (logit lens)
   layer-analysis neurons --model smollm2-135m --languages en,de,zh,el
   layer-analysis intervene steer --language el   # or: intervene map --language el
@@ -36,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layer-analysis", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (probing, lens, interventions, training, law):
+    for commands in (probing, mining, lens, interventions, training, law):
         commands.add_parsers(sub)
     return parser
 
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error prints one line and returns its exit code."""
     args = build_parser().parse_args(argv)
-    handlers = {**probing.HANDLERS, **lens.HANDLERS, **interventions.HANDLERS,
+    handlers = {**probing.HANDLERS, **mining.HANDLERS, **lens.HANDLERS, **interventions.HANDLERS,
                 **training.HANDLERS, **law.HANDLERS}
     try:
         handlers[args.command](args)
