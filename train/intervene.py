@@ -108,7 +108,8 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
                         "another --language")
     check_identifiable(language)
     if not request.strengths or any(not (s == s) or abs(s) > 1e3 for s in request.strengths):
-        raise DataError(f"--strengths must be finite numbers, got {list(request.strengths)}")
+        raise DataError(f"--strengths must be finite numbers within ±1000, got "
+                        f"{list(request.strengths)}")
     if request.fit_sentences < 2 or request.eval_sentences < 2 or request.bootstrap < 1 \
             or request.xquad < 0 or request.batch_size < 1 or request.max_new_tokens < 1:
         raise DataError("--fit-sentences and --eval-sentences must be at least 2; --bootstrap, "
@@ -206,7 +207,7 @@ def rows_for(setting: dict, outcome: Outcome, base: Outcome, request: Interventi
     return rows
 
 
-class Session:
+class Evaluator:
     """The model, its prompts and the evaluation of one intervention setting."""
 
     def __init__(self, loaded: LoadedModel, prepared: Prepared, request: InterventionRequest):
@@ -300,17 +301,17 @@ def execute_intervention(request: InterventionRequest, command: list[str],
                                   strength)
         kinds = ("map", "shuffled")
     timings["fit"] = time.perf_counter() - clock
-    session = Session(loaded, prepared, request)
+    evaluator = Evaluator(loaded, prepared, request)
     clock = time.perf_counter()
     say(NONE)
-    base = session.measure(NONE, nullcontext)
+    base = evaluator.measure(NONE, nullcontext)
     outcomes = [({"strength": 0.0, "control": "none"}, base)]
     for strength in request.strengths:
         for kind in kinds:
             label = f"{kind} at layer {layer}, strength {strength:g}"
             say(label)
             outcomes.append(({"strength": strength, "control": kind},
-                             session.measure(label, intervention(strength, kind))))
+                             evaluator.measure(label, intervention(strength, kind))))
     timings["generate"] = time.perf_counter() - clock
     setting = {"intervention": request.kind, "language": prepared.language, "layer": layer}
     table = pd.DataFrame([row for extra, outcome in outcomes
