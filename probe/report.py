@@ -273,7 +273,7 @@ def neuron_counts(counts: pd.DataFrame) -> go.Figure:
 def neuron_overlap(table: pd.DataFrame) -> go.Figure:
     """Neurons specific to both languages of a pair (the diagonal: each language's total)."""
     grid = table.pivot_table(index="language_a", columns="language_b", values="shared",
-                             sort=False)
+                             sort=False).astype(int)
     fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index),
                                colorscale="Viridis", colorbar={"title": "neurons"},
                                texttemplate="%{z}",
