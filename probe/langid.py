@@ -1,5 +1,6 @@
 """Which language a text is in: lingua's offline identifier (its models ship in the wheel) over
-all 75 languages it knows, answered as FLORES codes so they compare with the rest of the suite."""
+all 75 languages it knows, answered as ISO 639-3 codes (``ell``, ``ara``); ``iso639_3`` turns
+the suite's FLORES codes into them for comparison."""
 
 from __future__ import annotations
 

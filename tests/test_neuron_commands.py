@@ -161,3 +161,30 @@ def test_a_strength_that_empties_the_outputs_is_refused(tiny_llama_dir, tmp_path
                  "--device", "cpu", "--no-static"]) == 2
     assert "strength 50 gives degenerate outputs (3 of 3 empty)" in capsys.readouterr().err
     assert not out.exists() or not any(out.rglob("manifest.json"))
+
+
+def test_outputs_in_the_target_language_count_as_switched(tiny_llama_dir, tmp_path, monkeypatch,
+                                                          shared_data):
+    """The language share compares lingua's answer with the target in lingua's own codes: a
+    model that answers with the German references scores a share of 1 and chrF++ 100."""
+    from layer_analysis.train import intervene
+
+    references = {}
+
+    def answer_with_references(loaded, prompts, *args, **kwargs):
+        return [references[p] for p in prompts]
+
+    monkeypatch.setattr(intervene, "generate", answer_with_references)
+    request = intervene.InterventionRequest(
+        kind="steer", language="de", model=str(tiny_llama_dir), fit_data="default",
+        fit_sentences=10, eval_sentences=5, strengths=(1.0,), bootstrap=20, device="cpu",
+        output=tmp_path, name="s", static=False)
+    prepared = intervene.check_intervention_request(request)
+    evaluator = intervene.Evaluator(
+        load_model(str(tiny_llama_dir), device="cpu", dtype="float32"), prepared, request)
+    references.update(zip(evaluator.prompts, prepared.references, strict=True))
+    from contextlib import nullcontext
+
+    outcome = evaluator.measure("no intervention", nullcontext)
+    assert float(outcome.shares["share_deu"].mean()) == 1.0
+    assert outcome.chrf == pytest.approx(100.0)

@@ -42,7 +42,7 @@ from layer_analysis.probe.interventions import (
     random_direction,
     steered,
 )
-from layer_analysis.probe.langid import check_identifiable, identify
+from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
 from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
 from layer_analysis.probe.models import DEFAULT_MODEL, LoadedModel, load_model
@@ -249,8 +249,8 @@ class Evaluator:
                             f"{len(outputs)} empty)" + (
                                 "; choose a smaller --strengths" if label != NONE else
                                 ": the model alone does not answer these prompts"))
-        found = identify(outputs)
-        wanted = torch.tensor([float(f == self.wanted) for f in found])
+        found = identify(outputs)  # ISO 639-3 codes, as lingua names them
+        wanted = torch.tensor([float(f == iso639_3(self.wanted)) for f in found])
         references = self.prepared.references
         outcome = Outcome(outputs, {f"share_{self.wanted.split('_')[0]}": wanted, "empty": empty},
                           chrf_pp(outputs, references),
