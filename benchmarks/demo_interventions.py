@@ -1,8 +1,9 @@
-"""Language neurons and interventions on the packaged smollm2-135m: LAPE neurons of English,
-German, Chinese, Greek and Arabic with the deactivation check (each language's neurons vs as many
-random ones), the same LAPE on the x-/m-models of the alignment-training demonstration (which
-neurons appear or vanish), Greek steering (a language vector vs a random direction) and an
-INCLINE-style Greek → English map (vs a map fitted on shuffled pairs).
+"""Language neurons and interventions on the packaged models: LAPE neurons of English, German,
+Chinese, Greek and Arabic in smollm2-135m with the deactivation check (each language's neurons
+vs as many random ones), the same LAPE on the x-/m-models of the alignment-training
+demonstration (which neurons appear or vanish); on gemma3-270m (multilingual, Greek well
+aligned), Greek steering (a language vector vs a random direction) and an INCLINE-style
+Greek → English map (vs a map fitted on shuffled pairs).
 
     python benchmarks/demo_interventions.py [--output runs/interventions]
         [--trained runs/alignment-training]   # where demo_alignment_training.py wrote x-el, m3
@@ -40,8 +41,10 @@ def main() -> None:
             layer_analysis(*command, "--output", str(out), "--name", name, "--overwrite", *DEVICE)
 
     run("neurons-base", "neurons", "--model", "smollm2-135m", "--languages", LANGUAGES)
-    run("steer-el", "intervene", "steer", "--language", "el", "--strengths", "1,2,4")
-    run("map-el", "intervene", "map", "--language", "el", "--strengths", "0.5,1")
+    run("steer-el", "intervene", "steer", "--model", "gemma3-270m", "--language", "el",
+        "--strengths", "1,2,4")
+    run("map-el", "intervene", "map", "--model", "gemma3-270m", "--language", "el",
+        "--strengths", "0.5,1")
     trained = [name for name in ("x-el", "m3") if (args.trained / name / "training.json").exists()]
     for name in trained:  # LAPE only: which neurons CoIT / MuIT add or remove
         run(f"neurons-{name}", "neurons", "--model", str(args.trained / name), "--languages",
