@@ -95,6 +95,8 @@ class LinearMap:
     weight: torch.Tensor  # (d, d)
     bias: torch.Tensor  # (d,)
     ridge: float  # the regularisation chosen by leave-one-out (generalised cross-validation)
+    ridge_at_edge: bool = False  # the largest of the grid: the data barely support a linear
+    #                              part, and the map is close to a constant (the target mean)
 
     @classmethod
     def fit(cls, source: torch.Tensor, target: torch.Tensor) -> LinearMap:
@@ -106,10 +108,11 @@ class LinearMap:
         if source.shape != target.shape or source.ndim != 2 or len(source) < 2:
             raise DataError(f"a map needs paired (n, d) states with n ≥ 2, got "
                             f"{tuple(source.shape)} and {tuple(target.shape)}")
-        model = RidgeCV(alphas=np.logspace(-2, 5, 15)).fit(source.double().numpy(),
-                                                           target.double().numpy())
+        alphas = np.logspace(-2, 5, 15)
+        model = RidgeCV(alphas=alphas).fit(source.double().numpy(), target.double().numpy())
         return cls(torch.from_numpy(model.coef_.T).float(),
-                   torch.from_numpy(np.asarray(model.intercept_)).float(), float(model.alpha_))
+                   torch.from_numpy(np.asarray(model.intercept_)).float(), float(model.alpha_),
+                   bool(model.alpha_ >= alphas[-1]))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.weight.to(x) + self.bias.to(x)

@@ -163,6 +163,11 @@ def test_the_linear_map_recovers_a_known_map():
     fitted = LinearMap.fit(x, x @ weight + bias + 0.01 * torch.randn(400, 16, generator=generator))
     torch.testing.assert_close(fitted.weight, weight, atol=0.02, rtol=0.02)
     torch.testing.assert_close(fitted.bias, bias, atol=0.02, rtol=0.02)
+    assert not fitted.ridge_at_edge
+    unrelated = torch.Generator().manual_seed(1)  # a draw where leave-one-out wants the most
+    noise = LinearMap.fit(torch.randn(60, 32, generator=unrelated),
+                          torch.randn(60, 32, generator=unrelated))
+    assert noise.ridge == 1e5 and noise.ridge_at_edge
     with pytest.raises(DataError, match="paired"):
         LinearMap.fit(x, x[:10])
 

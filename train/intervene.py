@@ -294,7 +294,12 @@ def execute_intervention(request: InterventionRequest, command: list[str],
         shuffled = english[torch.randperm(len(english),
                                           generator=torch.Generator().manual_seed(request.seed))]
         control_map = LinearMap.fit(x, shuffled)
-        fitted.update(ridge=linear_map.ridge, control_ridge=control_map.ridge)
+        fitted.update(ridge=linear_map.ridge, ridge_at_edge=linear_map.ridge_at_edge,
+                      control_ridge=control_map.ridge)
+        if linear_map.ridge_at_edge:
+            say(f"warning: the ridge chosen ({linear_map.ridge:g}) is the grid's largest: "
+                f"{len(x)} pairs barely support a linear map at width {x.shape[1]}, and the map "
+                "is close to a constant (the English mean); compare it with the control")
 
         def intervention(strength: float, kind: str):
             return lambda: mapped(parts, layer, linear_map if kind == "map" else control_map,
