@@ -43,6 +43,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def start_run_directory(path: Path) -> Path:
+    """Create a run directory to (re)write, its old manifest removed first: until the new one
+    is written last, the directory never looks complete with old and new files mixed."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MANIFEST).unlink(missing_ok=True)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
     """Yield an empty staging directory beside ``path``, renamed to ``path`` when the block ends

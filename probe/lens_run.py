@@ -17,7 +17,7 @@ import pandas as pd
 from . import report
 from .data import ParallelCorpus, load_parallel, named_datasets
 from .errors import DataError, StoreError
-from .files import MANIFEST, atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import ENGLISH, canonical, display_name
 from .latent import (
     TASKS,
@@ -242,8 +242,7 @@ def execute_lens(request: LensRequest, command: list[str],
     table = pd.concat(tables, ignore_index=True)[
         ["model", "task", "lens", "source", "target", "layer", "measure", "value", "ci_low",
          "ci_high", "concepts"]]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MANIFEST).unlink(missing_ok=True)
+    start_run_directory(run_dir)
     atomic_write(run_dir / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
     words_table = pd.DataFrame(word_rows)
     atomic_write(run_dir / WORDS_TABLE, lambda tmp: words_table.to_csv(tmp, index=False))
@@ -266,8 +265,7 @@ def execute_lens(request: LensRequest, command: list[str],
         report.write_static(figures, run_dir / "figures")
     manifest = {
         "command": command, "kind": "lens",
-        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+        "model": loaded.record(request.adapter),
         "lens": {"tasks": list(request.tasks), "targets": targets, "source": source,
                  "words": str(request.words), "concepts": len(list(words.words)[: request.limit]),
                  "shots": request.shots, "bootstrap": request.bootstrap, "seed": request.seed,

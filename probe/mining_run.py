@@ -26,7 +26,7 @@ from . import distributed
 from .data import ParallelCorpus, Side, read_lines
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor
-from .files import MANIFEST, atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
 from .models import DEFAULT_MODEL, load_model
@@ -138,15 +138,13 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         scores["xsim_error"] = sum(wrong) / len(wrong)
         scores["gold_pairs"] = len(gold)
     run_dir = request.output / (request.name or _slug(f"{loaded.name}-mine-{acts.key[:8]}"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MANIFEST).unlink(missing_ok=True)
+    start_run_directory(run_dir)
     atomic_write(run_dir / MINED, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                            quoting=csv.QUOTE_MINIMAL))
     atomic_write_text(run_dir / SCORES, json.dumps(scores, indent=2))
     manifest = {
         "command": command, "kind": "mining",
-        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(device)},
+        "model": loaded.record(request.adapter),
         "mining": {"source": str(request.source), "target": str(request.target),
                    "gold": str(request.gold) if request.gold else None,
                    "sentences": {"source": len(sources), "target": len(targets)}, **scores},

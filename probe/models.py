@@ -186,6 +186,11 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def record(self, adapter: str | None = None) -> dict[str, Any]:
+        """What a run's manifest says of its model."""
+        return {"name": self.name, "identity": self.identity, "adapter": adapter,
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
+
 
 def convert_gguf(gguf_path: Path) -> Path:
     """Dequantise a GGUF file once into a safetensors model directory in the cache; return it."""

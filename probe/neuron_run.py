@@ -31,7 +31,7 @@ from . import report
 from .data import load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor
-from .files import MANIFEST, atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .interventions import deactivated
 from .languages import canonical, display_name
 from .metrics import bootstrap_ci
@@ -187,8 +187,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
              if held_out else pd.DataFrame())
     timings["deactivation"] = time.perf_counter() - clock
     counts_table, overlap_table = neuron_counts(masks, languages), overlap(masks, languages)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MANIFEST).unlink(missing_ok=True)
+    start_run_directory(run_dir)
     atomic_write(run_dir / NEURONS_FILE, lambda tmp: save_file(
         {"specific": masks.to(torch.uint8).contiguous(), "probabilities": probs.contiguous()},
         tmp))
@@ -209,8 +208,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
         report.write_static(figures, run_dir / "figures")
     manifest = {
         "command": command, "kind": "neurons",
-        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+        "model": loaded.record(request.adapter),
         "neurons": {"languages": languages, "data": request.data, "sentences": request.sentences,
                     "tokens": tokens, "thresholds": asdict(request.thresholds),
                     "blocks": int(masks.shape[1]), "neurons_per_block": int(masks.shape[2]),

@@ -171,9 +171,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     manifest = {
         "command": command,
         "engine": ENGINE_VERSION,
-        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device),
-                  "device_map": request.device_map, "quantize": request.quantize},
+        "model": {**loaded.record(request.adapter), "device_map": request.device_map,
+                  "quantize": request.quantize},
         "data": {"name": corpus.name, "fingerprint": corpus.fingerprint(),
                  "languages": corpus.languages, "sides": {k: len(s.sentences)
                                                           for k, s in corpus.sides.items()}},

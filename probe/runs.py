@@ -23,7 +23,7 @@ from . import report
 from .analysis import mexa_summary, peak_layers
 from .errors import DataError, StoreError
 from .extract import SinkRecord
-from .files import MANIFEST, atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .metrics import linear_cka
 from .store import Activations, ActivationStore
 
@@ -79,8 +79,7 @@ def write_run(directory: Path, manifest: dict[str, Any], table: pd.DataFrame, ck
               projection: pd.DataFrame) -> None:
     """Write tables first and the manifest last: a directory with a manifest is complete (an
     earlier manifest goes first, so a failure on the way never leaves old and new mixed)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MANIFEST).unlink(missing_ok=True)
+    start_run_directory(directory)
     _write_frame(table, directory / RESULTS)
     _write_frame(table, directory / "results.csv")
     _write_frame(cka, directory / "cka.csv")
