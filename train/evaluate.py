@@ -180,7 +180,8 @@ def read_xquad(language: str, limit: int | None = None) -> list[dict]:
     return items[:limit]
 
 
-def _xquad_language(language: str) -> str:
+def xquad_language(language: str) -> str:
+    """The ISO 639-1 code of an XQuAD language, or a clear error."""
     iso = iso639_1(canonical(language, "--languages"))
     if iso not in XQUAD_INSTRUCTIONS:
         raise DataError(f"XQuAD has no {iso}; languages: {', '.join(XQUAD_INSTRUCTIONS)}")
@@ -199,17 +200,22 @@ def check_languages(task: str, languages: list[str], data: str = "flores-devtest
             load_parallel(data).select([ENGLISH, canonical(language, "--languages")], limit)
             check_identifiable(language)
         else:
-            _xquad_language(language)
+            xquad_language(language)
             read_xquad(language, 1)
+
+
+def xquad_prompts(items: list[dict], language: str) -> list[str]:
+    """Zero-shot prompts: the instruction in the question's language, passage, question."""
+    instruction = XQUAD_INSTRUCTIONS[xquad_language(language)]
+    return [alpaca_prompt(instruction, f"{q['context']}\n\n{q['question']}") for q in items]
 
 
 def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
                    max_new_tokens: int = 32, batch_size: int = 8) -> Evaluation:
     """Zero-shot XQuAD with the instruction in the question's language."""
-    iso = _xquad_language(language)
+    iso = xquad_language(language)
     items = read_xquad(language, limit)
-    prompts = [alpaca_prompt(XQUAD_INSTRUCTIONS[iso], f"{q['context']}\n\n{q['question']}")
-               for q in items]
+    prompts = xquad_prompts(items, language)
     answers = generate(loaded, prompts, max_new_tokens, batch_size)
     per = [{"id": q["id"], "question": q["question"], "answers": q["answers"], "prediction": a,
             "em": exact_match(a, q["answers"]), "f1": f1(a, q["answers"]),

@@ -34,7 +34,7 @@ from layer_analysis.probe import report
 from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
-from layer_analysis.probe.files import MANIFEST, atomic_write, atomic_write_text
+from layer_analysis.probe.files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from layer_analysis.probe.interventions import (
     LinearMap,
     check_layer,
@@ -43,13 +43,13 @@ from layer_analysis.probe.interventions import (
     steered,
 )
 from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
-from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
+from layer_analysis.probe.languages import ENGLISH, canonical, display_name
 from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
 from layer_analysis.probe.models import DEFAULT_MODEL, LoadedModel, load_model
 from layer_analysis.probe.pipeline import _slug, check_new_run
 from layer_analysis.probe.runs import run_kind, versions
 
-from .evaluate import XQUAD_INSTRUCTIONS, chrf_pp, f1, generate, read_xquad
+from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
 from .prompts import alpaca_prompt, translation_instruction
 
 KINDS = ("steer", "map")
@@ -137,8 +137,7 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
         sources, references = x, english
     xquad = []
     if request.kind == "map" and request.xquad:
-        if iso639_1(language) not in XQUAD_INSTRUCTIONS:
-            raise DataError(f"XQuAD has no {display_name(language)}; pass --xquad 0")
+        xquad_language(language)
         xquad = read_xquad(language, request.xquad)
     if request.name is not None:
         check_new_run(request.output, request.name, request.overwrite)
@@ -221,10 +220,7 @@ class Evaluator:
             instruction = translation_instruction(language, ENGLISH)
             self.wanted = ENGLISH
         self.prompts = [alpaca_prompt(instruction, s) for s in prepared.sources]
-        iso = iso639_1(language)
-        self.xquad_prompts = [alpaca_prompt(XQUAD_INSTRUCTIONS.get(iso, ""),
-                                            f"{q['context']}\n\n{q['question']}")
-                              for q in prepared.xquad]
+        self.xquad_prompts = xquad_prompts(prepared.xquad, language) if prepared.xquad else []
 
     def _preflight(self, label: str) -> None:
         """One forward of the first prompt: non-finite logits stop the run before generating."""
@@ -323,8 +319,7 @@ def execute_intervention(request: InterventionRequest, command: list[str],
                           for row in rows_for({**setting, **extra}, outcome, base, request)])
     run_dir = request.output / (request.name or _slug(f"{loaded.name}-{request.kind}-"
                                                       f"{prepared.language.split('_')[0]}"))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / MANIFEST).unlink(missing_ok=True)
+    start_run_directory(run_dir)
     atomic_write(run_dir / TABLE, lambda tmp: table.to_csv(tmp, index=False))
     lines = [json.dumps({**extra, "index": i, "source": s, "reference": r, "output": o},
                         ensure_ascii=False)
@@ -345,8 +340,7 @@ def execute_intervention(request: InterventionRequest, command: list[str],
         report.write_static(figures, run_dir / "figures")
     manifest = {
         "command": command, "kind": "intervention",
-        "model": {"name": loaded.name, "identity": loaded.identity, "adapter": request.adapter,
-                  "dtype": str(loaded.dtype).removeprefix("torch."), "device": str(loaded.device)},
+        "model": loaded.record(request.adapter),
         "intervention": {**{k: v for k, v in asdict(request).items()
                             if k not in ("output", "name", "overwrite", "static", "model",
                                          "adapter", "device", "dtype")},
