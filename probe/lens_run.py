@@ -31,9 +31,8 @@ from .latent import (
 )
 from .lens import LogitLens
 from .metrics import bootstrap_ci
-from .models import DEFAULT_MODEL, load_model
-from .pipeline import _slug, check_new_run
-from .runs import versions
+from .models import load_model
+from .runs import RunSettings, versions
 from .token_languages import build_token_languages
 from .tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
 
@@ -45,9 +44,7 @@ NOTABLE = 0.01  # the English-first summary ignores layers where English is belo
 
 
 @dataclass
-class LensRequest:
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
+class LensRequest(RunSettings):
     targets: list[str] | None = None  # default: DEFAULT_TARGETS
     source: str | None = None  # translation source; default French (German for French targets)
     tasks: tuple[str, ...] = ("translation",)
@@ -57,11 +54,6 @@ class LensRequest:
     bootstrap: int = 1000
     seed: int = 0
     batch_size: int = 16
-    device: str = "auto"
-    dtype: str = "auto"
-    output: Path = Path("runs")
-    name: str | None = None
-    overwrite: bool = False
     static: bool = True
     sentences: int = 50  # per language, for the running-text probe (0: none)
     positions: int = 4  # sampled token positions per sentence
@@ -115,8 +107,7 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     if request.tuned_steps and request.sentences == 0:
         raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
                         "must be above 0")
-    if request.name is not None:
-        check_new_run(request.output, request.name, request.overwrite)
+    request.check_name()
     return words, targets, source
 
 
@@ -185,7 +176,7 @@ def execute_lens(request: LensRequest, command: list[str],
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
-    run_dir = request.output / (request.name or _slug(f"{loaded.name}-lens"))
+    run_dir = request.run_directory(f"{loaded.name}-lens")
     prepared = []  # every task's prompts first: a prompt too long fails before any pass
     for task in request.tasks:
         for target in targets:

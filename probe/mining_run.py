@@ -29,34 +29,26 @@ from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
-from .models import DEFAULT_MODEL, load_model
-from .pipeline import _slug, check_new_run
-from .runs import versions
+from .models import load_model
+from .runs import RunSettings, versions
 from .store import ActivationStore
 
 MINED, SCORES = "mined.tsv", "scores.json"
 
 
 @dataclass
-class MiningRequest:
+class MiningRequest(RunSettings):
     source: Path
     target: Path
     source_language: str
     target_language: str
     gold: Path | None = None
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
     layer: int | None = None  # default: the middle block's output
     k: int = MARGIN_K
     margin: bool = True
     batch_size: int = 32
     max_length: int = 256
-    device: str = "auto"
-    dtype: str = "auto"
-    output: Path = Path("runs")
-    name: str | None = None
     store: Path | None = None
-    overwrite: bool = False
     progress_bars: bool = True
 
 
@@ -96,8 +88,7 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         raise DataError("--k and --batch-size must be at least 1")
     src_lang = canonical(request.source_language, "--source-language")
     tgt_lang = canonical(request.target_language, "--target-language")
-    if request.name is not None:
-        check_new_run(request.output, request.name, request.overwrite)
+    request.check_name()
     processes.check(len(sources) + len(targets))
     timings = {}
     clock = time.perf_counter()
@@ -137,7 +128,7 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         wrong = [mined.forward[i].item() != j for i, j in gold]
         scores["xsim_error"] = sum(wrong) / len(wrong)
         scores["gold_pairs"] = len(gold)
-    run_dir = request.output / (request.name or _slug(f"{loaded.name}-mine-{acts.key[:8]}"))
+    run_dir = request.run_directory(f"{loaded.name}-mine-{acts.key[:8]}")
     start_run_directory(run_dir)
     atomic_write(run_dir / MINED, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                            quoting=csv.QUOTE_MINIMAL))

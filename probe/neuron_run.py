@@ -35,7 +35,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text, start_run_director
 from .interventions import deactivated
 from .languages import canonical, display_name
 from .metrics import bootstrap_ci
-from .models import DEFAULT_MODEL, load_model
+from .models import load_model
 from .neurons import (
     LapeThresholds,
     activation_counts,
@@ -47,8 +47,7 @@ from .neurons import (
     random_like,
     sentence_nll,
 )
-from .pipeline import _slug, check_new_run
-from .runs import run_kind, versions
+from .runs import RunSettings, run_kind, versions
 
 NEURONS_FILE, COUNTS_TABLE, OVERLAP_TABLE = "neurons.safetensors", "neuron_counts.csv", "neuron_overlap.csv"
 DEACTIVATION_TABLE, CHANGES_TABLE = "deactivation.csv", "neuron_changes.csv"
@@ -56,9 +55,7 @@ DEFAULT_LANGUAGES = ("eng_Latn", "deu_Latn", "zho_Hans", "ell_Grek", "arb_Arab")
 
 
 @dataclass
-class NeuronRequest:
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
+class NeuronRequest(RunSettings):
     languages: list[str] | None = None  # default: DEFAULT_LANGUAGES
     data: str = "flores-dev"  # what LAPE counts on
     sentences: int = 200  # per language, for LAPE
@@ -69,11 +66,6 @@ class NeuronRequest:
     seed: int = 0
     batch_size: int = 16
     max_length: int = 512
-    device: str = "auto"
-    dtype: str = "auto"
-    output: Path = Path("runs")
-    name: str | None = None
-    overwrite: bool = False
     static: bool = True
 
 
@@ -101,8 +93,7 @@ def check_neuron_request(request: NeuronRequest) -> tuple[list[str], dict, dict]
 
     counted = sentences(request.data, request.sentences)
     held_out = sentences(request.eval_data, request.eval_sentences) if request.eval_sentences else {}
-    if request.name is not None:
-        check_new_run(request.output, request.name, request.overwrite)
+    request.check_name()
     return languages, counted, held_out
 
 
@@ -171,7 +162,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length))
     activation_modules(extractor.parts)  # a clear error before any pass
     timings = {"load_model": time.perf_counter() - clock}
-    run_dir = request.output / (request.name or _slug(f"{loaded.name}-neurons"))
+    run_dir = request.run_directory(f"{loaded.name}-neurons")
     clock = time.perf_counter()
     probabilities, tokens = [], {}
     for language in languages:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,9 +18,9 @@ from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write_text
-from .models import DEFAULT_MODEL, load_model
+from .models import load_model
 from .projection import project
-from .runs import RunResults, build_report, read_run, run_figures, versions, write_run
+from .runs import RunResults, RunSettings, build_report, read_run, run_figures, versions, write_run
 from .store import ENGINE_VERSION, ActivationStore
 
 Progress = Callable[[str, float], None]
@@ -29,11 +28,9 @@ Progress = Callable[[str, float], None]
 
 
 @dataclass
-class RunRequest:
+class RunRequest(RunSettings):
     """Everything a run needs; the CLI's ``run`` options one to one."""
 
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
     data: str = "default"
     languages: list[str] | None = None
     limit: int | None = None
@@ -41,18 +38,13 @@ class RunRequest:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     projection: str = "pca"
     projection_layer: int | None = None
-    device: str = "auto"
-    dtype: str = "auto"
     batch_size: int = 32
     trust_remote_code: bool = False
     device_map: str | None = None  # "auto": big-model inference over GPUs and CPU
     quantize: str | None = None  # "8bit" / "4bit" through bitsandbytes
-    output: Path = Path("runs")
-    name: str | None = None
     store: Path | None = None
     static: bool = True
     progress_bars: bool = True
-    overwrite: bool = False
 
 
 @dataclass
@@ -65,35 +57,12 @@ class RunOutcome:
     warnings: list[str] = field(default_factory=list)
 
 
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
-
-
-def check_run_name(name: str) -> str:
-    """A run name is one plain path component: letters, digits, '.', '_', '-' (no '..')."""
-    if not _RUN_NAME.fullmatch(name) or ".." in name:
-        raise DataError(f"run name {name!r} must be a plain name (letters, digits, '.', '_', '-'; "
-                        "no '/', no '..', at most 100 characters)")
-    return name
-
-
-def check_new_run(output: Path, name: str, overwrite: bool) -> None:
-    """A named run: a plain name, and not a finished run already unless ``overwrite``."""
-    if (output / check_run_name(name) / MANIFEST).exists() and not overwrite:
-        raise DataError(f"a run named {name!r} exists in {output}; choose another name or pass "
-                        "--overwrite")
-
-
 def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     """Every check that needs no model, so bad input fails before anything expensive; returns
     warnings about the data (repeated sentences)."""
     if request.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {request.batch_size}")
-    if request.name is not None:
-        check_new_run(request.output, request.name, request.overwrite)
+    request.check_name()
     small = {k: len(s.sentences) for k, s in corpus.sides.items() if len(s.sentences) < 2}
     if small:
         raise DataError("too few sentences to analyse: " + ", ".join(
@@ -166,8 +135,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     projection = (project(acts, layer, request.projection) if request.projection != "none"
                   else pd.DataFrame())
     timings["project"] = time.perf_counter() - clock
-    run_dir = request.output / (request.name
-                                or _slug(f"{loaded.name}-{corpus.name}-{acts.key[:8]}"))
+    run_dir = request.run_directory(f"{loaded.name}-{corpus.name}-{acts.key[:8]}")
     manifest = {
         "command": command,
         "engine": ENGINE_VERSION,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +26,7 @@ from .errors import DataError, StoreError
 from .extract import SinkRecord
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .metrics import linear_cka
+from .models import DEFAULT_MODEL
 from .store import Activations, ActivationStore
 
 RESULTS = "results.parquet"
@@ -55,6 +57,48 @@ def discover_kind(root: Path, kind: str) -> list[Path]:
     """Finished runs under ``root`` of ``kind``, newest first."""
     found = [m.parent for m in Path(root).glob(f"*/{MANIFEST}") if run_kind(m.parent) == kind]
     return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def slug(text: str) -> str:
+    """``text`` as a run name: runs of other characters become '-', at most 60 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one plain path component: letters, digits, '.', '_', '-' (no '..')."""
+    if not _RUN_NAME.fullmatch(name) or ".." in name:
+        raise DataError(f"run name {name!r} must be a plain name (letters, digits, '.', '_', '-'; "
+                        "no '/', no '..', at most 100 characters)")
+    return name
+
+
+@dataclass(kw_only=True)
+class RunSettings:
+    """What every command that writes a run directory shares: the model it loads (and the
+    adapter on it, the device, the dtype) and where the run goes (``output/name``)."""
+
+    model: str = DEFAULT_MODEL
+    adapter: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    output: Path = Path("runs")
+    name: str | None = None  # default: built from the model and the run's content
+    overwrite: bool = False
+
+    def check_name(self) -> None:
+        """A named run: a plain name, and not a finished run already unless ``overwrite``."""
+        if self.name is None:
+            return
+        if (self.output / check_run_name(self.name) / MANIFEST).exists() and not self.overwrite:
+            raise DataError(f"a run named {self.name!r} exists in {self.output}; choose another "
+                            "name or pass --overwrite")
+
+    def run_directory(self, default_name: str) -> Path:
+        """``output/name``, or ``output/`` + ``default_name`` made a run name when unnamed."""
+        return self.output / (self.name or slug(default_name))
 
 
 @dataclass

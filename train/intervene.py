@@ -45,9 +45,8 @@ from layer_analysis.probe.interventions import (
 from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name
 from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
-from layer_analysis.probe.models import DEFAULT_MODEL, LoadedModel, load_model
-from layer_analysis.probe.pipeline import _slug, check_new_run
-from layer_analysis.probe.runs import run_kind, versions
+from layer_analysis.probe.models import LoadedModel, load_model
+from layer_analysis.probe.runs import RunSettings, run_kind, versions
 
 from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
 from .prompts import alpaca_prompt, translation_instruction
@@ -61,11 +60,9 @@ NONE = "no intervention"
 
 
 @dataclass
-class InterventionRequest:
+class InterventionRequest(RunSettings):
     kind: str
     language: str
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
     layer: int | None = None  # default: best-aligned on the fit pairs
     strengths: tuple[float, ...] = (1.0, 2.0)
     task: str = "repeat"  # steer only
@@ -78,11 +75,6 @@ class InterventionRequest:
     bootstrap: int = 200
     seed: int = 0
     batch_size: int = 16
-    device: str = "auto"
-    dtype: str = "auto"
-    output: Path = Path("runs")
-    name: str | None = None
-    overwrite: bool = False
     static: bool = True
 
 
@@ -139,8 +131,7 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
     if request.kind == "map" and request.xquad:
         xquad_language(language)
         xquad = read_xquad(language, request.xquad)
-    if request.name is not None:
-        check_new_run(request.output, request.name, request.overwrite)
+    request.check_name()
     return Prepared(language, fit, sources, references, xquad)
 
 
@@ -317,8 +308,8 @@ def execute_intervention(request: InterventionRequest, command: list[str],
     setting = {"intervention": request.kind, "language": prepared.language, "layer": layer}
     table = pd.DataFrame([row for extra, outcome in outcomes
                           for row in rows_for({**setting, **extra}, outcome, base, request)])
-    run_dir = request.output / (request.name or _slug(f"{loaded.name}-{request.kind}-"
-                                                      f"{prepared.language.split('_')[0]}"))
+    run_dir = request.run_directory(
+        f"{loaded.name}-{request.kind}-{prepared.language.split('_')[0]}")
     start_run_directory(run_dir)
     atomic_write(run_dir / TABLE, lambda tmp: table.to_csv(tmp, index=False))
     lines = [json.dumps({**extra, "index": i, "source": s, "reference": r, "output": o},

@@ -27,7 +27,12 @@ from layer_analysis.train.intervene import (
     summary_lines,
 )
 
-from .options import DefaultsFormatter, add_device_options, add_run_directory_options
+from .options import (
+    DefaultsFormatter,
+    add_device_options,
+    add_run_directory_options,
+    run_settings,
+)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -116,12 +121,10 @@ def _say(command: str):
 
 def cmd_neurons(args: argparse.Namespace) -> None:
     request = NeuronRequest(
-        model=args.model, adapter=args.adapter, languages=args.languages.split(","),
-        data=args.data, sentences=args.sentences, eval_data=args.eval_data,
-        eval_sentences=args.eval_sentences,
+        **run_settings(args), languages=args.languages.split(","), data=args.data,
+        sentences=args.sentences, eval_data=args.eval_data, eval_sentences=args.eval_sentences,
         thresholds=LapeThresholds(args.top_rate, args.filter_rate, args.bar_rate),
-        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
+        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
         static=not args.no_static)
     run_dir = execute_neurons(request, ["layer-analysis", *sys.argv[1:]], _say("neurons"))
     counts = pd.read_csv(run_dir / "neuron_counts.csv")
@@ -142,12 +145,11 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         raise DataError(f"--strengths must be comma-separated numbers, got {args.strengths!r}"
                         ) from None
     request = InterventionRequest(
-        kind=args.kind, language=args.language, model=args.model, adapter=args.adapter,
-        layer=args.layer, strengths=strengths, task=args.task, fit_data=args.fit_data,
+        **run_settings(args), kind=args.kind, language=args.language, layer=args.layer,
+        strengths=strengths, task=args.task, fit_data=args.fit_data,
         fit_sentences=args.fit_sentences, eval_data=args.eval_data,
         eval_sentences=args.eval_sentences, xquad=args.xquad, max_new_tokens=args.max_new_tokens,
-        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
+        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
         static=not args.no_static)
     run_dir, table = execute_intervention(request, ["layer-analysis", *sys.argv[1:]],
                                           _say("intervene"))

@@ -13,7 +13,12 @@ from layer_analysis.probe.latent import TASKS, WORDS
 from layer_analysis.probe.lens_run import DEFAULT_TARGETS, LensRequest, execute_lens
 from layer_analysis.probe.models import DEFAULT_MODEL
 
-from .options import DefaultsFormatter, add_device_options, add_run_directory_options
+from .options import (
+    DefaultsFormatter,
+    add_device_options,
+    add_run_directory_options,
+    run_settings,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -67,11 +72,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_lens(args: argparse.Namespace) -> None:
     request = LensRequest(
-        model=args.model, adapter=args.adapter,
-        targets=args.languages.split(",") if args.languages else None, source=args.source,
-        tasks=tuple(args.task), words=args.words, limit=args.limit, shots=args.shots,
-        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, device=args.device,
-        dtype=args.dtype, output=args.output, name=args.name, overwrite=args.overwrite,
+        **run_settings(args), targets=args.languages.split(",") if args.languages else None,
+        source=args.source, tasks=tuple(args.task), words=args.words, limit=args.limit,
+        shots=args.shots, bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
         static=not args.no_static, sentences=args.sentences, positions=args.positions,
         sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k,
         tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences,

@@ -11,7 +11,7 @@ from layer_analysis.probe.mining import MARGIN_K
 from layer_analysis.probe.mining_run import SCORES, MiningRequest, execute_mining
 from layer_analysis.probe.models import DEFAULT_MODEL
 
-from .options import DefaultsFormatter, add_device_options
+from .options import DefaultsFormatter, add_device_options, run_settings
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -47,12 +47,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_mine(args: argparse.Namespace) -> None:
     request = MiningRequest(
-        source=args.source, target=args.target, source_language=args.source_language,
-        target_language=args.target_language, gold=args.gold, model=args.model,
-        adapter=args.adapter, layer=args.layer, k=args.k, margin=not args.cosine,
-        batch_size=args.batch_size, max_length=args.max_length, device=args.device,
-        dtype=args.dtype, output=args.output, name=args.name, store=args.store,
-        overwrite=args.overwrite, progress_bars=not args.no_progress)
+        **run_settings(args), source=args.source, target=args.target,
+        source_language=args.source_language, target_language=args.target_language,
+        gold=args.gold, layer=args.layer, k=args.k, margin=not args.cosine,
+        batch_size=args.batch_size, max_length=args.max_length, store=args.store,
+        progress_bars=not args.no_progress)
     run_dir = execute_mining(request, ["layer-analysis", *sys.argv[1:]])
     if run_dir is None:
         return

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 from pathlib import Path
+from typing import Any
+
+from layer_analysis.probe.runs import RunSettings
 
 
 class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -55,3 +59,9 @@ def add_run_directory_options(group: argparse._ActionsContainer, default_name: s
     group.add_argument("--overwrite", action="store_true",
                        help="replace an existing run of the same --name")
     add_static_option(group)
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options every command that writes a run directory shares (``RunSettings``' fields:
+    model, adapter, device, dtype, output, name, overwrite), as keyword arguments."""
+    return {field.name: getattr(args, field.name) for field in dataclasses.fields(RunSettings)}

@@ -27,6 +27,7 @@ from .options import (
     add_run_directory_options,
     add_static_option,
     parse_layers,
+    run_settings,
 )
 
 
@@ -132,7 +133,7 @@ def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
 
 def cmd_run(args: argparse.Namespace) -> None:
     request = RunRequest(
-        model=args.model, adapter=args.adapter, data=args.data,
+        **run_settings(args), data=args.data,
         languages=args.languages.split(",") if args.languages else None, limit=args.limit,
         extraction=ExtractionConfig(poolings=tuple(args.pooling), layers=args.layers,
                                     template=args.template, span=args.span,
@@ -141,11 +142,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         analysis=AnalysisConfig(pivot=None if args.all_pairs else canonical(args.pivot, "--pivot"),
                                 normalisations=tuple(args.normalisations),
                                 bootstrap=args.bootstrap, seed=args.seed),
-        projection=args.projection, projection_layer=args.projection_layer, device=args.device,
-        dtype=args.dtype, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
-        device_map=args.device_map, quantize=args.quantize,
-        output=args.output, name=args.name, store=args.store, static=not args.no_static,
-        progress_bars=not args.no_progress, overwrite=args.overwrite)
+        projection=args.projection, projection_layer=args.projection_layer,
+        batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+        device_map=args.device_map, quantize=args.quantize, store=args.store,
+        static=not args.no_static, progress_bars=not args.no_progress)
     outcome = execute(request, ["layer-analysis", *sys.argv[1:]])
     if outcome is None:  # another process of a multi-process launch: the main one reports
         return
