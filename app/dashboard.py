@@ -98,9 +98,13 @@ def pick_run(key: str, label: str = "Run") -> RunResults | None:
 
 
 def pick_outputs(found: list[Path], read: Callable[[Path], T], label: str, key: str,
-                 help: str | None = None) -> dict[str, T]:
+                 empty: str, help: str | None = None) -> dict[str, T]:
     """A multiselect over ``found`` (the newest preselected); each chosen one read, labelled;
-    one that cannot be read becomes an error message, the others are still shown."""
+    one that cannot be read becomes an error message, the others are still shown. Nothing
+    found: the ``empty`` hint (how to make one) and no selection."""
+    if not found:
+        st.info(empty)
+        return {}
     chosen = st.multiselect(label, [str(p) for p in found], default=[str(p) for p in found[:1]],
                             format_func=run_label, key=key, help=help)
     out = {}

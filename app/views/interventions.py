@@ -16,13 +16,12 @@ from layer_analysis.train.intervene import GENERATIONS, read_intervention_run, s
 
 def page() -> None:
     st.title("Interventions")
-    found = discover_kind(runs_root(), "intervention")
-    if not found:
-        st.info(f"No intervention runs under `{runs_root()}`: run `layer-analysis intervene "
-                "steer|map --language X` and they appear here.")
-        return
-    runs = pick_outputs(found, lambda path: (path, *read_intervention_run(path)),
-                        "Intervention runs", "intervention-runs")
+    runs = pick_outputs(
+        discover_kind(runs_root(), "intervention"),
+        lambda path: (path, *read_intervention_run(path)), "Intervention runs",
+        "intervention-runs",
+        empty=f"No intervention runs under `{runs_root()}`: run `layer-analysis intervene "
+              "steer|map --language X` and they appear here.")
     for name, (path, manifest, table) in runs.items():
         info = manifest["intervention"]
         st.subheader(name)

@@ -13,13 +13,12 @@ from layer_analysis.probe.lens_run import discover_lens_runs, english_summary, r
 
 def page() -> None:
     st.title("Latent language")
-    found = discover_lens_runs(runs_root())
-    if not found:
-        st.info(f"No lens runs under `{runs_root()}`: run `layer-analysis lens` (e.g. base, "
-                "x- and m-model) and they appear here.")
-        return
-    read = pick_outputs(found, lambda path: read_lens_run(path)[1], "Lens runs", "latent-runs",
-                        help="several models: their curves side by side")
+    read = pick_outputs(
+        discover_lens_runs(runs_root()), lambda path: read_lens_run(path)[1], "Lens runs",
+        "latent-runs",
+        empty=f"No lens runs under `{runs_root()}`: run `layer-analysis lens` (e.g. base, x- and "
+              "m-model) and they appear here.",
+        help="several models: their curves side by side")
     tables = list(read.values())
     if not tables:
         return

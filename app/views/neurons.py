@@ -21,14 +21,12 @@ from layer_analysis.probe.runs import discover_kind
 
 def page() -> None:
     st.title("Language neurons")
-    found = discover_kind(runs_root(), "neurons")
-    if not found:
-        st.info(f"No neurons runs under `{runs_root()}`: run `layer-analysis neurons` (base, "
-                "x- and m-model) and they appear here.")
-        return
-    runs = pick_outputs(found, lambda path: (path, *read_neuron_run(path)), "Neurons runs",
-                        "neurons-runs", help="several: which neurons appear or vanish against "
-                                             "the first")
+    runs = pick_outputs(
+        discover_kind(runs_root(), "neurons"), lambda path: (path, *read_neuron_run(path)),
+        "Neurons runs", "neurons-runs",
+        empty=f"No neurons runs under `{runs_root()}`: run `layer-analysis neurons` (base, x- "
+              "and m-model) and they appear here.",
+        help="several: which neurons appear or vanish against the first")
     if not runs:
         return
     name = st.selectbox("Details of", list(runs), key="neurons-detail")

@@ -31,13 +31,11 @@ def peaks_by_step(logs: dict[str, pd.DataFrame]) -> go.Figure:
 
 def page() -> None:
     st.title("Alignment through training")
-    found = discover_tracked(runs_root())
-    if not found:
-        st.info(f"No tracked training outputs under `{runs_root()}`: train with "
-                "`layer-analysis train --track-every N --output RUNS/NAME` and they appear here.")
-        return
-    read = pick_outputs(found, read_tracked, "Training outputs", "training-runs",
-                        help="several: their peaks side by side")
+    read = pick_outputs(
+        discover_tracked(runs_root()), read_tracked, "Training outputs", "training-runs",
+        empty=f"No tracked training outputs under `{runs_root()}`: train with `layer-analysis "
+              "train --track-every N --output RUNS/NAME` and they appear here.",
+        help="several: their peaks side by side")
     if not read:
         return
     logs = {name: log for name, (log, _) in read.items()}
