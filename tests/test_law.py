@@ -13,7 +13,13 @@ import pytest
 from layer_analysis.cli import main
 from layer_analysis.probe.errors import DataError
 from layer_analysis.train.allocate import allocate, uniform
-from layer_analysis.train.law import FAMILIES, LawFit, compare_families, fit_law
+from layer_analysis.train.law import (
+    FAMILIES,
+    LawFit,
+    compare_families,
+    fit_law,
+    no_size_effect,
+)
 from layer_analysis.train.mixture import build_mixture, instruction_translation_spec, parse_spec
 
 SIMILARITY = {"ell_Grek": 0.3, "hin_Deva": 0.6, "zho_Hans": 0.9}
@@ -52,6 +58,28 @@ def test_the_generating_family_wins_the_comparison():
                                 SIMILARITY)
         assert fits[0].family == family
         assert [f.aicc for f in fits] == sorted(f.aicc for f in fits)
+
+
+def test_no_size_effect_null_by_hand_and_against_the_laws():
+    language = ["ell_Grek"] * 3 + ["zho_Hans"] * 2
+    null = no_size_effect(language, [1.0, 2.0, 6.0, 10.0, 12.0])
+    # means 3 and 11; residuals -2, -1, 3, -1, 1 -> RSS 16; leave-one-out: 1 - 4, 2 - 3.5,
+    # 6 - 1.5, 10 - 12, 12 - 10
+    assert null.rmse == pytest.approx((16 / 5) ** 0.5)
+    assert null.loo_rmse == pytest.approx(((9 + 2.25 + 20.25 + 4 + 4) / 5) ** 0.5)
+    assert null.aicc == pytest.approx(5 * np.log(16 / 5) + 4 + 12 / 2)
+    # a real size effect: the law explains nearly all within-language variance and beats the
+    # null; pure noise around the baselines: it explains little and does not beat it
+    real = synthetic("log", noise=0.2)
+    fit = fit_law(list(real.language), list(real.pairs), list(real.score), SIMILARITY)
+    null = no_size_effect(list(real.language), list(real.score))
+    assert null.explained(fit) > 0.98 and null.aicc - fit.aicc > 10
+    assert fit.loo_rmse < null.loo_rmse / 5
+    rng = np.random.default_rng(1)
+    noise = real.assign(score=real.language.map(BASELINES) + rng.normal(0, 1, len(real)))
+    fit = fit_law(list(noise.language), list(noise.pairs), list(noise.score), SIMILARITY)
+    null = no_size_effect(list(noise.language), list(noise.score))
+    assert null.explained(fit) < 0.5 and null.aicc - fit.aicc < 2
 
 
 def test_fit_refuses_too_few_points_and_undefined_curves():
@@ -115,12 +143,15 @@ def test_written_spec_round_trips_through_the_training_parser(shared_data):
                                    "alpaca_zh": 20}
 
 
-def test_fit_law_and_allocate_cli(tmp_path):
+def test_fit_law_and_allocate_cli(tmp_path, capsys):
     points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
     points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
     assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
     saved = json.loads((tmp_path / "law" / "law.json").read_text())
     assert saved["best"] == saved["fits"][0]["family"] and len(saved["fits"]) == 3
+    assert saved["fits"][0]["explained_within"] > 0.98
+    assert saved["no_size_effect"]["aicc"] - saved["fits"][0]["aicc"] > 10
+    assert "data size predicts it" in capsys.readouterr().out
     assert (tmp_path / "law" / "report.html").stat().st_size > 10_000
     law = str(tmp_path / "law" / "law.json")
     assert main(["allocate", law, "--budget", "3000", "--caps", "el=200,hi=5000,zh=5000",

@@ -20,7 +20,11 @@ the probe measures it (see ``train.sweep.measure_similarity``). It is 0 for no a
 for every translation retrieved.
 
 Fits are least squares (scipy ``curve_fit``); reported are standard errors from the covariance,
-RMSE, R², AICc and leave-one-point-out RMSE, by which families are compared.
+RMSE, R², AICc and leave-one-point-out RMSE, by which families are compared — and compared with
+the null every law must beat, *no size effect* (each language's score its own mean whatever n):
+R² counts the differences between languages that the baselines alone explain, so whether data
+size predicts the score is the law's share of the *within-language* variance and its AICc
+against the null's.
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ import json
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from layer_analysis.probe.errors import DataError
 
@@ -92,7 +97,8 @@ class LawFit:
 
     @classmethod
     def from_dict(cls, data: dict) -> LawFit:
-        data = {k: v for k, v in data.items() if k != "formula"}
+        known = {f.name for f in fields(cls)}  # law.json adds formula, explained_within
+        data = {k: v for k, v in data.items() if k in known}
         if data.get("family") not in FAMILIES:
             raise DataError(f"unknown law family {data.get('family')!r}")
         return cls(**data)
@@ -173,8 +179,7 @@ def fit_law(language: list[str], size: list[float], score: list[float],
     m = len(y)
     errors = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.isfinite(cov).all() \
         else np.full(len(theta), np.nan)
-    aicc = m * math.log(max(rss, 1e-12) / m) + 2 * n_params + (
-        2 * n_params * (n_params + 1) / (m - n_params - 1) if m - n_params - 1 > 0 else math.inf)
+    aicc = _aicc(rss, m, n_params)
     loo_errors = []
     if loo:
         for i in range(m):
@@ -208,6 +213,41 @@ def fit_law(language: list[str], size: list[float], score: list[float],
         aicc=aicc, notes=notes,
         loo_rmse=math.sqrt(sum(e * e for e in loo_errors) / len(loo_errors)) if loo_errors
         else math.nan)
+
+
+@dataclass(frozen=True)
+class NoSizeEffect:
+    """The null model: P_L(n) = b_L, each language's mean score, whatever the data size."""
+
+    points: int
+    rmse: float
+    aicc: float
+    loo_rmse: float  # each point predicted by the mean of its language's other points
+
+    def explained(self, fit: LawFit) -> float:
+        """Share of the within-language variance (the null's squared error) the law explains."""
+        return 1 - (fit.rmse / self.rmse) ** 2 if self.rmse > 0 else math.nan
+
+
+def _aicc(rss: float, m: int, k: int) -> float:
+    """Akaike's criterion with the small-sample correction, for least squares (k parameters)."""
+    return m * math.log(max(rss, 1e-12) / m) + 2 * k + (
+        2 * k * (k + 1) / (m - k - 1) if m - k - 1 > 0 else math.inf)
+
+
+def no_size_effect(language: list[str], score: list[float]) -> NoSizeEffect:
+    """Fit the null: one mean per language; leave-one-out predicts a point by the mean of its
+    language's other points (a language with one point is left out of it)."""
+    frame = pd.DataFrame({"language": language, "score": np.asarray(score, dtype=float)})
+    groups = frame.groupby("language", sort=False).score
+    residual = frame.score - groups.transform("mean")
+    rss, m = float(residual @ residual), len(frame)
+    count, total = groups.transform("count"), groups.transform("sum")
+    others = count > 1
+    loo = frame.score[others] - (total[others] - frame.score[others]) / (count[others] - 1)
+    return NoSizeEffect(points=m, rmse=math.sqrt(rss / m),
+                        aicc=_aicc(rss, m, frame.language.nunique()),
+                        loo_rmse=math.sqrt(float(loo @ loo) / len(loo)) if len(loo) else math.nan)
 
 
 def compare_families(language: list[str], size: list[float], score: list[float],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,14 @@ from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.files import atomic_write_text
 from layer_analysis.probe.languages import canonical, display_name
 from layer_analysis.train.allocate import available_pairs
-from layer_analysis.train.law import FAMILIES, LawFit, compare_families, load_fit
+from layer_analysis.train.law import (
+    FAMILIES,
+    LawFit,
+    NoSizeEffect,
+    compare_families,
+    load_fit,
+    no_size_effect,
+)
 from layer_analysis.train.sweep import read_points
 
 from .options import DefaultsFormatter, add_static_option
@@ -120,6 +128,20 @@ def _fit_lines(fit: LawFit) -> list[str]:
     return lines + [f"    note: {n}" for n in fit.notes]
 
 
+def size_effect_lines(best: LawFit, null: NoSizeEffect) -> list[str]:
+    """Whether data size predicts the metric at all: the best law against no size effect."""
+    head = (f"{'no size effect':<11} AICc {null.aicc:8.2f}  RMSE {null.rmse:.3f}  "
+            f"leave-one-out RMSE {null.loo_rmse:.3f}  (each language's mean, whatever n)")
+    delta = null.aicc - best.aicc
+    if not math.isfinite(delta):
+        return [head, "too few points to weigh a size effect (AICc undefined)"]
+    verdict = ("data size predicts it" if delta >= 2 else "these points do not show that data "
+               "size predicts it" if delta > -2 else "no size effect fits better")
+    return [head, f"size effect: the {best.family} law explains {null.explained(best):.0%} of "
+                  f"the within-language variance, leave-one-out RMSE {best.loo_rmse:.3f} vs "
+                  f"{null.loo_rmse:.3f}, ΔAICc {delta:+.2f} against no size effect: {verdict}"]
+
+
 def cmd_fit_law(args: argparse.Namespace) -> None:
     from layer_analysis.train.law_report import law_curves, predicted_vs_measured
 
@@ -128,17 +150,23 @@ def cmd_fit_law(args: argparse.Namespace) -> None:
     families = None if args.family == "all" else [args.family]
     fits = compare_families(list(points.language), list(points.pairs), list(points[args.metric]),
                             similarity, families)
+    null = no_size_effect(list(points.language), list(points[args.metric]))
     out = args.output or (args.sweep if args.sweep.is_dir() else args.sweep.parent) / "law"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "law.json", json.dumps(
-        {"metric": args.metric, "best": fits[0].family, "fits": [f.as_dict() for f in fits]},
-        indent=2))
+        {"metric": args.metric, "best": fits[0].family, "fits": [
+            {**f.as_dict(), "explained_within": null.explained(f)} for f in fits],
+         "no_size_effect": asdict(null)}, indent=2))
     rows = [{"family": f.family, "parameter": k, "value": v, "stderr": f.errors[k]}
             for f in fits for k, v in f.params.items()]
     rows += [{"family": f.family, "parameter": f"b[{x}]", "value": v,
               "stderr": f.baseline_errors[x]} for f in fits for x, v in f.baselines.items()]
     rows += [{"family": f.family, "parameter": q, "value": getattr(f, q), "stderr": None}
              for f in fits for q in ("rmse", "r2", "aicc", "loo_rmse")]
+    rows += [{"family": f.family, "parameter": "explained_within", "value": null.explained(f),
+              "stderr": None} for f in fits]
+    rows += [{"family": "no size effect", "parameter": q, "value": getattr(null, q),
+              "stderr": None} for q in ("rmse", "aicc", "loo_rmse")]
     atomic_write_text(out / "law.csv", pd.DataFrame(rows).to_csv(index=False))
     for fit in fits:
         print("\n".join(_fit_lines(fit)))
@@ -150,6 +178,7 @@ def cmd_fit_law(args: argparse.Namespace) -> None:
         print(f"{verdict}; ΔAICc to {fits[1].family}: {delta:.2f}")
     elif len(fits) > 1:
         print("too few points beyond the parameters to compare the families (AICc undefined)")
+    print("\n".join(size_effect_lines(fits[0], null)))
     measured = points.assign(model="x-models (sweep)", measured=points[args.metric],
                              predicted=[float(fits[0].predict(x, n)) for x, n in
                                         zip(points.language, points.pairs, strict=True)])
