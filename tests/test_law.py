@@ -213,3 +213,19 @@ def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
     assert measure_similarity(config()) == {"ell_Grek": table.similarity.iloc[0]}
     with pytest.raises(DataError, match="sizes must be"):
         config(sizes=[-1])
+
+
+def test_size_effect_verdict_needs_both_criteria():
+    from layer_analysis.cli.law import size_effect_lines
+    from layer_analysis.train.law import NoSizeEffect
+
+    def verdict(delta_aicc: float, law_loo: float) -> str:
+        fit = LawFit("log", SIMILARITY, 0.6, TRUE, TRUE, BASELINES, BASELINES, 8, 0.5, 0.9,
+                     10.0, law_loo, [])
+        return size_effect_lines(fit, NoSizeEffect(8, 1.0, 10.0 + delta_aicc, 1.0))[-1]
+
+    assert "explains 75% of the within-language variance" in verdict(5, 0.5)  # 1 - 0.5²
+    assert verdict(5, 0.5).endswith("against no size effect: data size predicts it")
+    assert "suggestive" in verdict(-8, 0.5)  # leave-one-out favours the law, AICc does not
+    assert "no size effect fits better" in verdict(-8, 1.5)
+    assert verdict(5, 1.5).endswith(": these points do not show that data size predicts it")

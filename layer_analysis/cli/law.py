@@ -135,8 +135,16 @@ def size_effect_lines(best: LawFit, null: NoSizeEffect) -> list[str]:
     delta = null.aicc - best.aicc
     if not math.isfinite(delta):
         return [head, "too few points to weigh a size effect (AICc undefined)"]
-    verdict = ("data size predicts it" if delta >= 2 else "these points do not show that data "
-               "size predicts it" if delta > -2 else "no size effect fits better")
+    predicts = best.loo_rmse < null.loo_rmse  # out of sample, the law beats each language's mean
+    if delta >= 2 and predicts:
+        verdict = "data size predicts it"
+    elif delta <= -2 and not predicts:
+        verdict = "no size effect fits better: these points do not show that data size predicts it"
+    elif predicts:
+        verdict = ("the law predicts held-out points better but AICc does not accept its "
+                   "parameters: suggestive, not settled by these points")
+    else:
+        verdict = "these points do not show that data size predicts it"
     return [head, f"size effect: the {best.family} law explains {null.explained(best):.0%} of "
                   f"the within-language variance, leave-one-out RMSE {best.loo_rmse:.3f} vs "
                   f"{null.loo_rmse:.3f}, ΔAICc {delta:+.2f} against no size effect: {verdict}"]
