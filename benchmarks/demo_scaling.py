@@ -1,6 +1,7 @@
 """The CPU-sized scaling-law demonstration: a translation-data sweep for two languages on the
 packaged LLaMA-architecture model, the fitted laws, a budgeted allocation, and a real MuIT run
-of the law's allocation and of the uniform one, each scored against the law's prediction.
+of the law's allocation and of the uniform one, each scored against the law's prediction; the
+law fitted to each x-model's alignment too (OUTPUT/law-alignment/).
 
     python benchmarks/demo_scaling.py [--output runs/scaling] [--languages el,zh]
 
@@ -48,6 +49,8 @@ def main() -> None:
                    "--instructions", args.instructions, "--eval-sentences", args.eval_sentences,
                    "--output", str(out), *TRAINING)
     layer_analysis("fit-law", str(out))
+    layer_analysis("fit-law", str(out), "--metric", "alignment", "--output",
+                   str(out / "law-alignment"))  # does size predict alignment better than chrF++?
     law = out / "law" / "law.json"
     layer_analysis("allocate", str(law), "--budget", args.budget, "--instructions",
                    args.instructions)
