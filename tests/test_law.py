@@ -67,6 +67,7 @@ def test_no_size_effect_null_by_hand_and_against_the_laws():
     # 6 - 1.5, 10 - 12, 12 - 10
     assert null.rmse == pytest.approx((16 / 5) ** 0.5)
     assert null.loo_rmse == pytest.approx(((9 + 2.25 + 20.25 + 4 + 4) / 5) ** 0.5)
+    assert null.loo_points == 5 and no_size_effect([*language, "hin_Deva"], [0] * 6).loo_points == 5
     assert null.aicc == pytest.approx(5 * np.log(16 / 5) + 4 + 12 / 2)
     # a real size effect: the law explains nearly all within-language variance and beats the
     # null; pure noise around the baselines: it explains little and does not beat it
@@ -74,6 +75,7 @@ def test_no_size_effect_null_by_hand_and_against_the_laws():
     fit = fit_law(list(real.language), list(real.pairs), list(real.score), SIMILARITY)
     null = no_size_effect(list(real.language), list(real.score))
     assert null.explained(fit) > 0.98 and null.aicc - fit.aicc > 10
+    assert fit.loo_points == null.loo_points == len(real)
     assert fit.loo_rmse < null.loo_rmse / 5
     rng = np.random.default_rng(1)
     noise = real.assign(score=real.language.map(BASELINES) + rng.normal(0, 1, len(real)))
@@ -219,13 +221,16 @@ def test_size_effect_verdict_needs_both_criteria():
     from layer_analysis.cli.law import size_effect_lines
     from layer_analysis.train.law import NoSizeEffect
 
-    def verdict(delta_aicc: float, law_loo: float) -> str:
+    def verdict(delta_aicc: float, law_loo: float, loo_points: int = 8) -> str:
         fit = LawFit("log", SIMILARITY, 0.6, TRUE, TRUE, BASELINES, BASELINES, 8, 0.5, 0.9,
-                     10.0, law_loo, [])
-        return size_effect_lines(fit, NoSizeEffect(8, 1.0, 10.0 + delta_aicc, 1.0))[-1]
+                     10.0, law_loo, [], loo_points=loo_points)
+        return size_effect_lines(fit, NoSizeEffect(8, 1.0, 10.0 + delta_aicc, 1.0, 8))[-1]
 
     assert "explains 75% of the within-language variance" in verdict(5, 0.5)  # 1 - 0.5²
     assert verdict(5, 0.5).endswith("against no size effect: data size predicts it")
     assert "suggestive" in verdict(-8, 0.5)  # leave-one-out favours the law, AICc does not
     assert "no size effect fits better" in verdict(-8, 1.5)
     assert verdict(5, 1.5).endswith(": these points do not show that data size predicts it")
+    # a law whose leave-one-out skipped a point is not compared with the null's on its error
+    assert "not compared" in verdict(5, 0.5, loo_points=7)
+    assert "predicts it" not in verdict(5, 0.5, loo_points=7)

@@ -81,6 +81,7 @@ class LawFit:
     aicc: float
     loo_rmse: float
     notes: list[str]
+    loo_points: int | None = None  # points leave-one-out could predict (a lone size pins a curve)
 
     def predict(self, language: str, n: float | np.ndarray) -> np.ndarray:
         if language not in self.baselines:
@@ -210,7 +211,7 @@ def fit_law(language: list[str], size: list[float], score: list[float],
         baseline_errors=dict(zip(languages, map(float, errors[:k]), strict=True)),
         points=m, rmse=math.sqrt(rss / m),
         r2=1 - rss / float(((y - y.mean()) ** 2).sum()) if np.ptp(y) > 0 else math.nan,
-        aicc=aicc, notes=notes,
+        aicc=aicc, notes=notes, loo_points=len(loo_errors),
         loo_rmse=math.sqrt(sum(e * e for e in loo_errors) / len(loo_errors)) if loo_errors
         else math.nan)
 
@@ -223,6 +224,7 @@ class NoSizeEffect:
     rmse: float
     aicc: float
     loo_rmse: float  # each point predicted by the mean of its language's other points
+    loo_points: int  # points with another point of their language
 
     def explained(self, fit: LawFit) -> float:
         """Share of the within-language variance (the null's squared error) the law explains."""
@@ -245,7 +247,7 @@ def no_size_effect(language: list[str], score: list[float]) -> NoSizeEffect:
     count, total = groups.transform("count"), groups.transform("sum")
     others = count > 1
     loo = frame.score[others] - (total[others] - frame.score[others]) / (count[others] - 1)
-    return NoSizeEffect(points=m, rmse=math.sqrt(rss / m),
+    return NoSizeEffect(points=m, rmse=math.sqrt(rss / m), loo_points=len(loo),
                         aicc=_aicc(rss, m, frame.language.nunique()),
                         loo_rmse=math.sqrt(float(loo @ loo) / len(loo)) if len(loo) else math.nan)
 

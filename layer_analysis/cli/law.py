@@ -135,6 +135,10 @@ def size_effect_lines(best: LawFit, null: NoSizeEffect) -> list[str]:
     delta = null.aicc - best.aicc
     if not math.isfinite(delta):
         return [head, "too few points to weigh a size effect (AICc undefined)"]
+    if best.loo_points != null.loo_points:  # compare held-out errors on the same points only
+        return [head, f"size effect: ΔAICc {delta:+.2f} against no size effect; leave-one-out "
+                      f"predicted {best.loo_points} points for the law and {null.loo_points} for "
+                      "the null, so their errors are not compared: not settled by these points"]
     predicts = best.loo_rmse < null.loo_rmse  # out of sample, the law beats each language's mean
     if delta >= 2 and predicts:
         verdict = "data size predicts it"
