@@ -21,16 +21,22 @@ from layer_analysis.probe.metrics import NORMALISATIONS
 from layer_analysis.probe.store import Activations
 
 
+def in_memory(vectors: dict[str, torch.Tensor], texts: dict[str, list[str]]) -> Activations:
+    """Activations of one pooling from (layers, sentences, hidden) vectors per language code."""
+    layers, sentences, _ = next(iter(vectors.values())).shape
+    manifest = {"sides": {c: {"language": c, "group": "all", "sentences": sentences}
+                          for c in vectors}}
+    return Activations("in-memory", Path("."), list(range(layers)), ["mean"],
+                       {c: v[None] for c, v in vectors.items()},
+                       {c: torch.zeros(sentences) for c in vectors}, manifest, False, texts)
+
+
 def synthetic(languages: int, sentences: int, layers: int, hidden: int) -> Activations:
     torch.manual_seed(0)
     meaning = torch.randn(layers, sentences, hidden)
     codes = list(known_languages())[:languages]
-    vectors = {c: (meaning + 2 * torch.randn(layers, sentences, hidden))[None] for c in codes}
-    manifest = {"sides": {c: {"language": c, "group": "all", "sentences": sentences}
-                          for c in codes}}
-    texts = {c: [f"{c} {i}" for i in range(sentences)] for c in codes}
-    return Activations("bench", Path("."), list(range(layers)), ["mean"], vectors,
-                       {c: torch.zeros(sentences) for c in codes}, manifest, False, texts)
+    return in_memory({c: meaning + 2 * torch.randn(layers, sentences, hidden) for c in codes},
+                     {c: [f"{c} {i}" for i in range(sentences)] for c in codes})
 
 
 def main() -> None:

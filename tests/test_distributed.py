@@ -104,17 +104,40 @@ def test_a_store_of_another_engine_version_is_refused(tiny_llama_dir, tmp_path):
     assert torch.isfinite(acts.vectors["eng_Latn"]).all()
 
 
-def test_the_gpu_check_passes_on_the_cpu_and_says_what_it_skipped(tiny_llama_dir):
+def gpu_check(*options: str) -> list[dict]:
     from pathlib import Path
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-    done = subprocess.run([sys.executable, str(script), "--models", str(tiny_llama_dir),
-                           "--limit", "6", "--mining", "500"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, str(script), *options], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    steps = {line["step"] for line in lines}
-    assert {"device", "extraction", "mining", "two GPUs"} <= steps
-    if not torch.cuda.is_available():
-        assert "no CUDA" in lines[0]["skipped"]
     assert done.stdout.rstrip().endswith("gpu check: passed")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a CPU-only machine skips")
+def test_the_gpu_check_passes_on_the_cpu_and_says_what_it_skipped(tiny_llama_dir):
+    lines = gpu_check("--models", str(tiny_llama_dir), "--limit", "6", "--mining", "500")
+    assert [line["step"] for line in lines] == ["device", "extraction", "mining", "two processes"]
+    assert "bf16 and the analysis on the device, the two-process run skipped" in lines[0]["skipped"]
+    assert lines[2]["xsim_error"] < 0.5  # planted translations are found
+    assert "skipped" in lines[3]
+
+
+def test_every_step_of_the_gpu_check_runs_on_the_cpu_when_asked(tiny_llama_dir):
+    """The steps a GPU runs (bf16 vs fp32, analytics on the device, two processes) have run
+    before they meet a GPU: here on the CPU, the two processes over gloo."""
+    lines = gpu_check("--models", f"{tiny_llama_dir},{tiny_llama_dir}", "--limit", "6",
+                      "--mining", "0", "--device-steps", "yes", "--two-processes", "yes",
+                      "--analytics-scale", "3,40,2,16")
+    by_step: dict[str, list[dict]] = {}
+    for line in lines:
+        by_step.setdefault(line["step"], []).append(line)
+    assert [line["dtype"] for line in by_step["extraction"]] == 2 * ["torch.float32", "torch.bfloat16"]
+    assert all(0 <= line["max_abs_p1_difference"] <= 1 for line in by_step["bf16 vs fp32"])
+    assert [line["data"] for line in by_step["analytics"]] == [
+        str(tiny_llama_dir), str(tiny_llama_dir), "synthetic 3 languages x 40 x 2 layers x d=16"]
+    assert all(line["rows"] > 0 and line["max_abs_difference"] == 0 for line in by_step["analytics"])
+    two = by_step["two processes"][0]
+    assert two["processes"] == [1, 2]  # each extracted (stores of their own), by 1 and 2
+    assert two["max_abs_difference"] < 1e-5, two
