@@ -45,6 +45,17 @@ delimiters ',' '，' '،' at layer 1: 21–27×)."""
 SENTENCE_SLOT = "{sentence}"
 
 
+def check_layers(layers: Sequence[int] | None, blocks: int) -> list[int]:
+    """The requested layers (``None``: all), sorted, of a model with ``blocks`` decoder blocks
+    (layers 0..blocks; 0 is the embeddings)."""
+    if layers is None:
+        return list(range(blocks + 1))
+    bad = [layer for layer in layers if not 0 <= layer <= blocks]
+    if bad or not layers:
+        raise DataError(f"layers {bad or '(none)'} out of range: this model has layers 0..{blocks}")
+    return sorted(set(layers))
+
+
 @dataclass(frozen=True)
 class ExtractionConfig:
     """What to extract. Everything here changes the vectors, so all of it enters the cache key.
@@ -226,7 +237,7 @@ class Extractor:
         self.loaded = loaded
         self.config = config
         self.parts: DecoderParts = find_decoder(loaded.model)
-        self.layers = self._check_layers(config.layers)
+        self.layers = check_layers(config.layers, self.parts.num_layers - 1)
         self.padding_side = padding_side
         self.sink_record = self.new_sink_record()
         self._takes_positions = "position_ids" in inspect.signature(self.parts.body.forward).parameters
@@ -241,16 +252,6 @@ class Extractor:
         """What was left out since the last call (the record is reset)."""
         record, self.sink_record = self.sink_record, self.new_sink_record()
         return record
-
-    def _check_layers(self, layers: tuple[int, ...] | None) -> list[int]:
-        available = self.parts.num_layers
-        if layers is None:
-            return list(range(available))
-        bad = [layer for layer in layers if not 0 <= layer < available]
-        if bad or not layers:
-            raise DataError(f"layers {bad or '(none)'} out of range: "
-                            f"this model has layers 0..{available - 1}")
-        return sorted(set(layers))
 
     # ---------------------------------------------------------------------------------- encoding
 

@@ -26,11 +26,11 @@ from .extract import SINK_RATIO
 from .neurons import activation_modules
 
 
-def check_layer(parts: DecoderParts, layer: int) -> None:
+def check_layer(blocks: int, layer: int) -> None:
     """Interventions act on block outputs: layers 1..blocks."""
-    if not 1 <= layer <= len(parts.blocks):
+    if not 1 <= layer <= blocks:
         raise DataError(f"layer {layer} out of range: interventions act on block outputs, "
-                        f"layers 1..{len(parts.blocks)} of this model")
+                        f"layers 1..{blocks} of this model")
 
 
 @contextmanager
@@ -75,7 +75,7 @@ def deactivated(parts: DecoderParts, mask: torch.Tensor) -> Iterator[None]:
 def steered(parts: DecoderParts, layer: int, vector: torch.Tensor, strength: float = 1.0
             ) -> Iterator[None]:
     """Add ``strength * vector`` to every position's state after block ``layer``."""
-    check_layer(parts, layer)
+    check_layer(len(parts.blocks), layer)
     if vector.shape != (parts.embeddings.weight.shape[1],):
         raise DataError(f"steering vector of shape {tuple(vector.shape)} does not fit hidden "
                         f"size {parts.embeddings.weight.shape[1]}")
@@ -126,7 +126,7 @@ def mapped(parts: DecoderParts, layer: int, linear_map: LinearMap, strength: flo
     ``linear_map``: h ← h + strength·(map(h) − h). Attention-sink states (norm above
     ``SINK_RATIO`` × the median of their row) are left alone too: a map fitted on pooled states
     never saw them, and replacing them would break the sink rather than move the language."""
-    check_layer(parts, layer)
+    check_layer(len(parts.blocks), layer)
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[1] == 1:

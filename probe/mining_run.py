@@ -25,11 +25,11 @@ import pandas as pd
 from . import distributed
 from .data import ParallelCorpus, Side, read_lines
 from .errors import DataError
-from .extract import ExtractionConfig, Extractor
+from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
-from .models import load_model
+from .models import block_count, load_model
 from .runs import RunSettings, versions
 from .store import ActivationStore
 
@@ -90,6 +90,9 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     tgt_lang = canonical(request.target_language, "--target-language")
     request.check_name()
     processes.check(len(sources) + len(targets))
+    blocks = block_count(request.model)
+    if request.layer is not None and blocks is not None:  # before the weights load
+        check_layers((request.layer,), blocks)
     timings = {}
     clock = time.perf_counter()
     loaded = load_model(request.model, request.adapter, processes.device(request.device),
@@ -97,8 +100,6 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length))
     blocks = extractor.parts.num_layers - 1
     layer = request.layer if request.layer is not None else (blocks + 1) // 2
-    if not 0 <= layer <= blocks:
-        raise DataError(f"layer {layer} out of range: this model has layers 0..{blocks}")
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length,
                                                    layers=(layer,)))
     timings["load_model"] = time.perf_counter() - clock

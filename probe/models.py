@@ -226,25 +226,58 @@ def _adapter_base(adapter_dir: Path) -> str:
     return base
 
 
-def _resolve(spec: str) -> tuple[Path | str, dict[str, Any]]:
-    """Map a model spec to something ``from_pretrained`` loads, plus its identity."""
+def _source(spec: str) -> Path | str:
+    """What ``from_pretrained`` loads for ``spec`` (a GGUF file is converted once)."""
     if spec in PACKAGED:
-        packaged = PACKAGED[spec]
-        gguf = packaged.locate_gguf()
-        return convert_gguf(gguf), {"packaged": spec, "gguf_sha256": file_sha256(gguf)}
+        return convert_gguf(PACKAGED[spec].locate_gguf())
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
             raise ModelError(f"{path} is a file but not a .gguf model; pass a directory, a .gguf "
                              "file, a packaged name or a Hub id")
-        return convert_gguf(path), {"gguf": str(path.resolve()), "gguf_sha256": file_sha256(path)}
+        return convert_gguf(path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelError(f"{path} holds no config.json: not a model directory")
-        return path, {"directory": str(path.resolve()), "weights": directory_fingerprint(path)}
+        return path
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError(f"model path {spec} does not exist")
-    return spec, {"hub": spec}
+    return spec
+
+
+def _identity(spec: str) -> dict[str, Any]:
+    """What ``spec`` is, with a content fingerprint of its weights (Hub ids: the revision, later)."""
+    if spec in PACKAGED:
+        return {"packaged": spec, "gguf_sha256": file_sha256(PACKAGED[spec].locate_gguf())}
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return {"gguf": str(path.resolve()), "gguf_sha256": file_sha256(path)}
+    if path.is_dir():
+        return {"directory": str(path.resolve()), "weights": directory_fingerprint(path)}
+    return {"hub": spec}
+
+
+def _base_and_adapter(spec: str, adapter: str | None) -> tuple[str, str | None]:
+    """An adapter directory given as the model means its base with that adapter."""
+    spec_path = Path(spec).expanduser()
+    if adapter is None and (spec_path / "adapter_config.json").exists():
+        return _adapter_base(spec_path), str(spec_path)
+    return spec, adapter
+
+
+def block_count(spec: str, trust_remote_code: bool = False) -> int | None:
+    """Decoder blocks of the model ``spec`` names, read from its config alone (no weights), so
+    a layer out of range fails before a big model loads; None when the config cannot be read
+    or does not say (the check after loading, on the blocks found, still holds)."""
+    from transformers import AutoConfig
+
+    source = _source(_base_and_adapter(spec, None)[0])
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return None
+    count = getattr(config.get_text_config(), "num_hidden_layers", None)
+    return count if isinstance(count, int) and count > 0 else None
 
 
 def load_model(
@@ -266,10 +299,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    spec_path = Path(spec).expanduser()
-    if adapter is None and (spec_path / "adapter_config.json").exists():
-        spec, adapter = _adapter_base(spec_path), str(spec_path)
-    source, identity = _resolve(spec)
+    spec, adapter = _base_and_adapter(spec, adapter)
+    source, identity = _source(spec), _identity(spec)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     placement = _placement(device_map, quantize)

@@ -16,9 +16,9 @@ from . import distributed
 from .analysis import AnalysisConfig, analyse, peak_layers
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
-from .extract import ExtractionConfig, Extractor
+from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write_text
-from .models import load_model
+from .models import block_count, load_model
 from .projection import project
 from .runs import RunResults, RunSettings, build_report, read_run, run_figures, versions, write_run
 from .store import ENGINE_VERSION, ActivationStore
@@ -105,6 +105,9 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     if request.device_map is not None and processes.world > 1:
         raise DataError("--device-map spreads one model over the devices; with several "
                         "processes each loads its own copy: use one or the other")
+    blocks = block_count(request.model, request.trust_remote_code)
+    if blocks is not None:  # before the weights load (minutes, for a big model)
+        check_layers(request.extraction.layers, blocks)
     loaded = load_model(request.model, request.adapter, processes.device(request.device),
                         request.dtype, request.trust_remote_code, request.device_map,
                         request.quantize)

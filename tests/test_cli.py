@@ -97,6 +97,17 @@ def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message
     assert message in err and "Traceback" not in err and err.count("error:") == 1
 
 
+def test_layers_out_of_range_fail_before_the_weights_load(run_args, capsys, monkeypatch):
+    from layer_analysis.probe import pipeline
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(pipeline, "load_model", load_model)
+    assert main([*run_args, "--layers", "2,7"]) == 2
+    assert "layers [7] out of range: this model has layers 0..4" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("layers", ["5-2", "3-", "-1", "a"])
 def test_bad_layer_ranges_are_refused(run_args, capsys, layers):
     with pytest.raises(SystemExit) as exc:

@@ -16,7 +16,7 @@ from layer_analysis.probe.errors import ModelError
 from layer_analysis.probe.extract import SINK_RATIO, ExtractionConfig, Extractor
 from layer_analysis.probe.interventions import deactivated, steered
 from layer_analysis.probe.lens import LogitLens
-from layer_analysis.probe.models import load_model
+from layer_analysis.probe.models import block_count, load_model
 from layer_analysis.probe.neurons import activation_counts, activation_modules
 
 SENTENCES = [
@@ -47,6 +47,12 @@ def family(request, tokenizer, tmp_path_factory):
     build_family(fam, len(tokenizer)).save_pretrained(directory)
     (tokenizer if fam.bos else without_bos(tokenizer)).save_pretrained(directory)
     return fam, load_model(str(directory), device="cpu", dtype="float32")
+
+
+def test_the_config_tells_the_blocks_the_structure_finds(family):
+    """block_count (config only, checked before the weights load) agrees with the blocks."""
+    _, loaded = family
+    assert block_count(loaded.identity["directory"]) == len(find_decoder(loaded.model).blocks)
 
 
 def hidden_states(loaded, sentence: str, hook=None) -> tuple[torch.Tensor, ...]:

@@ -146,5 +146,5 @@ def test_mine_bad_gold_and_layer_are_one_message(tiny_llama_dir, tiny_sentences,
     assert main([*base, "--gold", str(tmp_path / "bad.tsv")]) == 2
     assert "line 1: expected SOURCE_ID<TAB>TARGET_ID" in capsys.readouterr().err
     assert main([*base, "--layer", "9"]) == 2
-    assert "layer 9 out of range" in capsys.readouterr().err
+    assert "layers [9] out of range: this model has layers 0..4" in capsys.readouterr().err
     assert not list((tmp_path / "runs").rglob("mined.tsv"))

@@ -45,7 +45,7 @@ from layer_analysis.probe.interventions import (
 from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name
 from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
-from layer_analysis.probe.models import LoadedModel, load_model
+from layer_analysis.probe.models import LoadedModel, block_count, load_model
 from layer_analysis.probe.runs import RunSettings, run_kind, versions
 
 from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
@@ -253,12 +253,15 @@ def execute_intervention(request: InterventionRequest, command: list[str],
                          say: Callable[[str], None] = lambda _: None) -> tuple[Path, pd.DataFrame]:
     """Fit, intervene at every strength with and without the control, measure, write."""
     prepared = check_intervention_request(request)
+    blocks = block_count(request.model)
+    if request.layer is not None and blocks is not None:  # before the weights load
+        check_layer(blocks, request.layer)
     clock = time.perf_counter()
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     extractor = Extractor(loaded, ExtractionConfig())
     parts = extractor.parts
     if request.layer is not None:
-        check_layer(parts, request.layer)
+        check_layer(len(parts.blocks), request.layer)
     timings = {"load_model": time.perf_counter() - clock}
     clock = time.perf_counter()
     say(f"fit: {len(prepared.fit[0])} {display_name(prepared.language)}–English pairs")
