@@ -265,6 +265,23 @@ def test_scorers_match_sacrebleu_and_the_squad_script():
         assert (em, pytest.approx(f1)) == (max(r[0] for r in reference), max(r[1] for r in reference))
 
 
+@pytest.mark.parametrize(("prediction", "answers", "language", "squad", "mlqa"), [
+    # (prediction, gold, language, (EM, F1) of SQuAD v1.1, (EM, F1) of MLQA), by hand
+    ("北京市", ["北京"], "zh", (0.0, 0.0), (0.0, 0.8)),  # characters: 2 of 3 predicted, 2 of 2
+    ("北京。", ["北京"], "zh", (0.0, 0.0), (1.0, 1.0)),  # "。" is punctuation, not ASCII
+    ("1889年", ["1889"], "zh", (0.0, 0.0), (0.0, 2 / 3)),  # 1889 | 年 vs 1889
+    ("die Stadt", ["Stadt"], "de", (0.0, 2 / 3), (1.0, 1.0)),  # a German article
+    ("«Αθήνα»", ["Αθήνα"], "el", (0.0, 0.0), (1.0, 1.0)),  # guillemets; no Greek articles
+    ("The Eiffel Tower!", ["eiffel tower"], "en", (1.0, 1.0), (1.0, 1.0)),
+    ("a b c d", ["c d e"], "en", (0.0, 2 / 3), (0.0, 2 / 3)),
+])
+def test_xquad_scores_as_squad_and_as_mlqa(prediction, answers, language, squad, mlqa):
+    assert (evaluate.exact_match(prediction, answers),
+            evaluate.f1(prediction, answers)) == pytest.approx(squad)
+    assert (evaluate.exact_match(prediction, answers, language),
+            evaluate.f1(prediction, answers, language)) == pytest.approx(mlqa)
+
+
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llama_dir):
     loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     prompts = [alpaca_prompt("Translate.", s) for s in
@@ -292,6 +309,7 @@ def test_evaluate_cli_writes_scores_and_predictions(tmp_path, tiny_llama_dir, sh
                  str(xquad)]) == 0
     [s] = json.loads(xquad.read_text())
     assert s["questions"] == 2 and s["language"] == "el"
+    assert all(0 <= s[k] <= 100 for k in ("em", "f1", "em_mlqa", "f1_mlqa", "contains"))
     assert main(["evaluate", "--model", str(tiny_llama_dir), "--task", "xquad", "--languages",
                  "ja", "--device", "cpu"]) == 2  # XQuAD has no Japanese
 

@@ -1,6 +1,7 @@
 """Evaluation: translation on FLORES (greedy, chrF++ always, spBLEU when sacrebleu's FLORES-200
 SentencePiece model is available) and XQuAD zero-shot with the prompt in the target language
-(exact match and F1 with SQuAD v1.1 normalisation, plus x-LLM's substring rule)."""
+(exact match and F1 as XQuAD's official SQuAD v1.1 script and as MLQA's language-aware one,
+plus x-LLM's substring rule)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import collections
 import json
 import re
 import string
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,21 +99,49 @@ def spbleu(hypotheses: list[str], references: list[str]) -> float | None:
         return None
 
 
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1: lower case, drop punctuation and English articles, squeeze whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
+# MLQA's evaluation (Lewis et al. 2020) per answer language: articles removed, and Chinese
+# split into characters ("mixed segmentation"); languages MLQA does not cover keep whitespace
+# tokens and remove no articles.
+MLQA_ARTICLES = {
+    "en": r"\b(a|an|the)\b",
+    "es": r"\b(un|una|unos|unas|el|la|los|las)\b",
+    "de": r"\b(ein|eine|einen|einem|eines|einer|der|die|das|den|dem|des)\b",
+    "vi": r"\b(của|là|cái|chiếc|những)\b",
+    "ar": r"\sال^|ال",
+}
+_HAN = re.compile(r"([\u4e00-\u9fa5])")
+
+
+def _is_punctuation(ch: str, unicode: bool) -> bool:
+    return ch in string.punctuation or (unicode and unicodedata.category(ch).startswith("P"))
+
+
+def normalize_answer(text: str, language: str | None = None) -> str:
+    """SQuAD v1.1 (``language=None``, XQuAD's official script): lower case, drop ASCII
+    punctuation and English articles, squeeze whitespace. With an ISO 639-1 ``language``,
+    MLQA's: every Unicode punctuation mark, that language's articles, Chinese characters as
+    tokens of their own."""
+    mlqa = language is not None
+    text = "".join(ch for ch in text.lower() if not _is_punctuation(ch, mlqa))
+    articles = MLQA_ARTICLES.get(language, "") if mlqa else MLQA_ARTICLES["en"]
+    if articles:
+        text = re.sub(articles, " ", text)
+    if language == "zh":
+        text = _HAN.sub(r" \1 ", text)
     return " ".join(text.split())
 
 
-def exact_match(prediction: str, answers: list[str]) -> float:
-    return float(max(normalize_answer(prediction) == normalize_answer(a) for a in answers))
+def exact_match(prediction: str, answers: list[str], language: str | None = None) -> float:
+    """1 when the normalised prediction equals a normalised gold answer (see normalize_answer)."""
+    return float(max(normalize_answer(prediction, language) == normalize_answer(a, language)
+                     for a in answers))
 
 
-def f1(prediction: str, answers: list[str]) -> float:
-    """SQuAD v1.1 token F1, best over the gold answers."""
+def f1(prediction: str, answers: list[str], language: str | None = None) -> float:
+    """Token F1 (SQuAD v1.1, or MLQA's with ``language``), best over the gold answers."""
     def one(gold: str) -> float:
-        pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+        pred_tokens = normalize_answer(prediction, language).split()
+        gold_tokens = normalize_answer(gold, language).split()
         common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
         same = sum(common.values())
         if same == 0:
@@ -219,13 +249,13 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
     answers = generate(loaded, prompts, max_new_tokens, batch_size)
     per = [{"id": q["id"], "question": q["question"], "answers": q["answers"], "prediction": a,
             "em": exact_match(a, q["answers"]), "f1": f1(a, q["answers"]),
+            "em_mlqa": exact_match(a, q["answers"], iso), "f1_mlqa": f1(a, q["answers"], iso),
             "contains": contains_answer(a, q["answers"])} for q, a in zip(items, answers,
                                                                           strict=True)]
     n = max(len(per), 1)
     scores = {"task": "xquad", "language": iso, "questions": len(per),
-              "em": round(100 * sum(p["em"] for p in per) / n, 2),
-              "f1": round(100 * sum(p["f1"] for p in per) / n, 2),
-              "contains": round(100 * sum(p["contains"] for p in per) / n, 2)}
+              **{name: round(100 * sum(p[name] for p in per) / n, 2)
+                 for name in ("em", "f1", "em_mlqa", "f1_mlqa", "contains")}}
     return Evaluation(scores, per)
 
 

@@ -211,6 +211,7 @@ def sweep_table(output: Path) -> pd.DataFrame:
         for s in scores:
             if s["task"] == "xquad":
                 row.update({"xquad_em": s["em"], "xquad_f1": s["f1"],
+                            "xquad_f1_mlqa": s.get("f1_mlqa"),  # older points lack it
                             "xquad_contains": s["contains"]})
         row.update({"steps": training["steps"], "examples": training["examples"],
                     "seconds": training["seconds"], "final_loss": training["final_loss"],

@@ -29,7 +29,8 @@ from layer_analysis.train.sweep import read_points
 from .options import DefaultsFormatter, add_static_option
 from .training import training_config, training_options
 
-METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_em", "xquad_contains", "alignment")
+METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_f1_mlqa", "xquad_em", "xquad_contains",
+           "alignment")
 
 
 def _sizes(text: str) -> list[int]:

@@ -203,7 +203,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                     max_new_tokens=args.max_new_tokens or 32,
                                     batch_size=args.batch_size)
             s = result.scores
-            print(f"{loaded.name} XQuAD-{s['language']}: EM {s['em']:.1f}, F1 {s['f1']:.1f}, "
+            print(f"{loaded.name} XQuAD-{s['language']}: EM {s['em']:.1f}, F1 {s['f1']:.1f} "
+                  f"(SQuAD v1.1); EM {s['em_mlqa']:.1f}, F1 {s['f1_mlqa']:.1f} (MLQA); "
                   f"contains {s['contains']:.1f} ({s['questions']} questions)")
         results.append(result)
         if args.output:  # after every language: a later failure keeps the finished ones
