@@ -98,6 +98,31 @@ def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cente
     return fig
 
 
+def paired_curves(paired: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered"
+                  ) -> go.Figure:
+    """Paired differences (model − reference) per layer and directed pair, with 95 % bootstrap
+    bands; filled markers where the layer moved (BH q < 0.05), hollow where not."""
+    rows = _select(paired, metric, normalisation)
+    fig = go.Figure()
+    fig.add_hline(y=0, line={"color": "black", "dash": "dash", "width": 1})
+    for i, (name, group) in enumerate(rows.groupby("pair", sort=False)):
+        color = PALETTE[i % len(PALETTE)]
+        group = group.sort_values("layer")
+        fig.add_trace(band(group, color, legendgroup=str(name)))
+        fig.add_trace(go.Scatter(
+            x=group.layer, y=group.difference, mode="lines+markers", name=str(name),
+            line={"color": color}, legendgroup=str(name),
+            marker={"symbol": ["circle" if q < 0.05 else "circle-open" for q in group.q_value]}))
+    reference = ", ".join(dict.fromkeys(rows.reference))
+    fig.update_layout(title=f"paired difference in {metric_label(metric)} per layer vs {reference} "
+                            f"({normalisation}; bands: 95 % bootstrap CI; filled: q < 0.05)",
+                      xaxis_title="layer", yaxis_title=f"Δ {metric_label(metric)}",
+                      hovermode="x unified")
+    if rows.pair.nunique() > LEGEND_ROWS:
+        fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0})
+    return fig
+
+
 def cka_heatmap(cka: pd.DataFrame, title: str = "linear CKA between layers") -> go.Figure:
     """Layer × layer (or model × model) linear CKA."""
     grid = cka.pivot_table(index="layer_a", columns="layer_b", values="value", sort=False)

@@ -27,6 +27,7 @@ from .extract import SinkRecord
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .metrics import linear_cka
 from .models import DEFAULT_MODEL
+from .paired import paired_differences
 from .store import Activations, ActivationStore
 
 RESULTS = "results.parquet"
@@ -120,15 +121,18 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_run(directory: Path, manifest: dict[str, Any], table: pd.DataFrame, cka: pd.DataFrame,
-              projection: pd.DataFrame) -> None:
-    """Write tables first and the manifest last: a directory with a manifest is complete (an
-    earlier manifest goes first, so a failure on the way never leaves old and new mixed)."""
+              projection: pd.DataFrame, extra: dict[str, pd.DataFrame] | None = None) -> None:
+    """Write tables first (``extra``: more CSVs by file name) and the manifest last: a directory
+    with a manifest is complete (an earlier manifest goes first, so a failure on the way never
+    leaves old and new mixed)."""
     start_run_directory(directory)
     _write_frame(table, directory / RESULTS)
     _write_frame(table, directory / "results.csv")
     _write_frame(cka, directory / "cka.csv")
     _write_frame(mexa_summary(table), directory / "mexa.csv")
     _write_frame(projection, directory / "projection.csv")
+    for name, frame in (extra or {}).items():
+        _write_frame(frame, directory / name)
     atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=2, default=str))
 
 
@@ -192,10 +196,10 @@ def load_activations(results: RunResults) -> Activations:
     return ActivationStore(Path(path).parent).load(Path(path))
 
 
-def model_cka(runs: list[RunResults]) -> pd.DataFrame:
+def model_cka(runs: list[RunResults], acts: list[Activations] | None = None) -> pd.DataFrame:
     """Linear CKA between the first run's model and each other, layer x layer, on the pivot side
-    (the runs must share their sentences)."""
-    acts = [load_activations(r) for r in runs]
+    (the runs must share their sentences; ``acts``: their activations, if loaded already)."""
+    acts = acts or [load_activations(r) for r in runs]
     side = next(iter(acts[0].manifest["sides"]))
     pivot = runs[0].manifest["analysis"].get("pivot")
     if pivot:
@@ -213,6 +217,24 @@ def model_cka(runs: list[RunResults]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame.attrs.update(x="other model's layer", y="first model's layer")
     return frame
+
+
+def paired_table(runs: list[RunResults], acts: list[Activations], names: list[str] | None = None
+                 ) -> tuple[pd.DataFrame, list[str]]:
+    """Each run after the first minus the first, paired per sentence (``paired``), under the
+    first run's pivot, normalisations, resamples and seed; warnings for the runs that cannot be
+    paired with it. ``names``: the models' names (default: their manifests')."""
+    config = runs[0].manifest["analysis"]
+    names = names or [r.manifest["model"]["name"] for r in runs]
+    frames, warnings = [], []
+    for name, other in zip(names[1:], acts[1:], strict=True):
+        try:
+            frames.append(paired_differences(
+                acts[0], other, names[0], name, config.get("pivot"), config["normalisations"],
+                config.get("bootstrap", 1000), seed=config.get("seed", 0)))
+        except DataError as exc:
+            warnings.append(f"{name} vs {names[0]}: {exc}; left out")
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), warnings
 
 
 def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "centered"
@@ -268,9 +290,10 @@ def read_model_run(path: Path) -> RunResults:
 
 def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
                  normalisation: str = "centered", allow_different_data: bool = False,
-                 static: bool = True) -> tuple[list[Path], list[str]]:
-    """Write a comparison of several models' runs (tables, model × model CKA, report) to
-    ``output``; returns the report's paths and the warnings about what the runs do not share."""
+                 static: bool = True) -> tuple[list[Path], list[str], pd.DataFrame]:
+    """Write a comparison of several models' runs (tables, model × model CKA, paired
+    differences against the first run, report) to ``output``; returns the report's paths, the
+    warnings about what the runs do not share, and the paired differences."""
     if len(runs) < 2:
         raise DataError("compare needs at least two run directories")
     differences = data_differences(runs)
@@ -284,16 +307,22 @@ def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
     figures = {f"comparison_{metric}": report.comparison(table, metric, normalisation),
                f"heatmap_{metric}": report.heatmap(table, metric, normalisation)}
     warnings = list(differences)
-    cka = pd.DataFrame()
+    cka, paired = pd.DataFrame(), pd.DataFrame()
     if differences:
-        warnings.append("model x model CKA needs the same sentences; left out")
+        warnings.append("model x model CKA and paired differences need the same sentences; "
+                        "left out")
     else:
-        cka = model_cka(runs)
+        acts = [load_activations(r) for r in runs]
+        cka = model_cka(runs, acts)
         figures["cka_models"] = report.cka_heatmap(cka, "linear CKA between models, layer by layer")
+        paired, why = paired_table(runs, acts)
+        warnings += why
+        if not paired.empty:
+            figures[f"paired_{metric}"] = report.paired_curves(paired, metric, normalisation)
     output.mkdir(parents=True, exist_ok=True)
     sources = [str(r.directory) for r in runs]
     write_run(output, {"compare": sources, "models": names, "versions": versions()}, table, cka,
-              pd.DataFrame())
+              pd.DataFrame(), {"paired.csv": paired} if not paired.empty else None)
     merged = RunResults(output, {"runs": sources}, table, cka, pd.DataFrame())
     paths = build_report(merged, figures, "comparison: " + " vs ".join(names), static=static)
-    return paths, warnings
+    return paths, warnings, paired

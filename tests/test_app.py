@@ -96,12 +96,13 @@ def test_compare_base_and_adapter(dashboard_runs, monkeypatch):
     goto(at, "compare")
     titles = [c["layout"]["title"]["text"] for c in charts(at)]
     assert any("by model" in t for t in titles)
-    assert any("model minus" in t for t in titles)
+    assert any("paired difference" in t for t in titles)  # same sentences, same layers: paired
+    assert not any("not paired" in t for t in titles)
     assert any("and the other models" in t for t in titles)  # model x model CKA
     base = at.selectbox(key="compare-base")
     other = next(name for name in base.options if name != base.value)
     base.set_value(other).run()
-    assert any(f"minus {other}" in c["layout"]["title"]["text"] for c in charts(at))
+    assert any(f"vs {other}" in c["layout"]["title"]["text"] for c in charts(at))
 
 
 def test_model_minus_base_keeps_models_apart_and_aligns_depths():

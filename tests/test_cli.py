@@ -69,6 +69,11 @@ def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir)
     assert table.model.nunique() == 2
     cka = pd.read_csv(tmp_path / "cmp" / "cka.csv")
     assert len(cka) == 25 and "comparison_p@1" in (tmp_path / "cmp" / "report.html").read_text()
+    paired = pd.read_csv(tmp_path / "cmp" / "paired.csv")
+    assert set(paired.model) == {table.model.unique()[1]} and len(paired) > 0
+    out = capsys.readouterr().out
+    assert "Paired differences per sentence" in out and "eng_Latn → deu_Latn" in out
+    assert "paired_p@1" in (tmp_path / "cmp" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(

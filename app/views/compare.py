@@ -1,5 +1,6 @@
 """Compare: several models on the same data (base vs x-model vs m-model): curves side by side,
-their difference from the first, layer x layer and model x model CKA."""
+their paired difference from the base with CIs (or, for runs that cannot be paired, the plain
+difference of the curves), layer x layer and model x model CKA."""
 
 from __future__ import annotations
 
@@ -18,12 +19,18 @@ from layer_analysis.app.dashboard import (
 )
 from layer_analysis.probe import report
 from layer_analysis.probe.report import METRIC_NAMES
-from layer_analysis.probe.runs import RunResults, data_differences, model_cka
+from layer_analysis.probe.runs import RunResults, data_differences, model_cka, paired_table
 
 
 @st.cache_data(show_spinner="Computing model x model CKA…", max_entries=8)
 def _model_cka(paths: tuple[str, ...], _runs: list[RunResults]) -> pd.DataFrame:
     return model_cka(_runs)
+
+
+@st.cache_data(show_spinner="Pairing the models sentence by sentence…", max_entries=8)
+def _paired(paths: tuple[str, ...], names: tuple[str, ...], _runs: list[RunResults]
+            ) -> tuple[pd.DataFrame, list[str]]:
+    return paired_table(_runs, [activations(r) for r in _runs], list(names))
 
 
 def difference(table: pd.DataFrame, base: str) -> tuple[pd.DataFrame, list[str]]:
@@ -53,6 +60,42 @@ def difference(table: pd.DataFrame, base: str) -> tuple[pd.DataFrame, list[str]]
     return diff.assign(ci_low=float("nan"), ci_high=float("nan"), null=0.0), notes
 
 
+def paired_difference(runs: list[RunResults], names: list[str], metric: str, normalisation: str
+                      ) -> list[str]:
+    """Each model minus the first (the base), sentence by sentence, with CIs and q-values;
+    returns the models that cannot be paired with the base (another depth, say)."""
+    paired, why = _paired(tuple(str(r.directory) for r in runs), tuple(names), runs)
+    for line in why:
+        st.caption(line)
+    if paired.empty:
+        return names[1:]
+    chosen = paired[(paired.metric == metric) & (paired.normalisation == normalisation)]
+    if not chosen.empty:
+        show_figure(report.paired_curves(chosen, metric, normalisation),
+                    f"paired-{metric}-{normalisation}")
+        with st.expander("Paired differences as a table (p: sign-flip test; q: "
+                         "Benjamini-Hochberg over layers)"):
+            show_table(chosen, "paired")
+    return [n for n in names[1:] if n not in set(paired.model)]
+
+
+def plain_difference(rows: pd.DataFrame, base: str, metric: str, normalisation: str) -> None:
+    """Curves minus the base's, without CIs: for runs that cannot be paired sentence by sentence."""
+    diff, notes = difference(rows, base)
+    for note in notes:
+        st.caption(note)
+    if diff.empty:
+        st.info("The runs share no language pair and layer to subtract.")
+        return
+    fig = report.curves(diff, metric, normalisation)
+    aligned = "; aligned by relative depth" if notes else ""
+    fig.update_layout(title=f"{METRIC_NAMES[metric]}: model minus {base} ({normalisation}; "
+                            f"dashed: no difference; not paired, no CIs{aligned})")
+    show_figure(fig, f"difference-{metric}-{normalisation}")
+    with st.expander("Differences as a table"):
+        show_table(diff.drop(columns=["ci_low", "ci_high", "null"]), "differences")
+
+
 def page() -> None:
     st.title("Compare models")
     paths = selected_runs()
@@ -79,19 +122,14 @@ def page() -> None:
     show_figure(report.comparison(table, metric, normalisation),
                 f"comparison-{metric}-{normalisation}")
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
-    diff, notes = difference(rows, base)
-    for note in notes:
-        st.caption(note)
-    if diff.empty:
-        st.info("The runs share no language pair and layer to subtract.")
-    else:
-        fig = report.curves(diff, metric, normalisation)
-        aligned = "; aligned by relative depth" if notes else ""
-        fig.update_layout(title=f"{METRIC_NAMES[metric]}: model minus {base} ({normalisation}; "
-                                f"dashed: no difference{aligned})")
-        show_figure(fig, f"difference-{metric}-{normalisation}")
-        with st.expander("Differences as a table"):
-            show_table(diff.drop(columns=["ci_low", "ci_high", "null"]), "differences")
+    stored = not data_differences(runs) and all(activations(r) is not None for r in runs)
+    ordered = [names.index(base), *(i for i, n in enumerate(names) if n != base)]
+    unpaired = [n for n in names if n != base]
+    if stored:
+        unpaired = paired_difference([runs[i] for i in ordered], [names[i] for i in ordered],
+                                     metric, normalisation)
+    if unpaired:
+        plain_difference(rows[rows.model.isin([base, *unpaired])], base, metric, normalisation)
 
     st.subheader("Representational similarity (linear CKA)")
     chosen = st.selectbox("Layer x layer CKA of", names, key="compare-cka-run")
@@ -101,10 +139,8 @@ def page() -> None:
                     "cka-layers")
     if data_differences(runs):
         st.info("Model x model CKA needs the same sentences; these runs used different data.")
-    elif all(activations(r) is not None for r in runs):
-        ordered = [runs[names.index(base)], *(r for r, n in zip(runs, names, strict=True)
-                                              if n != base)]
-        cka = _model_cka(tuple(str(r.directory) for r in ordered), ordered)
+    elif stored:
+        cka = _model_cka(tuple(str(runs[i].directory) for i in ordered), [runs[i] for i in ordered])
         show_figure(report.cka_heatmap(cka, f"linear CKA between {base} and the other models"),
                     "cka-models")
 

@@ -17,6 +17,7 @@ from layer_analysis.probe.lens_run import compare_lens_runs, is_lens_run
 from layer_analysis.probe.metrics import NORMALISATIONS
 from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED, QUANTIZATIONS
 from layer_analysis.probe.neuron_run import compare_neuron_runs, is_neuron_run
+from layer_analysis.probe.paired import paired_summary
 from layer_analysis.probe.pipeline import RunRequest, execute
 from layer_analysis.probe.projection import METHODS
 from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures
@@ -184,10 +185,14 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if any(lens_runs):
         raise DataError("compare lens runs with lens runs and alignment runs with alignment runs")
     runs = [read_model_run(path) for path in args.runs]
-    paths, warnings = compare_runs(runs, args.output, args.metric, args.normalisation,
-                                   args.allow_different_data, static=not args.no_static)
+    paths, warnings, paired = compare_runs(runs, args.output, args.metric, args.normalisation,
+                                           args.allow_different_data, static=not args.no_static)
     for warning in warnings:
         print(f"layer-analysis: warning: {warning}", file=sys.stderr)
+    if not paired.empty:
+        print(f"Paired differences per sentence ({args.metric}, {args.normalisation}; moved: "
+              "Benjamini-Hochberg q < 0.05 over layers; 95 % bootstrap CI):")
+        print("\n".join(paired_summary(paired, args.metric, args.normalisation)))
     print("\n".join(str(p) for p in paths))
 
 
