@@ -5,11 +5,10 @@ queries, so per-sentence differences cancel most of the sentence-to-sentence var
 every layer, language pair, direction and normalisation this takes, per query, model B's score
 minus model A's — retrieval (P@1, R@5, R@10: hit or not; MRR: reciprocal rank; MEXA: first in
 both directions) and, for ``raw`` and ``centered``, the cosine and the baseline-adjusted cosine
-of the true pair — and reports the mean
-difference with a 95 % percentile-bootstrap CI over sentences (the resamples every curve of a
-run shares), a two-sided sign-flip permutation p-value (the null: A and B are exchangeable on
-each sentence), and Benjamini–Hochberg q-values over the layers of each curve (which layers
-moved, at a 5 % false discovery rate).
+of the true pair — and reports the mean difference with a 95 % percentile-bootstrap CI over
+sentences (the resamples every curve of a run shares), a two-sided sign-flip permutation p-value
+(the null: A and B are exchangeable on each sentence), and Benjamini–Hochberg q-values over the
+layers of each curve (which layers moved, at a 5 % false discovery rate).
 """
 
 from __future__ import annotations
@@ -95,7 +94,6 @@ def paired_differences(a: Activations, b: Activations, model_a: str, model_b: st
                          float(difference[i].mean()), float(low[i]), float(high[i]), float(p[i]),
                          float(q[i])])
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
-
 
 
 def paired_summary(paired: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered",
