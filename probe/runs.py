@@ -181,6 +181,30 @@ def data_differences(runs: list[RunResults]) -> list[str]:
     return out
 
 
+def _settings(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What besides the model and the data shapes a run's numbers."""
+    extraction = manifest.get("extraction", {})
+    return {"poolings": extraction.get("poolings"), "template": extraction.get("template"),
+            "span": extraction.get("span"), "max length": extraction.get("max_length"),
+            "sinks": (extraction.get("sinks") or {}).get("mode"),
+            "sink ratio": extraction.get("sink_ratio"),
+            "dtype": manifest.get("model", {}).get("dtype")}
+
+
+def setting_differences(runs: list[RunResults]) -> list[str]:
+    """How the runs' extraction settings differ from the first run's: a difference between the
+    models then includes the settings' (one line per run that differs)."""
+    first = _settings(runs[0].manifest)
+    out = []
+    for run in runs[1:]:
+        own = _settings(run.manifest)
+        found = [f"{key} {own[key]!r} vs {first[key]!r}" for key in first if own[key] != first[key]]
+        if found:
+            out.append(f"{run.directory} vs {runs[0].directory} differ in {', '.join(found)}: "
+                       "the models' differences include these settings'")
+    return out
+
+
 def _optional_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
     """A CSV that may hold no table (e.g. no projection was asked for)."""
     if path.exists() and path.stat().st_size <= 1:
@@ -306,7 +330,7 @@ def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
     table = pd.concat([r.table for r in runs], ignore_index=True)
     figures = {f"comparison_{metric}": report.comparison(table, metric, normalisation),
                f"heatmap_{metric}": report.heatmap(table, metric, normalisation)}
-    warnings = list(differences)
+    warnings = [*differences, *setting_differences(runs)]
     cka, paired = pd.DataFrame(), pd.DataFrame()
     if differences:
         warnings.append("model x model CKA and paired differences need the same sentences; "

@@ -234,3 +234,22 @@ def test_a_failed_write_leaves_no_run_that_looks_complete(run_args, out_dir, cap
     run = out_dir / "full"
     assert not (run / "manifest.json").exists() and not list(run.glob("*.tmp"))
     assert not list(run.glob(".*.tmp"))
+
+
+def test_compare_says_when_the_runs_settings_differ():
+    from pathlib import Path
+
+    from layer_analysis.probe.runs import RunResults, setting_differences
+
+    def run(name, sinks, dtype):
+        manifest = {"extraction": {"poolings": ["mean"], "template": None, "span": "sentence",
+                                   "max_length": 256, "sinks": {"mode": sinks}, "sink_ratio": 10.0},
+                    "model": {"name": name, "dtype": dtype}}
+        return RunResults(Path(name), manifest, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+
+    assert setting_differences([run("a", "exclude", "float32"), run("b", "exclude", "float32")]) == []
+    [line] = setting_differences([run("a", "exclude", "float32"), run("b", "keep", "float32"),
+                                  run("c", "exclude", "float32")])
+    assert "sinks 'keep' vs 'exclude'" in line and line.startswith("b vs a")
+    [line] = setting_differences([run("a", "exclude", "float32"), run("b", "exclude", "bfloat16")])
+    assert "dtype 'bfloat16' vs 'float32'" in line

@@ -19,7 +19,13 @@ from layer_analysis.app.dashboard import (
 )
 from layer_analysis.probe import report
 from layer_analysis.probe.report import METRIC_NAMES
-from layer_analysis.probe.runs import RunResults, data_differences, model_cka, paired_table
+from layer_analysis.probe.runs import (
+    RunResults,
+    data_differences,
+    model_cka,
+    paired_table,
+    setting_differences,
+)
 
 
 @st.cache_data(show_spinner="Computing model x model CKA…", max_entries=8)
@@ -118,6 +124,8 @@ def page() -> None:
         "Normalisation", sorted(set(table.normalisation), key=lambda n: (n != "centered", n)),
         key="compare-norm")
     base = right.selectbox("Base model", names, key="compare-base")
+    for line in setting_differences(runs):
+        st.warning(line)
 
     show_figure(report.comparison(table, metric, normalisation),
                 f"comparison-{metric}-{normalisation}")
