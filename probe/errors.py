@@ -1,4 +1,12 @@
-"""User-facing errors: each carries one clear message and the exit code the CLI returns."""
+"""User-facing errors (each carries one clear message and the exit code the CLI returns) and
+notices (one line on stderr for what the user should know but that stops nothing)."""
+
+import sys
+
+
+def notice(message: str) -> None:
+    """One line on stderr (stdout stays the results)."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class ProbeError(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .errors import ModelError
+from .errors import ModelError, notice
 from .files import atomic_directory, atomic_write_text
 
 
@@ -177,6 +177,7 @@ class LoadedModel:
     tokenizer: Any
     name: str
     identity: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the loading noticed
 
     @property
     def device(self) -> torch.device:
@@ -189,7 +190,8 @@ class LoadedModel:
     def record(self, adapter: str | None = None) -> dict[str, Any]:
         """What a run's manifest says of its model."""
         return {"name": self.name, "identity": self.identity, "adapter": adapter,
-                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device)}
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+                **({"warnings": self.warnings} if self.warnings else {})}
 
 
 def convert_gguf(gguf_path: Path) -> Path:
@@ -218,9 +220,15 @@ def convert_gguf(gguf_path: Path) -> Path:
     return target
 
 
+def _adapter_config(adapter_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((adapter_dir / "adapter_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _adapter_base(adapter_dir: Path) -> str:
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    base = config.get("base_model_name_or_path")
+    base = _adapter_config(adapter_dir).get("base_model_name_or_path")
     if not base:
         raise ModelError(f"{adapter_dir}/adapter_config.json names no base_model_name_or_path")
     return base
@@ -322,8 +330,14 @@ def load_model(
     if spec in PACKAGED:
         # adapters trained on it then name the packaged default (peft reads model.name_or_path)
         model.config.name_or_path = model.name_or_path = spec
+    warnings = []
     if adapter is not None:
         model, identity["adapter"] = _attach_adapter(model, Path(adapter).expanduser())
+        trained_on = _adapter_config(Path(adapter).expanduser()).get("base_model_name_or_path")
+        if trained_on and not _same_model(trained_on, spec):
+            warnings.append(f"the adapter {adapter} was trained on {trained_on!r}, not on "
+                            f"{spec!r}: the states are of that combination")
+            notice(warnings[-1])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if placement:
@@ -332,7 +346,18 @@ def load_model(
     else:
         model.to(torch_device).eval()
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
-    return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity,
+                       warnings=warnings)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Whether two model specs name one model: equal, or one directory, or one Hub name."""
+    if a == b:
+        return True
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a.rstrip("/").split("/")[-1] == b.rstrip("/").split("/")[-1]
 
 
 QUANTIZATIONS = ("8bit", "4bit")

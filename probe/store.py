@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from .data import ParallelCorpus
 from .distributed import Processes
-from .errors import StoreError
+from .errors import StoreError, notice
 from .extract import BatchStats, Extractor, SinkRecord
 from .files import MANIFEST, atomic_write, atomic_write_text
 
@@ -42,11 +41,6 @@ ENGINE_VERSION = 2  # 2: attention-sink exclusion, layer 0 = input of the first 
 TEXTS = "sentences.json"
 CHUNK_SECONDS = 30.0
 SINGLE = Processes()
-
-
-def notice(message: str) -> None:
-    """One line on stderr (stdout stays the results)."""
-    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class CorruptFile(StoreError):

@@ -17,6 +17,25 @@ def test_local_directory_identity_fingerprints_weights(tiny_llama_dir):
     assert loaded.dtype == torch.float32 and loaded.tokenizer.pad_token is not None
 
 
+def test_an_adapter_on_another_base_is_said(tiny_llama_dir, tmp_path, capsys):
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    config = LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    get_peft_model(base.model, config).save_pretrained(tmp_path / "adapter")
+    assert load_model(str(tiny_llama_dir), str(tmp_path / "adapter"), "cpu", "float32").warnings == []
+    config_file = tmp_path / "adapter" / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()),
+                                       "base_model_name_or_path": "someone/other-model"}))
+    loaded = load_model(str(tiny_llama_dir), str(tmp_path / "adapter"), "cpu", "float32")
+    [warning] = loaded.warnings
+    assert "trained on 'someone/other-model'" in warning
+    assert loaded.record(str(tmp_path / "adapter"))["warnings"] == [warning]  # in every manifest
+    assert f"note: {warning}" in capsys.readouterr().err
+
+
 def test_adapter_directory_loads_on_its_base_and_changes_states(tiny_llama_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
