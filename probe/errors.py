@@ -1,12 +1,15 @@
 """User-facing errors (each carries one clear message and the exit code the CLI returns) and
 notices (one line on stderr for what the user should know but that stops nothing)."""
 
+import os
 import sys
 
 
 def notice(message: str) -> None:
-    """One line on stderr (stdout stays the results)."""
-    print(f"note: {message}", file=sys.stderr, flush=True)
+    """One line on stderr (stdout stays the results); under several processes, from the main
+    one only."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class ProbeError(Exception):

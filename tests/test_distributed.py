@@ -141,3 +141,13 @@ def test_every_step_of_the_gpu_check_runs_on_the_cpu_when_asked(tiny_llama_dir):
     two = by_step["two processes"][0]
     assert two["processes"] == [1, 2]  # each extracted (stores of their own), by 1 and 2
     assert two["max_abs_difference"] < 1e-5, two
+
+
+def test_only_the_main_process_prints_notes(monkeypatch, capsys):
+    from layer_analysis.probe.errors import notice
+
+    monkeypatch.setenv("RANK", "1")
+    notice("from a worker")
+    monkeypatch.setenv("RANK", "0")
+    notice("from the main process")
+    assert capsys.readouterr().err == "note: from the main process\n"
