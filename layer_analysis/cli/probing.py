@@ -189,10 +189,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
                                            args.allow_different_data, static=not args.no_static)
     for warning in warnings:
         print(f"layer-analysis: warning: {warning}", file=sys.stderr)
-    if not paired.empty:
+    lines = paired_summary(paired, args.metric, args.normalisation) if not paired.empty else []
+    if lines:
         print(f"Paired differences per sentence ({args.metric}, {args.normalisation}; moved: "
               "Benjamini-Hochberg q < 0.05 over layers; 95 % bootstrap CI):")
-        print("\n".join(paired_summary(paired, args.metric, args.normalisation)))
+        print("\n".join(lines))
     print("\n".join(str(p) for p in paths))
 
 
