@@ -70,7 +70,8 @@ def check_pairable(a: Activations, b: Activations) -> None:
         raise DataError(f"paired differences need the same layers (one run has {len(a.layers)}, "
                         f"the other {len(b.layers)}): compare models of one architecture")
     for side in a.manifest["sides"]:
-        if side not in b.vectors or (a.texts and b.texts and a.texts.get(side) != b.texts.get(side)):
+        if (side not in b.vectors or a.get(side).shape[1] != b.get(side).shape[1]
+                or (a.texts and b.texts and a.texts.get(side) != b.texts.get(side))):
             raise DataError(f"paired differences need the same sentences; {side} differs")
 
 

@@ -98,6 +98,10 @@ def test_runs_that_cannot_be_paired_are_refused(runs):
     other.texts["zho_Hans"] = [f"other {i}" for i in range(N)]
     with pytest.raises(DataError, match="same sentences; zho_Hans differs"):
         paired_differences(base, other, "base", "other")
+    fewer = activations([2.0, 2.0, 2.0], seed=3)
+    fewer.vectors["deu_Latn"], fewer.texts = fewer.vectors["deu_Latn"][:, :, :10], {}
+    with pytest.raises(DataError, match="same sentences; deu_Latn differs"):
+        paired_differences(base, fewer, "base", "fewer")
 
 
 def test_the_table_is_tidy(runs):
