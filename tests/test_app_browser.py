@@ -149,9 +149,18 @@ def test_new_run_shows_progress_and_locks_the_form(server, chromium, tiny_llama_
     page.goto(url, timeout=60_000)
     page.get_by_role("link", name="New run").click()
     page.get_by_role("heading", name="New run").wait_for(timeout=60_000)
-    page.get_by_test_id("stSelectbox").first.click()
-    page.get_by_role("option", name="other…").click()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     path = page.get_by_label("Model directory, .gguf file, Hub id or PEFT adapter directory")
+    for attempt in range(3):  # a pick made while the page still reruns can be lost: pick again
+        page.get_by_test_id("stSelectbox").first.click()
+        page.get_by_role("option", name="other…").click()
+        try:
+            path.wait_for(timeout=30_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     path.fill(str(tiny_llama_dir))
     path.press("Enter")
     limit = page.get_by_label("Sentences per language (0 = all)")
