@@ -12,9 +12,8 @@ the GPU, and with two GPUs or more a two-process extraction (torchrun) compared 
 with a store of its own. On a machine without CUDA it runs the same steps in fp32 on the CPU
 where they make sense and says what it skipped; ``--device-steps yes`` and ``--two-processes
 yes`` run the GPU-only steps on the CPU too (the test suite does, so every step has run before
-it meets a GPU). ``--models`` takes anything
-``--model`` does: a packaged name, a directory, a ``.gguf`` file. Prints one JSON line per
-measurement, then "gpu check: passed".
+it meets a GPU). ``--models`` takes anything ``--model`` does: a packaged name, a directory, a
+``.gguf`` file. Prints one JSON line per measurement, then "gpu check: passed".
 """
 
 from __future__ import annotations
