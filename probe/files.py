@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from .errors import StoreError
 
 MANIFEST = "manifest.json"  # written last: a directory that holds it is complete
@@ -71,3 +73,30 @@ def atomic_directory(path: Path, replace: bool = False) -> Iterator[Path]:
         raise StoreError(f"could not write {path}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+WRITER_LOCK = ".writer.lock"  # in a run or training directory while one process writes it
+
+
+@contextlib.contextmanager
+def writer_lock(directory: Path) -> Iterator[Path]:
+    """Hold ``directory``'s writer lock for the block: a second process that asks for it while
+    it is held gets one clear ``StoreError`` at once (it never waits and never writes). The
+    directory is created if needed; an existing file at its path is an error."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"{directory} is a file, not a directory; choose another --output")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"could not create {directory}: {exc.strerror or exc}") from None
+    lock = FileLock(str(directory / WRITER_LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise StoreError(f"another layer-analysis process is writing {directory}; wait for it "
+                         "to finish (or stop it) and run again") from None
+    try:
+        yield directory
+    finally:
+        lock.release()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from layer_analysis.probe.data import load_parallel
+from layer_analysis.probe.errors import StoreError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
 from layer_analysis.probe.models import load_model
 from layer_analysis.probe.store import ActivationStore, cache_key
@@ -232,3 +233,17 @@ def test_a_full_disk_leaves_no_temporary_files_and_no_complete_run(llama, corpus
     resumed = store.extract(Extractor(llama, ExtractionConfig()), corpus, batch_size=4,
                             chunk_size=4, progress=False)
     assert resumed.manifest["extraction"]["sentences_computed"] == len(corpus) - 8
+
+
+def test_writer_lock_refuses_a_second_writer_and_a_file(tmp_path):
+    from layer_analysis.probe.files import writer_lock
+
+    run = tmp_path / "run"
+    busy = "another layer-analysis process is writing"
+    with writer_lock(run), pytest.raises(StoreError, match=busy), writer_lock(run):
+        pass
+    with writer_lock(run):  # released: a later writer gets it
+        pass
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"), writer_lock(tmp_path / "file"):
+        pass
