@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
 import re
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 
 from .errors import DataError
 from .languages import ENGLISH, canonical, is_language
+from .readers import read_jsonl, read_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages/layer_analysis)
 DATA_ROOT = REPO_ROOT / "data"  # the project's own data, installed as layer_analysis/data
@@ -103,33 +103,6 @@ class ParallelCorpus:
 # ------------------------------------------------------------------------------ reading files
 
 
-def read_lines(path: Path, allow_empty: bool = False) -> list[str]:
-    """Stripped lines of a UTF-8 text file; an undecodable line is an error naming file and line,
-    and so is an empty line or file unless ``allow_empty`` (translation pairs drop them later)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from exc
-    chunks = raw.split(b"\n")
-    if chunks and chunks[-1] == b"":
-        chunks.pop()
-    lines = []
-    for number, chunk in enumerate(chunks, 1):
-        try:
-            line = chunk.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}, line {number}: not valid UTF-8 (byte "
-                            f"0x{chunk[exc.start]:02x} at column {exc.start + 1})") from None
-        if number == 1:
-            line = line.removeprefix("\ufeff")
-        if not line.strip() and not allow_empty:
-            raise DataError(f"{path}, line {number}: empty line (every line must hold a sentence)")
-        lines.append(line.strip())
-    if not lines and not allow_empty:
-        raise DataError(f"{path} is empty")
-    return lines
-
-
 def _check_aligned(columns: dict[Path, list[str]]) -> None:
     (first, first_lines), *rest = columns.items()
     for path, lines in rest:
@@ -156,7 +129,8 @@ def _unique_keys(entries: list[tuple[str, str, tuple[str, ...]]], name: str) -> 
 
 def load_directory(directory: Path) -> ParallelCorpus:
     """A FLORES-style directory (``eng_Latn.devtest``, ``de.txt``) or Tatoeba-style pair files."""
-    files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+    # not only regular files: a language-named FIFO or device is refused by read_lines, not skipped
+    files = sorted(p for p in directory.iterdir() if not p.is_dir() and not p.name.startswith("."))
     pair_files = [p for p in files if _PAIR_FILE.match(p.name)]
     if pair_files:
         return _load_pair_files(directory, pair_files)
@@ -226,13 +200,10 @@ def load_tsv(path: Path) -> ParallelCorpus:
 
 
 def load_jsonl(path: Path) -> ParallelCorpus:
-    """A JSONL file of objects mapping language -> sentence, every object the same languages."""
+    """A JSONL file of objects mapping language -> sentence, every object the same languages
+    (``readers.read_jsonl``: split on line breaks only, blank lines skipped)."""
     columns: dict[str, list[str]] = {}
-    for number, line in enumerate(read_lines(path), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+    for number, record in read_jsonl(path):
         if not isinstance(record, dict):
             raise DataError(f"{path}, line {number}: expected an object of language -> sentence")
         named = [canonical(k, f"{path}, line {number}") for k in record]
@@ -240,15 +211,17 @@ def load_jsonl(path: Path) -> ParallelCorpus:
             raise DataError(f"{path}, line {number}: keys {', '.join(record)} name one language "
                             "twice; keep one per language")
         record = dict(zip(named, record.values(), strict=True))
-        if number == 1:
+        if not columns:
             columns = {language: [] for language in record}
         if set(record) != set(columns):
-            raise DataError(f"{path}, line {number}: languages {sorted(record)} differ from line 1's "
-                            f"{sorted(columns)}")
+            raise DataError(f"{path}, line {number}: languages {sorted(record)} differ from the "
+                            f"first record's {sorted(columns)}")
         for language, sentence in record.items():
             if not isinstance(sentence, str) or not sentence.strip():
                 raise DataError(f"{path}, line {number}: {language} is empty or not a string")
             columns[language].append(sentence.strip())
+    if not columns:
+        raise DataError(f"{path} holds no records")
     return _unique_keys([(lang, "all", tuple(col)) for lang, col in columns.items()], path.stem)
 
 

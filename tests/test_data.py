@@ -90,7 +90,7 @@ def test_bad_directories(tmp_path, files, message):
 def test_bad_tsv_and_jsonl_lines(tmp_path):
     with pytest.raises(DataError, match=r"p.tsv, line 3: 1 fields, the header has 2"):
         load_parallel(str(write(tmp_path / "p.tsv", ["en\tde", "a\tb", "c"])))
-    with pytest.raises(DataError, match=r"p.jsonl, line 2: not JSON"):
+    with pytest.raises(DataError, match=r"p.jsonl, line 2: not valid JSON"):
         load_parallel(str(write(tmp_path / "p.jsonl", ['{"en": "a", "de": "b"}', "{oops"])))
 
 
