@@ -3,7 +3,6 @@ record keeping where it came from; bad records are counted by reason, never sile
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.readers import read_json, read_jsonl
 
 from .prompts import translation_instruction
 
@@ -52,20 +52,10 @@ class Report:
 def read_alpaca(path: Path, component: str, report: Report, window: slice = slice(None)
                 ) -> list[Record]:
     """Records of an Alpaca JSON array or JSONL file (``input`` may be missing or null), of the
-    items in ``window`` (file order); ``origin`` holds each item's index in the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 (byte {exc.start})") from None
-    try:
-        if path.suffix == ".jsonl":
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            items = json.loads(text)
-    except ValueError as exc:
-        raise DataError(f"{path} is not valid JSON ({exc})") from None
+    items in ``window`` (file order); ``origin`` holds each item's index in the file. Read by
+    ``probe.readers`` (regular files under the size cap, lines split on line breaks only)."""
+    jsonl = path.suffix == ".jsonl"
+    items = [value for _, value in read_jsonl(path)] if jsonl else read_json(path)
     if not isinstance(items, list):
         raise DataError(f"{path} must hold a JSON array of records (or one record per line)")
     return alpaca_records(items, component, report, window)
