@@ -23,13 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from . import distributed
-from .data import ParallelCorpus, Side, read_lines
+from .data import ParallelCorpus, Side
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
 from .models import block_count, load_model
+from .readers import numbered_lines
 from .runs import RunSettings, versions
 from .store import ActivationStore
 
@@ -52,29 +53,71 @@ class MiningRequest(RunSettings):
     progress_bars: bool = True
 
 
-def read_sentences(path: Path) -> tuple[list[str], list[str]]:
-    """(ids, sentences) of a plain file (ids = line numbers from 1) or a BUCC ``ID\\tsentence``
-    file (every line with exactly one tab)."""
-    lines = read_lines(path)
-    if all(line.count("\t") == 1 for line in lines):
-        ids, sentences = zip(*(line.split("\t") for line in lines), strict=True)
-        if len(set(ids)) != len(ids):
-            raise DataError(f"{path}: repeated ids")
-        return list(ids), list(sentences)
-    return [str(i) for i in range(1, len(lines) + 1)], lines
+SENTENCE_FORMATS = ("auto", "plain", "bucc")
 
 
-def read_gold(path: Path, source_ids: list[str], target_ids: list[str]) -> set[tuple[int, int]]:
-    """Gold pairs as (source index, target index); an id that is not in its file is an error."""
+def read_sentences(path: Path, form: str = "auto") -> tuple[list[str], list[str]]:
+    """(ids, sentences) of a plain file (one sentence per line, ids = line numbers from 1) or a
+    BUCC file (``ID<TAB>sentence`` on every line, ids unique); ``form`` is ``plain``, ``bucc`` or
+    ``auto``: BUCC if line 1 holds a tab, else plain, and then every line must agree — a BUCC
+    line without its tab, or a tab in a plain file, is an error naming the file and line, never
+    a silent switch of format (``plain`` keeps tabs inside sentences)."""
+    if form not in SENTENCE_FORMATS:
+        raise DataError(f"sentence file format {form!r}: use one of {', '.join(SENTENCE_FORMATS)}")
+    lines = numbered_lines(path)
+    if not lines:
+        raise DataError(f"{path} is empty")
+    guessed = form == "auto"
+    if guessed:
+        form = "bucc" if "\t" in lines[0][1] else "plain"
+    ids, sentences, seen = [], [], {}
+    for number, line in lines:
+        if not line.strip():
+            raise DataError(f"{path}, line {number}: empty line (every line must hold a sentence)")
+        if form == "plain":
+            if guessed and "\t" in line:
+                raise DataError(f"{path}, line {number}: a tab, but line 1 has none: a BUCC file "
+                                "needs ID<TAB>sentence on every line (a plain file with tabs "
+                                "inside sentences: say the format is plain)")
+            ids.append(str(number))
+            sentences.append(line.strip())
+            continue
+        identifier, tab, sentence = line.partition("\t")
+        identifier, sentence = identifier.strip(), sentence.strip()
+        if not tab or "\t" in sentence or not identifier or not sentence:
+            raise DataError(f"{path}, line {number}: expected BUCC's ID<TAB>sentence (one tab, "
+                            f"both sides non-empty), got {line[:60]!r}")
+        if identifier in seen:
+            raise DataError(f"{path}, line {number}: id {identifier!r} repeats line "
+                            f"{seen[identifier]}")
+        seen[identifier] = number
+        ids.append(identifier)
+        sentences.append(sentence)
+    return ids, sentences
+
+
+def read_gold(path: Path, source_ids: list[str], target_ids: list[str],
+              source: Path | str = "the source file", target: Path | str = "the target file"
+              ) -> set[tuple[int, int]]:
+    """Gold pairs (``SOURCE_ID<TAB>TARGET_ID`` lines) as (source index, target index); a
+    malformed line, or an id not in ``source`` / ``target`` (the files the ids came from), is an
+    error naming the gold file and line. A repeated pair counts once."""
     where_s = {x: i for i, x in enumerate(source_ids)}
     where_t = {x: i for i, x in enumerate(target_ids)}
     gold = set()
-    for number, line in enumerate(read_lines(path), 1):
-        parts = line.split("\t")
-        if len(parts) != 2 or parts[0] not in where_s or parts[1] not in where_t:
-            raise DataError(f"{path}, line {number}: expected SOURCE_ID<TAB>TARGET_ID with ids "
-                            f"of the two files, got {line[:60]!r}")
+    for number, line in numbered_lines(path):
+        parts = [part.strip() for part in line.split("\t")]
+        if len(parts) != 2 or not all(parts):
+            raise DataError(f"{path}, line {number}: expected SOURCE_ID<TAB>TARGET_ID, got "
+                            f"{line[:60]!r}")
+        for side, identifier, where, named in (("source", parts[0], where_s, source),
+                                               ("target", parts[1], where_t, target)):
+            if identifier not in where:
+                raise DataError(f"{path}, line {number}: {side} id {identifier!r} is not in "
+                                f"{named}")
         gold.add((where_s[parts[0]], where_t[parts[1]]))
+    if not gold:
+        raise DataError(f"{path} holds no gold pairs")
     return gold
 
 
@@ -83,7 +126,8 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     processes = distributed.current()
     source_ids, sources = read_sentences(request.source)
     target_ids, targets = read_sentences(request.target)
-    gold = read_gold(request.gold, source_ids, target_ids) if request.gold else None
+    gold = read_gold(request.gold, source_ids, target_ids, request.source,
+                     request.target) if request.gold else None
     if request.k < 1 or request.batch_size < 1:
         raise DataError("--k and --batch-size must be at least 1")
     src_lang = canonical(request.source_language, "--source-language")

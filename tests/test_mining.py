@@ -144,7 +144,8 @@ def test_mine_bad_gold_and_layer_are_one_message(tiny_llama_dir, tiny_sentences,
             "--target-language", "en", "--model", str(tiny_llama_dir), "--output",
             str(tmp_path / "runs"), "--device", "cpu", "--no-progress"]
     assert main([*base, "--gold", str(tmp_path / "bad.tsv")]) == 2
-    assert "line 1: expected SOURCE_ID<TAB>TARGET_ID" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the gold file and line, and the file the id is missing from
+    assert f"{tmp_path / 'bad.tsv'}, line 1: target id 'e99' is not in {tmp_path / 'en.tsv'}" in err
     assert main([*base, "--layer", "9"]) == 2
     assert "layers [9] out of range: this model has layers 0..4" in capsys.readouterr().err
     assert not list((tmp_path / "runs").rglob("mined.tsv"))
