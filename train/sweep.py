@@ -26,9 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 from layer_analysis.probe.analysis import AnalysisConfig, english_peaks
-from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.errors import DataError, notice
 from layer_analysis.probe.files import MANIFEST, atomic_write_text
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
+from layer_analysis.probe.readers import finite_number, read_csv_rows
 
 from .loop import TrainConfig, latest_checkpoint
 from .mixture import instruction_translation_spec
@@ -242,14 +243,49 @@ def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> pd.Dat
 
 
 def read_points(path: Path, metric: str) -> pd.DataFrame:
-    """The points of a sweep (its directory or a CSV) that have ``metric`` and a similarity."""
-    csv = path / "sweep.csv" if path.is_dir() else path
-    if not csv.is_file():
+    """The points of a sweep (its directory or a CSV) that have ``metric`` and a similarity.
+
+    Read strictly (``probe.readers``), each error naming the file and line: a language the
+    project does not know, ``pairs`` that is not a whole number ≥ 0, a similarity or score that
+    is not a finite number, one language with two different similarities, one point (language
+    and pairs, and ``requested`` where the table has it) with two different scores. A row with
+    an empty score or similarity is left out; an exact repeat of a point counts once."""
+    table_path = path / "sweep.csv" if path.is_dir() else path
+    if path.is_dir() and not table_path.exists():
         raise DataError(f"{path} holds no sweep.csv: run `layer-analysis sweep` first")
-    table = pd.read_csv(csv)
-    missing = [c for c in ("language", "pairs", "similarity", metric) if c not in table]
+    header, rows = read_csv_rows(table_path)
+    missing = [c for c in ("language", "pairs", "similarity", metric) if c not in header]
     if missing:
-        raise DataError(f"{csv} lacks the column(s) {', '.join(missing)}")
-    table = table.dropna(subset=[metric, "similarity"])
-    table["language"] = [canonical(x, str(csv)) for x in table.language]
-    return table
+        raise DataError(f"{table_path} lacks the column(s) {', '.join(missing)}")
+    similarity: dict[str, tuple[float, int]] = {}  # language -> (value, line)
+    points: dict[tuple, tuple[float, int]] = {}  # point -> (score, line)
+    kept = []
+    for number, row in rows:
+        where = f"{table_path}, line {number}"
+        if not row["language"].strip():
+            raise DataError(f"{where}: no language")
+        language = canonical(row["language"].strip(), where)
+        pairs = finite_number(row["pairs"], where, "pairs")
+        if pairs is None or pairs < 0 or pairs != int(pairs):
+            raise DataError(f"{where}: pairs is {row['pairs'].strip()!r}, not a whole number ≥ 0")
+        s_l = finite_number(row["similarity"], where, "similarity")
+        if s_l is not None:
+            seen, line = similarity.setdefault(language, (s_l, number))
+            if seen != s_l:
+                raise DataError(f"{where}: similarity of {language} is {s_l}, line {line} says "
+                                f"{seen}; a language has one similarity")
+        score = finite_number(row[metric], where, metric)
+        if score is None or s_l is None:
+            continue
+        point = (language, int(pairs),
+                 finite_number(row["requested"], where, "requested") if "requested" in row else None)
+        seen, line = points.setdefault(point, (score, number))
+        if line != number:
+            if seen != score:
+                raise DataError(f"{where}: {language} at {int(pairs)} pairs has {metric} {score}, "
+                                f"line {line} says {seen}")
+            notice(f"{where} repeats line {line}; the point counts once")
+            continue
+        kept.append({**row, "language": language, "pairs": int(pairs), "similarity": s_l,
+                     metric: score})
+    return pd.DataFrame(kept, columns=header)
