@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import DataError
 from .languages import ENGLISH, canonical, is_language
-from .readers import read_jsonl, read_lines
+from .readers import check_file, read_jsonl, read_lines
 
 REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (or site-packages/layer_analysis)
 DATA_ROOT = REPO_ROOT / "data"  # the project's own data, installed as layer_analysis/data
@@ -301,11 +301,12 @@ def load_parallel(source: str = "default") -> ParallelCorpus:
     path = Path(source).expanduser()
     if path.is_dir():
         return load_directory(path)
-    if path.is_file() and path.suffix == ".tsv":
-        return load_tsv(path)
-    if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return load_jsonl(path)
     if path.exists():
+        check_file(path)  # a device, FIFO or socket is named as such, as is an oversized file
+        if path.suffix == ".tsv":
+            return load_tsv(path)
+        if path.suffix in (".jsonl", ".json"):
+            return load_jsonl(path)
         raise DataError(f"{path}: unsupported file type (use a directory, .tsv or .jsonl)")
     raise DataError(f"no data set, directory or file named {source!r}; named sets: "
                     f"{', '.join(named)}")

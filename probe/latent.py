@@ -37,6 +37,7 @@ from .errors import DataError
 from .languages import ENGLISH, canonical, display_name
 from .lens import LogitLens
 from .metrics import bootstrap_ci
+from .readers import numbered_lines
 from .token_languages import TokenLanguages
 
 WORDS = DATA_ROOT / "lens" / "words.tsv"
@@ -67,13 +68,7 @@ class WordList:
 
 def load_words(path: Path = WORDS) -> WordList:
     """Read a word list: a TSV with a header of languages (English among them), a row per concept."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-    except OSError as exc:
-        raise DataError(f"cannot read the word list {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"the word list {path} is not UTF-8") from None
+    rows = list(csv.reader((line for _, line in numbered_lines(path)), delimiter="\t"))
     if len(rows) < 2:
         raise DataError(f"the word list {path} holds no concepts")
     languages = [canonical(name, str(path)) for name in rows[0]]

@@ -231,3 +231,20 @@ def test_a_file_over_the_size_cap_is_refused_naming_cap_and_size(tmp_path, monke
         read_points(path, "chrf++")
     monkeypatch.setattr(readers, "MAX_TEXT_BYTES", 1000)
     assert len(read_lines(path)) == 20
+
+
+def test_data_sources_and_word_lists_refuse_special_files(tmp_path):
+    from layer_analysis.probe.latent import load_words
+
+    if Path("/dev/zero").exists():  # today: 'unsupported file type', as if a misnamed file
+        error = in_thread(load_parallel, "/dev/zero")
+        assert isinstance(error, DataError) and "is a character device" in str(error)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pairs.tsv")
+        error = in_thread(load_parallel, str(tmp_path / "pairs.tsv"))
+        assert isinstance(error, DataError) and "pairs.tsv is a FIFO" in str(error)
+        os.mkfifo(tmp_path / "words.tsv")  # lens --words: today it waited for a writer
+        error = in_thread(load_words, tmp_path / "words.tsv")
+        assert isinstance(error, DataError) and "words.tsv is a FIFO" in str(error)
+    words = write(tmp_path / "w.tsv", "eng_Latn\tdeu_Latn\nwa\u2028ter\tWasser\n")
+    assert list(load_words(words).words) == ["wa\u2028ter"]
