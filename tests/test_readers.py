@@ -163,6 +163,9 @@ def test_fit_law_table_reads_a_good_table_and_keeps_missing_scores_out(tmp_path)
     assert list(points.pairs) == [0, 0] and list(points["chrf++"]) == [10.0, 20.0]
     with pytest.raises(DataError, match=r"lacks the column\(s\) xquad_f1"):
         read_points(path, "xquad_f1")
+    empty = sweep_csv(tmp_path, ["el,0,0.3,", "hi,0,,20"], "empty.csv")
+    with pytest.raises(DataError, match=r"empty\.csv: no row has both a chrf\+\+ score and a sim"):
+        read_points(empty, "chrf++")
 
 
 # ------------------------------------------------------------------- special files and sizes

@@ -288,4 +288,6 @@ def read_points(path: Path, metric: str) -> pd.DataFrame:
             continue
         kept.append({**row, "language": language, "pairs": int(pairs), "similarity": s_l,
                      metric: score})
+    if not kept:
+        raise DataError(f"{table_path}: no row has both a {metric} score and a similarity")
     return pd.DataFrame(kept, columns=header)
