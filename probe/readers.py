@@ -119,16 +119,38 @@ def read_lines(path: Path, allow_empty: bool = False) -> list[str]:
     return lines
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique (``json`` would silently keep the last of two)."""
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen[key] = value
+    return seen
+
+
+def _loads(text: str, where: str) -> Any:
+    """One JSON value; invalid JSON or a key twice in one object is an error naming ``where``."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_object)
+    except _RepeatedKey as exc:
+        raise DataError(f"{where}: key {exc.args[0]!r} appears twice in one object") from None
+
+
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line number, value) of every non-blank line of a JSONL file; a line that is not JSON is
-    an error naming file and line (raw control characters such as ``\\x0b`` inside a string are
-    not JSON: write them escaped, as every JSON writer does)."""
+    """(line number, value) of every non-blank line of a JSONL file; a line that is not JSON, or
+    an object with a key twice, is an error naming file and line (raw control characters such
+    as ``\\x0b`` inside a string are not JSON: write them escaped, as every JSON writer does)."""
     values = []
     for number, line in numbered_lines(path):
         if not line.strip():
             continue
         try:
-            values.append((number, json.loads(line)))
+            values.append((number, _loads(line, f"{path}, line {number}")))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}, line {number}: not valid JSON ({exc.msg}, column "
                             f"{exc.colno})") from None
@@ -138,7 +160,7 @@ def read_jsonl(path: Path) -> list[tuple[int, Any]]:
 def read_json(path: Path) -> Any:
     """The one JSON value of a file (through ``read_bytes``); an error names file and line."""
     try:
-        return json.loads(read_bytes(path).decode("utf-8"))
+        return _loads(read_bytes(path).decode("utf-8"), str(path))
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not valid UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:

@@ -110,6 +110,12 @@ def test_jsonl_errors_name_file_and_line(tmp_path):
     raw = write(tmp_path / "c.jsonl", '{"instruction": "a\x0bb", "output": "c"}\n')
     with pytest.raises(DataError, match=r"c\.jsonl, line 1: not valid JSON \(Invalid control"):
         read_alpaca(raw, "x", Report())
+    twice = write(tmp_path / "p.jsonl", '{"en": "a", "de": "b"}\n{"en": "c", "de": "d", "en": "e"}\n')
+    with pytest.raises(DataError, match=r"p\.jsonl, line 2: key 'en' appears twice"):
+        load_parallel(str(twice))  # json.loads alone keeps the last 'en' silently
+    with pytest.raises(DataError, match=r"e\.json: key 'output' appears twice"):
+        read_alpaca(write(tmp_path / "e.json", '[{"instruction": "a", "output": "b", '
+                          '"output": "c"}]'), "x", Report())
     array = write(tmp_path / "d.json", '[{"instruction": "a",\n "output": }]')
     with pytest.raises(DataError, match=r"d\.json, line 2: not valid JSON"):
         read_alpaca(array, "x", Report())
