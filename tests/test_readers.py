@@ -74,10 +74,18 @@ def test_gold_errors_name_the_gold_file_and_line(tmp_path):
 
 
 def test_a_malformed_sentence_file_is_blamed_not_the_gold_file(tmp_path):
-    # today: the source silently became plain (ids 1, 2), and the gold file was blamed
-    source = write(tmp_path / "de.tsv", "d1\tHallo\nd2 Tag\n")
-    with pytest.raises(DataError, match=r"de\.tsv, line 2"):
-        read_sentences(source)
+    # today: the source silently became plain (ids 1, 2) and the error blamed gold.tsv, line 1
+    from layer_analysis.probe.mining_run import MiningRequest, execute_mining
+
+    request = MiningRequest(
+        model=str(tmp_path / "no-model"), output=tmp_path / "runs",
+        source=write(tmp_path / "de.tsv", "d1\tHallo\nd2 Tag\n"),
+        target=write(tmp_path / "en.tsv", "e1\tHello\ne2\tDay\n"),
+        gold=write(tmp_path / "gold.tsv", "d1\te1\nd2\te2\n"),
+        source_language="de", target_language="en")
+    with pytest.raises(DataError, match=r"de\.tsv, line 2: expected BUCC's ID<TAB>sentence"):
+        execute_mining(request, ["mine"])
+    assert not (tmp_path / "runs").exists()
 
 
 # ---------------------------------------------------------------------- line breaks and JSONL
