@@ -12,7 +12,7 @@ The formats built on these: plain text lines (``read_lines``), JSONL (``read_jso
 with a header (``read_csv_rows``); parallel TSV/JSONL (``data.load_tsv``, ``data.load_jsonl``),
 Alpaca records (``train.records.read_alpaca``), BUCC and gold pairs
 (``mining_run.read_sentences``, ``mining_run.read_gold``), sweep score tables
-(``train.sweep.read_points``).
+(``train.sweep.read_points``), lens word lists (``latent.load_words``).
 """
 
 from __future__ import annotations
