@@ -21,7 +21,6 @@ counted in a ``SinkRecord``. ``sinks="keep"`` pools every non-special token (the
 from __future__ import annotations
 
 import inspect
-import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from .architecture import DecoderParts, find_decoder
+from .checks import RATIO, Range, check_number
 from .errors import DataError, ModelError
 from .models import LoadedModel
 
@@ -43,6 +43,8 @@ ordinary tokens is at most 9.5× (SmolLM2, layers 3–8) and 2.5× (Gemma 3) per
 17–170× (SmolLM2's first token, and its second where the first is a byte fragment; Gemma's
 delimiters ',' '，' '،' at layer 1: 21–27×)."""
 SENTENCE_SLOT = "{sentence}"
+MIN_LENGTH = Range(2, whole=True)
+"""Tokens per text: at least two (BOS and one token of the sentence)."""
 
 
 def check_layers(layers: Sequence[int] | None, blocks: int) -> list[int]:
@@ -88,12 +90,10 @@ class ExtractionConfig:
             raise DataError(f"unknown span {self.span!r}; choose from {', '.join(SPANS)}")
         if self.template is not None and self.template.count(SENTENCE_SLOT) != 1:
             raise DataError(f"template must contain {SENTENCE_SLOT} exactly once: {self.template!r}")
-        if self.max_length < 2:
-            raise DataError(f"max_length must be at least 2, got {self.max_length}")
+        check_number(self.max_length, "max_length", MIN_LENGTH)
         if self.sinks not in SINK_MODES:
             raise DataError(f"unknown sinks mode {self.sinks!r}; choose from {', '.join(SINK_MODES)}")
-        if not (math.isfinite(self.sink_ratio) and self.sink_ratio > 1):
-            raise DataError(f"sink_ratio must be a number above 1, got {self.sink_ratio}")
+        check_number(self.sink_ratio, "sink_ratio", RATIO)
 
 
 @dataclass

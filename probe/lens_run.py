@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from . import report
+from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers
 from .data import ParallelCorpus, load_parallel, named_datasets
 from .errors import DataError, StoreError
+from .extract import MIN_LENGTH
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import ENGLISH, canonical, display_name
 from .latent import (
@@ -76,7 +78,18 @@ def source_for(target: str, source: str | None) -> str:
 
 
 def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str | None]:
-    """Every check that needs no model: the word list, languages, tasks, numbers, run name."""
+    """Every check that needs no model: the run directory's settings, numbers, the word list,
+    languages, tasks."""
+    request.check_name()  # RunSettings' checks of where the run goes, first
+    check_numbers({
+        "--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT_OR_NONE),
+        "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
+        "--limit": (request.limit, COUNT), "--sentences": (request.sentences, COUNT_OR_NONE),
+        "--positions": (request.positions, COUNT), "--top-k": (request.top_k, COUNT),
+        "--tuned-steps": (request.tuned_steps, COUNT_OR_NONE),
+        "--tuned-sentences": (request.tuned_sentences, COUNT),
+        "tuned positions": (request.tuned_positions, COUNT),
+        "--max-length": (request.max_length, MIN_LENGTH)})
     words = load_words(request.words)
     targets = [canonical(x, "--languages") for x in request.targets or DEFAULT_TARGETS]
     if len(set(targets)) != len(targets):
@@ -91,8 +104,6 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     unknown = [t for t in request.tasks if t not in TASKS]
     if unknown or not request.tasks:
         raise DataError(f"unknown lens task {unknown or '(none)'}; choose from {', '.join(TASKS)}")
-    if request.batch_size < 1 or request.shots < 0 or request.bootstrap < 1:
-        raise DataError("batch size and bootstrap must be at least 1, shots at least 0")
     if request.limit is not None and request.limit < request.shots + 2:
         raise DataError(f"--limit {request.limit} leaves too few concepts for {request.shots}-shot "
                         "prompts")
@@ -100,14 +111,9 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
         for concept in list(words.words)[: request.limit]:
             for language in {target, source_for(target, source), ENGLISH}:
                 words.word(concept, language)
-    if request.sentences < 0 or request.positions < 1 or request.top_k < 1:
-        raise DataError("--sentences must be at least 0, --positions and --top-k at least 1")
-    if request.tuned_steps < 0 or request.tuned_sentences < 1 or request.tuned_positions < 1:
-        raise DataError("--tuned-steps must be at least 0, its sentences and positions at least 1")
     if request.tuned_steps and request.sentences == 0:
         raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
                         "must be above 0")
-    request.check_name()
     return words, targets, source
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import distributed
 from .analysis import AnalysisConfig, analyse, peak_layers
+from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
@@ -60,9 +61,12 @@ class RunOutcome:
 def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     """Every check that needs no model, so bad input fails before anything expensive; returns
     warnings about the data (repeated sentences)."""
-    if request.batch_size < 1:
-        raise DataError(f"batch size must be at least 1, got {request.batch_size}")
     request.check_name()
+    check_numbers({"--batch-size": (request.batch_size, COUNT),
+                   "--limit": (request.limit, COUNT),
+                   "--bootstrap": (request.analysis.bootstrap, COUNT),
+                   "--seed": (request.analysis.seed, SEED),
+                   "--projection-layer": (request.projection_layer, COUNT_OR_NONE)})
     small = {k: len(s.sentences) for k, s in corpus.sides.items() if len(s.sentences) < 2}
     if small:
         raise DataError("too few sentences to analyse: " + ", ".join(

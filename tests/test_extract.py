@@ -75,7 +75,7 @@ def test_bad_configs(loaded):
         Extractor(loaded, ExtractionConfig(layers=(99,)))
     with pytest.raises(DataError, match="unknown sinks mode"):
         ExtractionConfig(sinks="drop")
-    with pytest.raises(DataError, match="sink_ratio must be a number above 1"):
+    with pytest.raises(DataError, match="sink_ratio must be a finite number above 1"):
         ExtractionConfig(sink_ratio=float("nan"))
 
 
