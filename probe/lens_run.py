@@ -273,7 +273,7 @@ def execute_lens(request: LensRequest, command: list[str],
                      "positions": request.positions, "top_k": request.top_k,
                      "token_languages_from": corpora[1].name},
                  "tuned_lens": None if kl_table is None else {
-                     "steps": request.tuned_steps, "trained_on": corpora[1].name,
+                     "steps": tuned.steps, "trained_on": corpora[1].name,
                      "sentences_per_language": request.tuned_sentences,
                      "positions": request.tuned_positions, "checkpoint": CHECKPOINT},
                  "cloze_data": (request.cloze_data or _default_data("flores-devtest"))

@@ -296,6 +296,64 @@ def test_tuned_lens_starts_as_the_logit_lens_learns_and_resumes(tiny_llama_dir, 
     assert all(p.requires_grad for p in loaded.model.parameters())  # the model is left as it was
 
 
+@pytest.fixture(scope="module")
+def tuning(tiny_llama_dir):
+    """A logit lens of the tiny model and position states of 36 sentences to tune it on."""
+    from layer_analysis.probe.data import load_parallel
+
+    lens = LogitLens(load_model(str(tiny_llama_dir), device="cpu", dtype="float32"))
+    sentences = [s for side in load_parallel("default").select(["en", "de", "zh"], 12).sides.values()
+                 for s in side.sentences]
+    return lens, lens.position_states(sentences, positions=4)[0]
+
+
+def test_tuned_lens_batches_are_drawn_as_they_are_needed(tuning, tmp_path, monkeypatch):
+    from layer_analysis.probe import tuned_lens
+
+    generator = torch.Generator().manual_seed(3)  # the batches as they were drawn all at once
+    eager = [torch.randperm(50, generator=generator)[:8] for _ in range(5)]
+    lazy = tuned_lens.batch_rows(50, 8, seed=3)
+    assert all(torch.equal(next(lazy), rows) for rows in eager)
+    assert all(torch.equal(a, b) for a, b in zip(tuned_lens.batch_rows(50, 8, 3, start=2),
+                                                 eager[2:], strict=False))
+    lens, states = tuning
+    draws = []
+    randperm = torch.randperm
+    monkeypatch.setattr(torch, "randperm", lambda *a, **k: draws.append(1) or randperm(*a, **k))
+
+    class Enough(Exception):
+        pass
+
+    def stop_after_two(step, loss):
+        if step == 2:
+            raise Enough
+
+    config = tuned_lens.TuningConfig(steps=200_000, batch_size=32, save_every=1000)
+    with pytest.raises(Enough):  # nothing is built for the 200,000 steps that never run
+        tuned_lens.train_tuned_lens(lens, states, config, tmp_path / "t.safetensors", {"m": 1},
+                                    stop_after_two)
+    assert len(draws) == 2
+
+
+def test_a_longer_tuned_lens_checkpoint_is_not_reused_for_fewer_steps(tuning, tmp_path, capsys):
+    from layer_analysis.probe.store import load_tensors
+    from layer_analysis.probe.tuned_lens import TuningConfig, train_tuned_lens
+
+    lens, states = tuning
+    long, short = (TuningConfig(steps=n, batch_size=32, lr=1e-2, save_every=2) for n in (6, 2))
+    fresh = train_tuned_lens(lens, states, short, tmp_path / "fresh.safetensors", {"m": 1})
+    checkpoint = tmp_path / "run.safetensors"
+    assert train_tuned_lens(lens, states, long, checkpoint, {"m": 1}).steps == 6
+    capsys.readouterr()
+    steps = []
+    again = train_tuned_lens(lens, states, short, checkpoint, {"m": 1},
+                             lambda step, loss: steps.append(step))
+    assert steps == [1, 2] and again.steps == 2  # trained anew, not the 6-step lens
+    assert torch.allclose(again.weight, fresh.weight, atol=1e-6)
+    assert "holds a tuned lens of 6 steps, more than the 2 asked for" in capsys.readouterr().err
+    assert load_tensors(checkpoint)[1]["step"] == "2"  # the checkpoint says what it holds
+
+
 def test_compare_draws_lens_runs_of_two_models_side_by_side(tiny_llama_dir, small_words,
                                                            tmp_path, capsys):
     import shutil
