@@ -128,8 +128,10 @@ def test_map_run_measures_translation_into_english_and_xquad(intervention_runs):
     (["intervene", "steer", "--language", "en"], "choose another --language"),
     (["intervene", "map", "--language", "de", "--fit-data", "flores-devtest"],
      "--fit-data must differ"),
-    (["intervene", "steer", "--language", "de", "--strengths", "1,a"], "--strengths: expected a number, got 'a'"),
-    (["intervene", "steer", "--language", "de", "--strengths", "nan"], "--strengths: must be a finite number"),
+    (["intervene", "steer", "--language", "de", "--strengths", "1,a"],
+     "--strengths: expected a number, got 'a'"),
+    (["intervene", "steer", "--language", "de", "--strengths", "nan"],
+     "--strengths: must be a finite number"),
     (["intervene", "steer", "--language", "de", "--fit-data", "default", "--layer", "9"],
      "layers 1..4"),
 ])
