@@ -117,6 +117,9 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                         request.quantize)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
+    truncation = extractor.truncation([s for side in corpus.sides.values() for s in side.sentences])
+    if truncation.serious:
+        warnings.append(truncation.warning())
     store = ActivationStore(request.store or request.output / "store")
     clock = time.perf_counter()
     acts = store.extract(extractor, corpus, batch_size=request.batch_size,
@@ -153,7 +156,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                                                           for k, s in corpus.sides.items()}},
         "extraction": {**asdict(request.extraction), "layers": extractor.layers,
                        "batch_size": request.batch_size, **acts.manifest.get("extraction", {}),
-                       "sinks": acts.manifest.get("sinks")},
+                       "sinks": acts.manifest.get("sinks"), "truncation": truncation.to_dict()},
         "analysis": {**asdict(config), "projection": request.projection,
                      "projection_layer": layer},
         "activations": str(acts.directory.resolve()),

@@ -119,6 +119,20 @@ def test_bad_layer_ranges_are_refused(run_args, capsys, layers):
     assert "--layers" in capsys.readouterr().err
 
 
+def test_truncation_by_max_length_is_warned_about_and_recorded(run_args, out_dir, capsys):
+    assert main([*run_args, "--name", "cut", "--max-length", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --max-length 3 truncates 48 of 48 sentences (100%)" in err
+    manifest = json.loads((out_dir / "cut" / "manifest.json").read_text())
+    cut = manifest["extraction"]["truncation"]
+    assert cut["sentences"] == 48 and cut["share"] == 1.0 and cut["worst_kept_fraction"] < 0.5
+    assert any("truncates 48 of 48" in w for w in manifest["warnings"])
+    assert main([*run_args, "--name", "whole"]) == 0  # nothing cut: recorded, not warned
+    assert "truncates" not in capsys.readouterr().err
+    whole = json.loads((out_dir / "whole" / "manifest.json").read_text())
+    assert whole["extraction"]["truncation"]["sentences"] == 0
+
+
 def test_a_run_name_is_not_reused_without_overwrite(run_args, out_dir, capsys):
     assert main([*run_args, "--name", "once"]) == 0
     before = (out_dir / "once" / "manifest.json").read_text()
