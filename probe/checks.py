@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .errors import DataError, notice
+
+if TYPE_CHECKING:
+    from .data import ParallelCorpus
 
 
 @dataclass(frozen=True)
@@ -87,3 +91,14 @@ def capped(requested: int | None, available: int, what: str, where: str) -> int:
     if requested is not None and requested > available:
         notice(f"only {available} {what} in {where}; using {available}")
     return available if requested is None else min(requested, available)
+
+
+def select_capped(corpus: ParallelCorpus, languages: Iterable[str] | None, limit: int | None,
+                  what: str = "sentences") -> ParallelCorpus:
+    """``corpus.select(languages, limit)``, saying so when ``limit`` is more than a selected
+    language has (and refusing a selection with no sentences)."""
+    chosen = corpus.select(languages)
+    if limit is None:
+        return chosen
+    fewest = min((len(side.sentences) for side in chosen.sides.values()), default=0)
+    return chosen.select(None, capped(limit, fewest, f"{what} per language", corpus.name))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import report
-from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers
+from .checks import COUNT, COUNT_OR_NONE, SEED, capped, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel, named_datasets
 from .errors import DataError, StoreError
 from .extract import MIN_LENGTH
@@ -91,6 +91,7 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
         "tuned positions": (request.tuned_positions, COUNT),
         "--max-length": (request.max_length, MIN_LENGTH)})
     words = load_words(request.words)
+    capped(request.limit, len(words.words), "concepts", str(request.words))
     targets = [canonical(x, "--languages") for x in request.targets or DEFAULT_TARGETS]
     if len(set(targets)) != len(targets):
         raise DataError("a language is listed twice in --languages")
@@ -162,7 +163,7 @@ def sentence_corpora(request: LensRequest, targets: list[str]
         return None
     text_name = request.sentence_data or _default_data("flores-devtest")
     table_name = request.table_data or _default_data("flores-dev")
-    text = load_parallel(text_name).select(targets, request.sentences)
+    text = select_capped(load_parallel(text_name), targets, request.sentences)
     table = load_parallel(table_name)
     missing = [x for x in [*targets, ENGLISH] if x not in table.languages]
     if missing:
@@ -344,7 +345,7 @@ def discover_lens_runs(root: Path) -> list[Path]:
 def fit_tuned_lens(lens: LogitLens, request: LensRequest, counted: ParallelCorpus,
                    run_dir: Path, identity: dict) -> TunedLens:
     """Train (or resume) the tuned lens on the table corpus, in all its languages."""
-    training = counted.select(None, request.tuned_sentences)
+    training = select_capped(counted, None, request.tuned_sentences)
     sentences = [s for side in training.sides.values() for s in side.sentences]
     states, _ = lens.position_states(sentences, request.tuned_positions, request.seed,
                                      request.batch_size)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from . import distributed
 from .analysis import AnalysisConfig, analyse, peak_layers
-from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers
+from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
@@ -102,7 +102,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     say("loading data", 0.0)
-    corpus = load_parallel(request.data).select(request.languages, request.limit)
+    corpus = select_capped(load_parallel(request.data), request.languages, request.limit)
     warnings = check_request(request, corpus)
     processes.check(sum(len(side.sentences) for side in corpus.sides.values()))
     say(f"loading {request.model}", 0.02)
