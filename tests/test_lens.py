@@ -188,6 +188,30 @@ def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monk
     assert not (tmp_path / "runs").exists()
 
 
+def test_where_the_run_goes_is_checked_first(small_words, tmp_path, monkeypatch, capsys):
+    """The lens asks RunSettings' checks (name, overwrite, an --output that is a file) before
+    it reads anything or loads a model, so a bad --output fails before the computation."""
+    def check_name(self):
+        raise DataError(f"output {self.output} refused")
+
+    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(lens_run, "load_words", lambda *a, **k: pytest.fail("words read"))
+    monkeypatch.setattr(lens_run.LensRequest, "check_name", check_name)
+    assert main(["lens", "--words", str(small_words), "--output", str(tmp_path / "f")]) == 2
+    assert f"output {tmp_path / 'f'} refused" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(reason="needs RunSettings' check of an --output that is a file "
+                          "(probe/runs.py, another work package)", strict=False)
+def test_an_output_that_is_a_file_fails_before_the_model_loads(small_words, tmp_path,
+                                                               monkeypatch, capsys):
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["lens", "--words", str(small_words), "--languages", "de", "--output",
+                 str(tmp_path / "file")]) == 2
+    assert "file" in capsys.readouterr().err
+
+
 def test_a_missing_word_is_named(tmp_path, monkeypatch, capsys):
     path = tmp_path / "words.tsv"
     path.write_text(SMALL.replace("Haus", ""), encoding="utf-8")
