@@ -17,7 +17,7 @@ import pandas as pd
 from . import report
 from .checks import COUNT, COUNT_OR_NONE, SEED, capped, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel, named_datasets
-from .errors import DataError, StoreError
+from .errors import DataError, StoreError, notice
 from .extract import MIN_LENGTH
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import ENGLISH, canonical, display_name
@@ -183,6 +183,7 @@ def execute_lens(request: LensRequest, command: list[str],
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
+    truncation = None if corpora is None else text_truncation(lens, corpora[0])
     run_dir = request.run_directory(f"{loaded.name}-lens")
     prepared = []  # every task's prompts first: a prompt too long fails before any pass
     for task in request.tasks:
@@ -272,7 +273,7 @@ def execute_lens(request: LensRequest, command: list[str],
                  "sentences": None if corpora is None else {
                      "data": corpora[0].name, "per_language": request.sentences,
                      "positions": request.positions, "top_k": request.top_k,
-                     "token_languages_from": corpora[1].name},
+                     "token_languages_from": corpora[1].name, "truncation": truncation},
                  "tuned_lens": None if kl_table is None else {
                      "steps": tuned.steps, "trained_on": corpora[1].name,
                      "sentences_per_language": request.tuned_sentences,
@@ -353,6 +354,15 @@ def fit_tuned_lens(lens: LogitLens, request: LensRequest, counted: ParallelCorpu
     config = TuningConfig(steps=request.tuned_steps, seed=request.seed)
     return train_tuned_lens(lens, states, config, run_dir / CHECKPOINT,
                             {**identity, "data": training.fingerprint()})
+
+
+def text_truncation(lens: LogitLens, text: ParallelCorpus) -> dict:
+    """What ``--max-length`` cuts of the running-text sentences, for the manifest (and a notice
+    when more than 5 % are cut, or one by more than half)."""
+    record = lens.extractor.truncation([s for side in text.sides.values() for s in side.sentences])
+    if record.serious:
+        notice(record.warning())
+    return record.to_dict()
 
 
 def held_out_kl(lens: LogitLens, tuned: TunedLens, text: ParallelCorpus,

@@ -157,6 +157,7 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     assert "table" in set(words[~words.used].concept)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["kind"] == "lens" and manifest["lens"]["left_out"] >= 1
+    assert manifest["lens"]["sentences"]["truncation"]["sentences"] == 0
     assert (run / "report.html").exists() and (run / "lens_top.csv").exists()
     assert manifest["lens"]["sentences"]["token_languages_from"] == "default"
     assert set(table["lens"]) == {"logit", "tuned"}  # every probe through both lenses
@@ -284,6 +285,15 @@ def test_running_text_shares_add_up(tiny_llama_dir):
     assert ((total - 1).abs() < 1e-5).all()
     assert (wide[["p_target", "p_english", "p_other", "p_shared"]] >= -1e-6).all().all()
     assert set(result.concepts) == {12}  # 6 sentences x 2 positions
+
+
+def test_running_text_cut_by_max_length_is_said(tiny_llama_dir, capsys):
+    from layer_analysis.probe.data import load_parallel
+
+    lens = LogitLens(load_model(str(tiny_llama_dir), device="cpu", dtype="float32"), max_length=4)
+    record = lens_run.text_truncation(lens, load_parallel("default").select(["de", "fr"], 3))
+    assert record["sentences"] == 6 and record["share"] == 1.0
+    assert "--max-length 4 truncates 6 of 6 sentences" in capsys.readouterr().err
 
 
 def test_tuned_lens_starts_as_the_logit_lens_learns_and_resumes(tiny_llama_dir, tmp_path):
