@@ -98,7 +98,5 @@ def select_capped(corpus: ParallelCorpus, languages: Iterable[str] | None, limit
     """``corpus.select(languages, limit)``, saying so when ``limit`` is more than a selected
     language has (and refusing a selection with no sentences)."""
     chosen = corpus.select(languages)
-    if limit is None:
-        return chosen
     fewest = min((len(side.sentences) for side in chosen.sides.values()), default=0)
     return chosen.select(None, capped(limit, fewest, f"{what} per language", corpus.name))

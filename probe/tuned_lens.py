@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import COUNT, COUNT_OR_NONE, RATE, SEED, check_numbers
 from .errors import DataError, notice
 from .lens import LogitLens
 from .store import CorruptFile, load_tensors, save_tensors
@@ -72,6 +73,13 @@ class TuningConfig:
     lr: float = 1e-3
     seed: int = 0
     save_every: int = 20
+
+    def __post_init__(self) -> None:
+        check_numbers({"tuned-lens steps": (self.steps, COUNT_OR_NONE),
+                       "tuned-lens batch size": (self.batch_size, COUNT),
+                       "tuned-lens learning rate": (self.lr, RATE),
+                       "tuned-lens seed": (self.seed, SEED),
+                       "tuned-lens save_every": (self.save_every, COUNT)})
 
 
 def batch_rows(positions: int, batch_size: int, seed: int, start: int = 0

@@ -67,3 +67,18 @@ def test_xquad_questions_are_capped_aloud_and_none_is_an_error(tmp_path, monkeyp
     assert "only 2 questions in" in capsys.readouterr().err
     with pytest.raises(DataError, match="no questions in"):  # never "EM 0.0 (0 questions)"
         evaluate.read_xquad("de", 100)
+
+
+def test_library_requests_use_the_same_check():
+    from layer_analysis.probe.extract import ExtractionConfig
+    from layer_analysis.probe.tuned_lens import TuningConfig
+    from layer_analysis.train.evaluate import generate
+
+    with pytest.raises(DataError, match=r"tuned-lens learning rate must be a finite number in \(0, 1\]"):
+        TuningConfig(lr=float("inf"))
+    with pytest.raises(DataError, match="tuned-lens steps must be at least 0, got -1"):
+        TuningConfig(steps=-1)
+    with pytest.raises(DataError, match="max_length must be at least 2, got 1"):
+        ExtractionConfig(max_length=1)
+    with pytest.raises(DataError, match="batch size must be at least 1, got 0"):
+        generate(None, ["a prompt"], batch_size=0)  # before the model is touched

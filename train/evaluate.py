@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from layer_analysis.probe.checks import capped, select_capped
+from layer_analysis.probe.checks import COUNT, capped, check_numbers, select_capped
 from layer_analysis.probe.data import load_parallel, shared_data_root
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.langid import check_identifiable, identify, off_target
@@ -59,6 +59,7 @@ def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
     """Greedy continuations of ``prompts``, batched with left padding (longest first); with
     ``one_line`` each stops at its first line break and only that line is returned (answers and
     translations are one line; the rest would be the model starting a new prompt)."""
+    check_numbers({"max_new_tokens": (max_new_tokens, COUNT), "batch size": (batch_size, COUNT)})
     tokenizer, model = loaded.tokenizer, loaded.model.eval()
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
