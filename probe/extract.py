@@ -21,7 +21,6 @@ counted in a ``SinkRecord``. ``sinks="keep"`` pools every non-special token (the
 from __future__ import annotations
 
 import inspect
-import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 
 from .architecture import DecoderParts, find_decoder
+from .checks import RATIO, Range, check_number
 from .errors import DataError, ModelError
 from .models import LoadedModel
 
@@ -43,6 +43,8 @@ ordinary tokens is at most 9.5× (SmolLM2, layers 3–8) and 2.5× (Gemma 3) per
 17–170× (SmolLM2's first token, and its second where the first is a byte fragment; Gemma's
 delimiters ',' '，' '،' at layer 1: 21–27×)."""
 SENTENCE_SLOT = "{sentence}"
+MIN_LENGTH = Range(2, whole=True)
+"""Tokens per text: at least two (BOS and one token of the sentence)."""
 
 
 def check_layers(layers: Sequence[int] | None, blocks: int) -> list[int]:
@@ -88,12 +90,10 @@ class ExtractionConfig:
             raise DataError(f"unknown span {self.span!r}; choose from {', '.join(SPANS)}")
         if self.template is not None and self.template.count(SENTENCE_SLOT) != 1:
             raise DataError(f"template must contain {SENTENCE_SLOT} exactly once: {self.template!r}")
-        if self.max_length < 2:
-            raise DataError(f"max_length must be at least 2, got {self.max_length}")
+        check_number(self.max_length, "max_length", MIN_LENGTH)
         if self.sinks not in SINK_MODES:
             raise DataError(f"unknown sinks mode {self.sinks!r}; choose from {', '.join(SINK_MODES)}")
-        if not (math.isfinite(self.sink_ratio) and self.sink_ratio > 1):
-            raise DataError(f"sink_ratio must be a number above 1, got {self.sink_ratio}")
+        check_number(self.sink_ratio, "sink_ratio", RATIO)
 
 
 @dataclass
@@ -110,6 +110,40 @@ class Encoded:
     @property
     def lengths(self) -> list[int]:
         return [len(ids) for ids in self.input_ids]
+
+
+TRUNCATED_SHARE = 0.05  # more sentences than this cut by --max-length is warned about
+KEPT_AT_LEAST = 0.5  # as is any sentence that keeps less than this fraction of its tokens
+
+
+@dataclass(frozen=True)
+class Truncation:
+    """What ``max_length`` cuts, counted from the tokenizer's untruncated lengths."""
+
+    max_length: int
+    total: int  # texts
+    sentences: int  # texts cut
+    worst_kept_fraction: float  # of the most cut text's tokens (1.0: none cut)
+
+    @property
+    def share(self) -> float:
+        return self.sentences / self.total if self.total else 0.0
+
+    @property
+    def serious(self) -> bool:
+        """More than 5 % of the sentences cut, or any by more than half."""
+        return self.share > TRUNCATED_SHARE or self.worst_kept_fraction < KEPT_AT_LEAST
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "sentences": self.sentences,
+                "share": round(self.share, 4),
+                "worst_kept_fraction": round(self.worst_kept_fraction, 4)}
+
+    def warning(self) -> str:
+        return (f"--max-length {self.max_length} truncates {self.sentences} of {self.total} "
+                f"sentences ({self.share:.0%}); the most cut keeps "
+                f"{self.worst_kept_fraction:.0%} of its tokens, and its states describe only "
+                "that part (raise --max-length)")
 
 
 @dataclass
@@ -255,15 +289,29 @@ class Extractor:
 
     # ---------------------------------------------------------------------------------- encoding
 
+    def texts(self, sentences: Sequence[str]) -> tuple[list[str], list[int]]:
+        """What is tokenised (each sentence in the template) and where each sentence starts."""
+        template = self.config.template
+        if template is None:
+            return list(sentences), [0] * len(sentences)
+        prefix = template.split(SENTENCE_SLOT)[0]
+        return ([template.replace(SENTENCE_SLOT, s) for s in sentences],
+                [len(prefix)] * len(sentences))
+
+    def truncation(self, sentences: Sequence[str]) -> Truncation:
+        """How many of ``sentences`` ``max_length`` cuts, and by how much at most."""
+        limit = self.config.max_length
+        lengths = [len(ids) for ids in self.loaded.tokenizer(
+            self.texts(sentences)[0], add_special_tokens=True, truncation=False,
+            verbose=False)["input_ids"]]
+        cut = [length for length in lengths if length > limit]
+        return Truncation(limit, len(lengths), len(cut),
+                          min((limit / length for length in cut), default=1.0))
+
     def encode(self, sentences: Sequence[str]) -> Encoded:
         """Tokenise (with the template) and mark which tokens each pooling may use."""
         template = self.config.template
-        if template is None:
-            texts, starts = list(sentences), [0] * len(sentences)
-        else:
-            prefix = template.split(SENTENCE_SLOT)[0]
-            texts = [template.replace(SENTENCE_SLOT, s) for s in sentences]
-            starts = [len(prefix)] * len(sentences)
+        texts, starts = self.texts(sentences)
         tokenizer = self.loaded.tokenizer
         use_offsets = template is not None and self.config.span == "sentence"
         enc = tokenizer(

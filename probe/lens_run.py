@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from . import report
+from .checks import COUNT, COUNT_OR_NONE, SEED, capped, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel, named_datasets
-from .errors import DataError, StoreError
+from .errors import DataError, StoreError, notice
+from .extract import MIN_LENGTH
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import ENGLISH, canonical, display_name
 from .latent import (
@@ -76,8 +78,20 @@ def source_for(target: str, source: str | None) -> str:
 
 
 def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str | None]:
-    """Every check that needs no model: the word list, languages, tasks, numbers, run name."""
+    """Every check that needs no model: the run directory's settings, numbers, the word list,
+    languages, tasks."""
+    request.check_name()  # RunSettings' checks of where the run goes, first
+    check_numbers({
+        "--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT_OR_NONE),
+        "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
+        "--limit": (request.limit, COUNT), "--sentences": (request.sentences, COUNT_OR_NONE),
+        "--positions": (request.positions, COUNT), "--top-k": (request.top_k, COUNT),
+        "--tuned-steps": (request.tuned_steps, COUNT_OR_NONE),
+        "--tuned-sentences": (request.tuned_sentences, COUNT),
+        "tuned positions": (request.tuned_positions, COUNT),
+        "--max-length": (request.max_length, MIN_LENGTH)})
     words = load_words(request.words)
+    capped(request.limit, len(words.words), "concepts", str(request.words))
     targets = [canonical(x, "--languages") for x in request.targets or DEFAULT_TARGETS]
     if len(set(targets)) != len(targets):
         raise DataError("a language is listed twice in --languages")
@@ -91,8 +105,6 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     unknown = [t for t in request.tasks if t not in TASKS]
     if unknown or not request.tasks:
         raise DataError(f"unknown lens task {unknown or '(none)'}; choose from {', '.join(TASKS)}")
-    if request.batch_size < 1 or request.shots < 0 or request.bootstrap < 1:
-        raise DataError("batch size and bootstrap must be at least 1, shots at least 0")
     if request.limit is not None and request.limit < request.shots + 2:
         raise DataError(f"--limit {request.limit} leaves too few concepts for {request.shots}-shot "
                         "prompts")
@@ -100,14 +112,9 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
         for concept in list(words.words)[: request.limit]:
             for language in {target, source_for(target, source), ENGLISH}:
                 words.word(concept, language)
-    if request.sentences < 0 or request.positions < 1 or request.top_k < 1:
-        raise DataError("--sentences must be at least 0, --positions and --top-k at least 1")
-    if request.tuned_steps < 0 or request.tuned_sentences < 1 or request.tuned_positions < 1:
-        raise DataError("--tuned-steps must be at least 0, its sentences and positions at least 1")
     if request.tuned_steps and request.sentences == 0:
         raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
                         "must be above 0")
-    request.check_name()
     return words, targets, source
 
 
@@ -156,7 +163,7 @@ def sentence_corpora(request: LensRequest, targets: list[str]
         return None
     text_name = request.sentence_data or _default_data("flores-devtest")
     table_name = request.table_data or _default_data("flores-dev")
-    text = load_parallel(text_name).select(targets, request.sentences)
+    text = select_capped(load_parallel(text_name), targets, request.sentences)
     table = load_parallel(table_name)
     missing = [x for x in [*targets, ENGLISH] if x not in table.languages]
     if missing:
@@ -176,6 +183,7 @@ def execute_lens(request: LensRequest, command: list[str],
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
+    truncation = None if corpora is None else text_truncation(lens, corpora[0])
     run_dir = request.run_directory(f"{loaded.name}-lens")
     prepared = []  # every task's prompts first: a prompt too long fails before any pass
     for task in request.tasks:
@@ -265,9 +273,9 @@ def execute_lens(request: LensRequest, command: list[str],
                  "sentences": None if corpora is None else {
                      "data": corpora[0].name, "per_language": request.sentences,
                      "positions": request.positions, "top_k": request.top_k,
-                     "token_languages_from": corpora[1].name},
+                     "token_languages_from": corpora[1].name, "truncation": truncation},
                  "tuned_lens": None if kl_table is None else {
-                     "steps": request.tuned_steps, "trained_on": corpora[1].name,
+                     "steps": tuned.steps, "trained_on": corpora[1].name,
                      "sentences_per_language": request.tuned_sentences,
                      "positions": request.tuned_positions, "checkpoint": CHECKPOINT},
                  "cloze_data": (request.cloze_data or _default_data("flores-devtest"))
@@ -338,7 +346,7 @@ def discover_lens_runs(root: Path) -> list[Path]:
 def fit_tuned_lens(lens: LogitLens, request: LensRequest, counted: ParallelCorpus,
                    run_dir: Path, identity: dict) -> TunedLens:
     """Train (or resume) the tuned lens on the table corpus, in all its languages."""
-    training = counted.select(None, request.tuned_sentences)
+    training = select_capped(counted, None, request.tuned_sentences)
     sentences = [s for side in training.sides.values() for s in side.sentences]
     states, _ = lens.position_states(sentences, request.tuned_positions, request.seed,
                                      request.batch_size)
@@ -346,6 +354,15 @@ def fit_tuned_lens(lens: LogitLens, request: LensRequest, counted: ParallelCorpu
     config = TuningConfig(steps=request.tuned_steps, seed=request.seed)
     return train_tuned_lens(lens, states, config, run_dir / CHECKPOINT,
                             {**identity, "data": training.fingerprint()})
+
+
+def text_truncation(lens: LogitLens, text: ParallelCorpus) -> dict:
+    """What ``--max-length`` cuts of the running-text sentences, for the manifest (and a notice
+    when more than 5 % are cut, or one by more than half)."""
+    record = lens.extractor.truncation([s for side in text.sides.values() for s in side.sentences])
+    if record.serious:
+        notice(record.warning())
+    return record.to_dict()
 
 
 def held_out_kl(lens: LogitLens, tuned: TunedLens, text: ParallelCorpus,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import distributed
 from .analysis import AnalysisConfig, analyse, peak_layers
+from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
@@ -60,9 +61,12 @@ class RunOutcome:
 def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     """Every check that needs no model, so bad input fails before anything expensive; returns
     warnings about the data (repeated sentences)."""
-    if request.batch_size < 1:
-        raise DataError(f"batch size must be at least 1, got {request.batch_size}")
     request.check_name()
+    check_numbers({"--batch-size": (request.batch_size, COUNT),
+                   "--limit": (request.limit, COUNT),
+                   "--bootstrap": (request.analysis.bootstrap, COUNT),
+                   "--seed": (request.analysis.seed, SEED),
+                   "--projection-layer": (request.projection_layer, COUNT_OR_NONE)})
     small = {k: len(s.sentences) for k, s in corpus.sides.items() if len(s.sentences) < 2}
     if small:
         raise DataError("too few sentences to analyse: " + ", ".join(
@@ -98,7 +102,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     say("loading data", 0.0)
-    corpus = load_parallel(request.data).select(request.languages, request.limit)
+    corpus = select_capped(load_parallel(request.data), request.languages, request.limit)
     warnings = check_request(request, corpus)
     processes.check(sum(len(side.sentences) for side in corpus.sides.values()))
     say(f"loading {request.model}", 0.02)
@@ -113,6 +117,9 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                         request.quantize)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
+    truncation = extractor.truncation([s for side in corpus.sides.values() for s in side.sentences])
+    if truncation.serious:
+        warnings.append(truncation.warning())
     store = ActivationStore(request.store or request.output / "store")
     clock = time.perf_counter()
     acts = store.extract(extractor, corpus, batch_size=request.batch_size,
@@ -149,7 +156,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                                                           for k, s in corpus.sides.items()}},
         "extraction": {**asdict(request.extraction), "layers": extractor.layers,
                        "batch_size": request.batch_size, **acts.manifest.get("extraction", {}),
-                       "sinks": acts.manifest.get("sinks")},
+                       "sinks": acts.manifest.get("sinks"), "truncation": truncation.to_dict()},
         "analysis": {**asdict(config), "projection": request.projection,
                      "projection_layer": layer},
         "activations": str(acts.directory.resolve()),

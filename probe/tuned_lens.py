@@ -4,30 +4,34 @@ Per layer an affine translator ``h -> h + A h + b`` (A and b start at zero: the 
 maps the layer's state to what the final layer would say; it is trained to minimise
 KL(final distribution || lens distribution) over token positions of sentences in every language
 given, all layers at once on the same batches (the final distribution is computed once per
-batch). Training resumes from its checkpoint (safetensors: translators, Adam moments, step).
+batch). Training resumes from its checkpoint (safetensors: translators, Adam moments, step);
+a checkpoint of more steps than asked for is not reused. Each step's batch is drawn when it is
+needed, so memory does not grow with the number of steps.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .checks import COUNT, COUNT_OR_NONE, RATE, SEED, check_numbers
+from .errors import DataError, notice
 from .lens import LogitLens
 from .store import CorruptFile, load_tensors, save_tensors
 
 
 @dataclass
 class TunedLens:
-    """Translators for ``layers``: weight (layers, d, d), bias (layers, d)."""
+    """Translators for ``layers``: weight (layers, d, d), bias (layers, d), trained ``steps``."""
 
     layers: list[int]
     weight: torch.Tensor
     bias: torch.Tensor
+    steps: int = 0
 
     @classmethod
     def identity(cls, layers: list[int], hidden: int) -> TunedLens:
@@ -70,12 +74,33 @@ class TuningConfig:
     seed: int = 0
     save_every: int = 20
 
+    def __post_init__(self) -> None:
+        check_numbers({"tuned-lens steps": (self.steps, COUNT_OR_NONE),
+                       "tuned-lens batch size": (self.batch_size, COUNT),
+                       "tuned-lens learning rate": (self.lr, RATE),
+                       "tuned-lens seed": (self.seed, SEED),
+                       "tuned-lens save_every": (self.save_every, COUNT)})
+
+
+def batch_rows(positions: int, batch_size: int, seed: int, start: int = 0
+               ) -> Iterator[torch.Tensor]:
+    """Each step's rows (a random ``batch_size`` of ``positions``), drawn as they are needed:
+    the same sequence for a ``seed`` whatever the ``start`` step (earlier draws are dropped)."""
+    generator = torch.Generator().manual_seed(seed)
+    step = 0
+    while True:
+        rows = torch.randperm(positions, generator=generator)[:batch_size]
+        if step >= start:
+            yield rows
+        step += 1
+
 
 def train_tuned_lens(lens: LogitLens, states: torch.Tensor, config: TuningConfig,
                      checkpoint: Path, identity: dict, progress: Callable[[int, float], None]
                      | None = None) -> TunedLens:
     """Translators for every layer but the last (which is the model's own output), trained on
-    ``states`` (layers, n, d); resumes from ``checkpoint`` when it holds the same settings."""
+    ``states`` (layers, n, d) for ``config.steps`` steps; resumes from ``checkpoint`` when it
+    holds the same settings and at most that many steps (one of more steps is trained anew)."""
     if states.shape[1] < config.batch_size:
         raise DataError(f"{states.shape[1]} training positions for batches of "
                         f"{config.batch_size}: give the tuned lens more sentences")
@@ -88,6 +113,10 @@ def train_tuned_lens(lens: LogitLens, states: torch.Tensor, config: TuningConfig
     bias = torch.zeros(len(layers), states.shape[-1], device=device)
     step = 0
     saved, meta = _resume(checkpoint, settings)
+    if saved and int(meta["step"]) > config.steps:
+        notice(f"{checkpoint} holds a tuned lens of {meta['step']} steps, more than the "
+               f"{config.steps} asked for; training {config.steps} steps from the start")
+        saved, meta = {}, {}
     if saved:
         weight.copy_(saved["weight"])
         bias.copy_(saved["bias"])
@@ -105,12 +134,10 @@ def train_tuned_lens(lens: LogitLens, states: torch.Tensor, config: TuningConfig
     frozen = [p for p in lens.loaded.model.parameters() if p.requires_grad]
     for parameter in frozen:
         parameter.requires_grad_(False)
-    generator = torch.Generator().manual_seed(config.seed)
-    batches = [torch.randperm(states.shape[1], generator=generator)[: config.batch_size]
-               for _ in range(config.steps)]
+    batches = batch_rows(states.shape[1], config.batch_size, config.seed, start=step)
     try:
         while step < config.steps:
-            rows = batches[step]
+            rows = next(batches)
             with torch.no_grad():
                 final = lens.log_probs(states[-1, rows], differentiable=True)
             optimizer.zero_grad()
@@ -129,7 +156,7 @@ def train_tuned_lens(lens: LogitLens, states: torch.Tensor, config: TuningConfig
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
-    return TunedLens(layers, weight.detach(), bias.detach())
+    return TunedLens(layers, weight.detach(), bias.detach(), step)
 
 
 def _resume(path: Path, settings: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -187,8 +187,8 @@ def test_training_with_the_objective_logs_both_losses(tmp_path, tiny_llama_dir, 
      "out of range: this model's block outputs are layers 1..4"),
     (["--track-every", "5", "--track-languages", "el"], "el"),
     (["--track-every", "5", "--track-languages", "en"], "English is the pivot"),
-    (["--track-every", "5", "--track-sentences", "1"], "at least 2 sentences"),
-    (["--align-weight", "-1"], "weight ≥ 0"),
+    (["--track-every", "5", "--track-sentences", "1"], "--track-sentences: must be at least 2"),
+    (["--align-weight", "-1"], "--align-weight: must be at least 0"),
 ])
 def test_bad_alignment_settings_fail_before_training(tmp_path, tiny_llama_dir, shared, capsys,
                                                      monkeypatch, extra, message):

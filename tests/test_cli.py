@@ -88,12 +88,12 @@ def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir)
         (["--limit", "0"], "at least 1"),
         (["--projection-layer", "42"], "layer 42 was not extracted"),
         (["--dtype", "float16"], "float16 on the CPU is refused"),
-        (["--batch-size", "0"], "batch size must be at least 1"),
+        (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
         (["--limit", "1"], "too few sentences to analyse"),
         (["--languages", "en"], "no language pair to analyse"),
         (["--name", "../escape"], "must be a plain name"),
         (["--name", "/tmp/abs"], "must be a plain name"),
-        (["--sink-ratio", "0.5"], "sink_ratio must be a number above 1"),
+        (["--sink-ratio", "0.5"], "--sink-ratio: must be above 1, got 0.5"),
     ],
 )
 def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message):
@@ -115,9 +115,22 @@ def test_layers_out_of_range_fail_before_the_weights_load(run_args, capsys, monk
 
 @pytest.mark.parametrize("layers", ["5-2", "3-", "-1", "a"])
 def test_bad_layer_ranges_are_refused(run_args, capsys, layers):
-    with pytest.raises(SystemExit) as exc:
-        main([*run_args, "--layers", layers])
-    assert exc.value.code == 2 and "--layers" in capsys.readouterr().err
+    assert main([*run_args, "--layers", layers]) == 2
+    assert "--layers" in capsys.readouterr().err
+
+
+def test_truncation_by_max_length_is_warned_about_and_recorded(run_args, out_dir, capsys):
+    assert main([*run_args, "--name", "cut", "--max-length", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --max-length 3 truncates 48 of 48 sentences (100%)" in err
+    manifest = json.loads((out_dir / "cut" / "manifest.json").read_text())
+    cut = manifest["extraction"]["truncation"]
+    assert cut["sentences"] == 48 and cut["share"] == 1.0 and cut["worst_kept_fraction"] < 0.5
+    assert any("truncates 48 of 48" in w for w in manifest["warnings"])
+    assert main([*run_args, "--name", "whole"]) == 0  # nothing cut: recorded, not warned
+    assert "truncates" not in capsys.readouterr().err
+    whole = json.loads((out_dir / "whole" / "manifest.json").read_text())
+    assert whole["extraction"]["truncation"]["sentences"] == 0
 
 
 def test_a_run_name_is_not_reused_without_overwrite(run_args, out_dir, capsys):
@@ -181,9 +194,107 @@ def test_report_on_a_directory_without_results(tmp_path, capsys):
 
 
 def test_argparse_errors_exit_nonzero(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "--normalisations", "zscore"])
-    assert exc.value.code == 2 and "invalid choice: 'zscore'" in capsys.readouterr().err
+    assert main(["run", "--normalisations", "zscore"]) == 2
+    assert "invalid choice: 'zscore'" in capsys.readouterr().err
+
+
+COMMANDS = {  # each command's required arguments
+    "run": ["run"], "lens": ["lens"], "neurons": ["neurons"],
+    "evaluate": ["evaluate", "--languages", "de"],
+    "mine": ["mine", "a.txt", "b.txt", "--source-language", "de", "--target-language", "en"],
+    "intervene": ["intervene", "steer", "--language", "el"],
+    "train": ["train", "--mixture", "alpaca_en[:4]", "--output", "o"],
+    "sweep": ["sweep", "--languages", "el", "--output", "o"], "allocate": ["allocate", "law.json"]}
+BAD_NUMBERS = [  # command, option, value, what the message says after "argument OPTION: "
+    ("run", "--limit", "0", "must be at least 1, got 0"),
+    ("run", "--limit", "-3", "must be at least 1, got -3"),
+    ("run", "--batch-size", "inf", "expected a whole number, got 'inf'"),
+    ("run", "--sink-ratio", "nan", "must be a finite number above 1, got nan"),
+    ("run", "--sink-ratio", "inf", "must be a finite number above 1, got inf"),
+    ("run", "--max-length", "1", "must be at least 2, got 1"),
+    ("run", "--bootstrap", "0", "must be at least 1"),
+    ("run", "--seed", "-1", "must be in [0, 4294967295], got -1"),
+    ("run", "--projection-layer", "-1", "must be at least 0"),
+    ("mine", "--k", "0", "must be at least 1"),
+    ("mine", "--max-length", "0", "must be at least 2"),
+    ("mine", "--layer", "-2", "must be at least 0"),
+    ("lens", "--tuned-steps", "-1", "must be at least 0"),
+    ("lens", "--positions", "0", "must be at least 1"),
+    ("lens", "--top-k", "nan", "expected a whole number"),
+    ("lens", "--limit", "0", "must be at least 1"),
+    ("lens", "--shots", "-1", "must be at least 0"),
+    ("neurons", "--top-rate", "1.5", "must be in (0, 1), got 1.5"),
+    ("neurons", "--top-rate", "nan", "must be a finite number in (0, 1), got nan"),
+    ("neurons", "--filter-rate", "0", "must be in (0, 1), got 0.0"),
+    ("neurons", "--bar-rate", "inf", "must be a finite number"),
+    ("neurons", "--sentences", "0", "must be at least 1"),
+    ("intervene", "--strengths", "1,inf", "must be a finite number in [-1000, 1000], got inf"),
+    ("intervene", "--strengths", "nan", "must be a finite number"),
+    ("intervene", "--fit-sentences", "1", "must be at least 2"),
+    ("intervene", "--eval-sentences", "0", "must be at least 2"),
+    ("intervene", "--max-new-tokens", "0", "must be at least 1"),
+    ("train", "--lr", "inf", "must be a finite number in (0, 1], got inf"),
+    ("train", "--lr", "nan", "must be a finite number in (0, 1], got nan"),
+    ("train", "--lr", "0", "must be in (0, 1], got 0.0"),
+    ("train", "--lr", "1e6", "must be in (0, 1], got 1000000.0"),
+    ("train", "--lora-dropout", "1.5", "must be in [0, 1), got 1.5"),
+    ("train", "--warmup", "1", "must be in [0, 1), got 1.0"),
+    ("train", "--epochs", "0", "must be above 0, got 0.0"),
+    ("train", "--batch-size", "0", "must be at least 1"),
+    ("train", "--max-steps", "-4", "must be at least 1"),
+    ("train", "--align-temperature", "0", "must be above 0"),
+    ("train", "--max-length", "4", "must be at least 8"),
+    ("evaluate", "--limit", "0", "must be at least 1"),
+    ("evaluate", "--limit", "-5", "must be at least 1"),
+    ("evaluate", "--batch-size", "0", "must be at least 1"),
+    ("evaluate", "--max-new-tokens", "0", "must be at least 1"),
+    ("sweep", "--sizes", "0,-5", "must be at least 0, got -5"),
+    ("sweep", "--eval-sentences", "0", "must be at least 1"),
+    ("sweep", "--xquad", "-1", "must be at least 0"),
+    ("sweep", "--lr", "nan", "must be a finite number"),
+    ("allocate", "--budget", "-1", "must be at least 0"),
+    ("allocate", "--step", "0", "must be at least 1"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value", "message"), BAD_NUMBERS,
+                         ids=[f"{c}{o}={v}" for c, o, v, _ in BAD_NUMBERS])
+def test_numeric_options_are_checked_before_any_model_loads(command, option, value, message,
+                                                             capsys, monkeypatch):
+    import transformers
+
+    def load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", load)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", load)
+    assert main([*COMMANDS[command], f"{option}={value}"]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {message}" in err, err
+    assert err.count("error:") == 1 and "Traceback" not in err
+
+
+def test_limits_take_all_and_numbers_keep_their_type():
+    from layer_analysis.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["run", "--limit", "all"]).limit is None
+    assert parser.parse_args(["evaluate", "--languages", "de", "--limit", "ALL"]).limit is None
+    assert parser.parse_args(["intervene", "map", "--language", "el",
+                              "--strengths", "0.5, -2"]).strengths == (0.5, -2.0)
+    assert parser.parse_args(["sweep", "--languages", "el", "--output", "o",
+                              "--sizes", "0,250"]).sizes == (0, 250)
+
+
+def test_the_library_check_is_the_one_the_options_use():
+    from layer_analysis.probe.checks import COUNT, RATE, SHARE, check_number
+    from layer_analysis.probe.errors import DataError
+
+    assert check_number(3, "--limit", COUNT) == 3 and check_number(0.0, "dropout", SHARE) == 0.0
+    for value, valid in ((0, COUNT), (2.5, COUNT), (True, COUNT), (float("nan"), RATE),
+                         (float("inf"), SHARE), (1.0, SHARE), (0.0, RATE)):
+        with pytest.raises(DataError, match=r"^x must be"):
+            check_number(value, "x", valid)
 
 
 def test_bad_data_file_through_the_console_script(tmp_path):

@@ -75,7 +75,7 @@ def test_bad_configs(loaded):
         Extractor(loaded, ExtractionConfig(layers=(99,)))
     with pytest.raises(DataError, match="unknown sinks mode"):
         ExtractionConfig(sinks="drop")
-    with pytest.raises(DataError, match="sink_ratio must be a number above 1"):
+    with pytest.raises(DataError, match="sink_ratio must be a finite number above 1"):
         ExtractionConfig(sink_ratio=float("nan"))
 
 
@@ -128,3 +128,17 @@ def test_a_nan_state_stops_the_run_naming_layer_and_sentence(loaded):
             extractor.extract(SENTENCES, batch_size=1)
     finally:
         handle.remove()
+
+
+def test_truncation_is_counted_from_the_untruncated_lengths(loaded):
+    lengths = [len(ids) for ids in loaded.tokenizer(SENTENCES)["input_ids"]]
+    limit = sorted(lengths)[2]  # two sentences are longer
+    record = Extractor(loaded, ExtractionConfig(max_length=limit)).truncation(SENTENCES)
+    assert (record.total, record.sentences) == (5, 2) and record.serious  # 40 % > 5 %
+    assert record.worst_kept_fraction == pytest.approx(limit / max(lengths))
+    assert record.to_dict()["share"] == 0.4
+    none = Extractor(loaded, ExtractionConfig(max_length=max(lengths))).truncation(SENTENCES)
+    assert none.sentences == 0 and none.worst_kept_fraction == 1.0 and not none.serious
+    templated = Extractor(loaded, ExtractionConfig(max_length=max(lengths),
+                                                   template="Text: {sentence}"))
+    assert templated.truncation(SENTENCES).sentences >= 1  # the template's tokens count too

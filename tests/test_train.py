@@ -210,8 +210,8 @@ def test_train_cli_errors(tmp_path):
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--mixture", "no_such_component[:10]"], "no_such_component"),
-    (["--mixture", "alpaca_en[:4]", "--batch-size", "0"], "must be at least 1: batch size 0"),
-    (["--mixture", "alpaca_en[:4]", "--lr", "-1"], "need lr > 0"),
+    (["--mixture", "alpaca_en[:4]", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--mixture", "alpaca_en[:4]", "--lr", "-1"], "--lr: must be in (0, 1], got -1.0"),
 ])
 def test_training_input_is_checked_before_the_model_loads(tmp_path, tiny_llama_dir, monkeypatch,
                                                          capsys, extra, message):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from layer_analysis.probe.checks import COUNT, capped, check_numbers, select_capped
 from layer_analysis.probe.data import load_parallel, shared_data_root
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.langid import check_identifiable, identify, off_target
@@ -58,6 +59,7 @@ def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
     """Greedy continuations of ``prompts``, batched with left padding (longest first); with
     ``one_line`` each stops at its first line break and only that line is returned (answers and
     translations are one line; the rest would be the model starting a new prompt)."""
+    check_numbers({"max_new_tokens": (max_new_tokens, COUNT), "batch size": (batch_size, COUNT)})
     tokenizer, model = loaded.tokenizer, loaded.model.eval()
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -173,7 +175,7 @@ def evaluate_translation(loaded: LoadedModel, target: str, data: str = "flores-d
     """Translate ``limit`` sentences of ``data`` from ``source`` to ``target`` (fixed
     evaluation instruction) and score them."""
     src, tgt = canonical(source, "--source"), canonical(target, "--languages")
-    corpus = load_parallel(data).select([src, tgt], limit)
+    corpus = select_capped(load_parallel(data), [src, tgt], limit)
     sources = next(s for s in corpus.sides.values() if s.language == src).sentences
     references = next(s for s in corpus.sides.values() if s.language == tgt).sentences
     instruction = translation_instruction(src, tgt)
@@ -207,7 +209,7 @@ def read_xquad(language: str, limit: int | None = None) -> list[dict]:
                 items.append({"id": qa["id"], "context": paragraph["context"],
                               "question": qa["question"],
                               "answers": [a["text"] for a in qa["answers"]]})
-    return items[:limit]
+    return items[:capped(limit, len(items), "questions", str(path))]
 
 
 def xquad_language(language: str) -> str:
@@ -252,7 +254,7 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
             "em_mlqa": exact_match(a, q["answers"], iso), "f1_mlqa": f1(a, q["answers"], iso),
             "contains": contains_answer(a, q["answers"])} for q, a in zip(items, answers,
                                                                           strict=True)]
-    n = max(len(per), 1)
+    n = len(per)  # at least one: read_xquad refuses a file without questions
     scores = {"task": "xquad", "language": iso, "questions": len(per),
               **{name: round(100 * sum(p[name] for p in per) / n, 2)
                  for name in ("em", "f1", "em_mlqa", "f1_mlqa", "contains")}}

@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a user error prints one line and returns its exit code."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and one error line (or the help)
+        return exc.code if isinstance(exc.code, int) else 2
     handlers = {**probing.HANDLERS, **mining.HANDLERS, **lens.HANDLERS, **interventions.HANDLERS,
                 **training.HANDLERS, **law.HANDLERS}
     try:

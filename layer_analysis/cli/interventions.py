@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.checks import COUNT_OR_NONE, OPEN_SHARE, SEED, Range
 from layer_analysis.probe.languages import display_name
 from layer_analysis.probe.models import DEFAULT_MODEL
 from layer_analysis.probe.neuron_run import (
@@ -31,8 +31,14 @@ from .options import (
     DefaultsFormatter,
     add_device_options,
     add_run_directory_options,
+    listed,
+    real,
     run_settings,
+    whole,
 )
+
+STRENGTH = Range(-1000, 1000)  # the multipliers train.intervene accepts
+PAIRS = Range(2, whole=True)  # sentences to fit or evaluate on: a pair at least
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -57,22 +63,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     neurons.add_argument("--languages", default=",".join(x.split("_")[0] for x in DEFAULT_LANGUAGES),
                          help="comma-separated, at least two")
     neurons.add_argument("--data", default="flores-dev", help="text LAPE counts on")
-    neurons.add_argument("--sentences", type=int, default=200, help="per language, for LAPE")
+    neurons.add_argument("--sentences", type=whole(), default=200, help="per language, for LAPE")
     neurons.add_argument("--eval-data", default="flores-devtest",
                          help="held-out text for the deactivation check")
-    neurons.add_argument("--eval-sentences", type=int, default=50,
+    neurons.add_argument("--eval-sentences", type=whole(COUNT_OR_NONE), default=50,
                          help="per language (0: no deactivation check)")
     defaults = LapeThresholds()
-    neurons.add_argument("--top-rate", type=float, default=defaults.top_rate,
+    neurons.add_argument("--top-rate", type=real(OPEN_SHARE), default=defaults.top_rate,
                          help="share of all neurons kept, lowest entropy first")
-    neurons.add_argument("--filter-rate", type=float, default=defaults.filter_rate,
+    neurons.add_argument("--filter-rate", type=real(OPEN_SHARE), default=defaults.filter_rate,
                          help="a kept neuron has some language above this quantile of all "
                               "activation probabilities")
-    neurons.add_argument("--bar-rate", type=float, default=defaults.bar_rate,
+    neurons.add_argument("--bar-rate", type=real(OPEN_SHARE), default=defaults.bar_rate,
                          help="a kept neuron belongs to every language above this quantile")
-    neurons.add_argument("--bootstrap", type=int, default=1000)
-    neurons.add_argument("--seed", type=int, default=0, help="the random control's draw")
-    neurons.add_argument("--batch-size", type=int, default=16)
+    neurons.add_argument("--bootstrap", type=whole(), default=1000)
+    neurons.add_argument("--seed", type=whole(SEED), default=0, help="the random control's draw")
+    neurons.add_argument("--batch-size", type=whole(), default=16)
     add_device_options(neurons)
     add_run_directory_options(neurons, "MODEL-neurons")
 
@@ -92,25 +98,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     intervene.add_argument("kind", choices=KINDS)
     intervene.add_argument("--language", required=True, help="the language X (not English)")
     _model_options(intervene)
-    intervene.add_argument("--layer", type=int,
+    intervene.add_argument("--layer", type=whole(COUNT_OR_NONE),
                            help="block output to act on (default: where X and English align "
                                 "best on the fit pairs)")
-    intervene.add_argument("--strengths", default="1,2",
+    intervene.add_argument("--strengths", default="1,2", type=listed(STRENGTH, float),
                            help="comma-separated multipliers (steer: of the vector; map: of the "
                                 "move towards the mapped state)")
     intervene.add_argument("--task", default="repeat", choices=STEER_TASKS,
                            help="steer: English prompts asking to repeat the sentence, or to "
                                 "translate it into the language")
     intervene.add_argument("--fit-data", default="flores-dev")
-    intervene.add_argument("--fit-sentences", type=int, default=300)
+    intervene.add_argument("--fit-sentences", type=whole(PAIRS), default=300)
     intervene.add_argument("--eval-data", default="flores-devtest")
-    intervene.add_argument("--eval-sentences", type=int, default=50)
-    intervene.add_argument("--xquad", type=int, default=50,
+    intervene.add_argument("--eval-sentences", type=whole(PAIRS), default=50)
+    intervene.add_argument("--xquad", type=whole(COUNT_OR_NONE), default=50,
                            help="map: XQuAD questions in the language (0: none)")
-    intervene.add_argument("--max-new-tokens", type=int, default=64)
-    intervene.add_argument("--bootstrap", type=int, default=200)
-    intervene.add_argument("--seed", type=int, default=0)
-    intervene.add_argument("--batch-size", type=int, default=16)
+    intervene.add_argument("--max-new-tokens", type=whole(), default=64)
+    intervene.add_argument("--bootstrap", type=whole(), default=200)
+    intervene.add_argument("--seed", type=whole(SEED), default=0)
+    intervene.add_argument("--batch-size", type=whole(), default=16)
     add_device_options(intervene)
     add_run_directory_options(intervene, "MODEL-KIND-LANGUAGE")
 
@@ -139,14 +145,9 @@ def cmd_neurons(args: argparse.Namespace) -> None:
 
 
 def cmd_intervene(args: argparse.Namespace) -> None:
-    try:
-        strengths = tuple(float(s) for s in args.strengths.split(","))
-    except ValueError:
-        raise DataError(f"--strengths must be comma-separated numbers, got {args.strengths!r}"
-                        ) from None
     request = InterventionRequest(
         **run_settings(args), kind=args.kind, language=args.language, layer=args.layer,
-        strengths=strengths, task=args.task, fit_data=args.fit_data,
+        strengths=args.strengths, task=args.task, fit_data=args.fit_data,
         fit_sentences=args.fit_sentences, eval_data=args.eval_data,
         eval_sentences=args.eval_sentences, xquad=args.xquad, max_new_tokens=args.max_new_tokens,
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,

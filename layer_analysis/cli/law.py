@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from layer_analysis.probe import report
+from layer_analysis.probe.checks import COUNT_OR_NONE
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.files import atomic_write_text
 from layer_analysis.probe.languages import canonical, display_name
@@ -26,22 +27,11 @@ from layer_analysis.train.law import (
 )
 from layer_analysis.train.sweep import read_points
 
-from .options import DefaultsFormatter, add_static_option
-from .training import training_config, training_options
+from .options import DefaultsFormatter, add_static_option, listed, whole
+from .training import PAIRS, training_config, training_options
 
 METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_f1_mlqa", "xquad_em", "xquad_contains",
            "alignment")
-
-
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}"
-                                         ) from exc
-    if not sizes or min(sizes) < 0:
-        raise argparse.ArgumentTypeError("sizes must be whole numbers ≥ 0")
-    return sizes
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -55,18 +45,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "similarity to English is measured once by the probe. Rerun the same "
                     "command to resume; OUTPUT/sweep.csv holds the results.")
     sweep.add_argument("--languages", required=True, help="target languages, comma-separated")
-    sweep.add_argument("--sizes", type=_sizes, default=[0, 250, 500, 1000, 2000, 4000],
+    sweep.add_argument("--sizes", type=listed(COUNT_OR_NONE), default=[0, 250, 500, 1000, 2000, 4000],
                        help="translation pairs per point, comma-separated")
-    sweep.add_argument("--instructions", type=int, default=100,
+    sweep.add_argument("--instructions", type=whole(COUNT_OR_NONE), default=100,
                        help="Alpaca records per language at every point")
     sweep.add_argument("--model", default="smollm2-135m", help="base model")
     sweep.add_argument("--output", type=Path, required=True, help="sweep directory")
-    sweep.add_argument("--eval-sentences", type=int, default=50, help="FLORES devtest sentences")
-    sweep.add_argument("--max-new-tokens", type=int, default=100)
-    sweep.add_argument("--xquad", type=int, default=0, help="XQuAD questions per point (0: none)")
+    sweep.add_argument("--eval-sentences", type=whole(), default=50, help="FLORES devtest sentences")
+    sweep.add_argument("--max-new-tokens", type=whole(), default=100)
+    sweep.add_argument("--xquad", type=whole(COUNT_OR_NONE), default=0,
+                       help="XQuAD questions per point (0: none)")
     sweep.add_argument("--similarity-data", default="flores-dev",
                        help="parallel data for the similarity score")
-    sweep.add_argument("--similarity-sentences", type=int, default=200)
+    sweep.add_argument("--similarity-sentences", type=whole(PAIRS), default=200)
     training_options(sweep)
 
     fit = sub.add_parser(
@@ -90,13 +81,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "compares with the uniform split. Writes a MuIT mixture spec for "
                     "`layer-analysis train --mixture \"$(cat DIR/allocated.spec)\"`.")
     alloc.add_argument("law", type=Path, help="law.json written by fit-law")
-    alloc.add_argument("--budget", type=int, required=True, help="total translation pairs")
+    alloc.add_argument("--budget", type=whole(COUNT_OR_NONE), required=True, help="total translation pairs")
     alloc.add_argument("--caps", help="per-language limits, e.g. 'el=500,zh=8000'")
     alloc.add_argument("--objective", default="sum", choices=["sum", "min"])
     alloc.add_argument("--family", help="which fitted family (default: the best)")
-    alloc.add_argument("--instructions", type=int, default=100,
+    alloc.add_argument("--instructions", type=whole(COUNT_OR_NONE), default=100,
                        help="Alpaca records per language in the written specs")
-    alloc.add_argument("--step", type=int, help="allocation granularity in pairs "
+    alloc.add_argument("--step", type=whole(), help="allocation granularity in pairs "
                                                 "(default: budget / 400)")
     alloc.add_argument("--output", type=Path, help="directory (default: beside law.json)")
     add_static_option(alloc)

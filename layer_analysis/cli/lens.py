@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from layer_analysis.probe.checks import COUNT_OR_NONE, SEED
+from layer_analysis.probe.extract import MIN_LENGTH
 from layer_analysis.probe.languages import display_name
 from layer_analysis.probe.latent import TASKS, WORDS
 from layer_analysis.probe.lens_run import DEFAULT_TARGETS, LensRequest, execute_lens
@@ -18,6 +20,7 @@ from .options import (
     add_device_options,
     add_run_directory_options,
     run_settings,
+    whole,
 )
 
 
@@ -43,28 +46,30 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lens.add_argument("--words", type=Path, default=WORDS,
                       help="word list: TSV, a header of languages (English among them), one row "
                            "per concept")
-    lens.add_argument("--limit", type=int, help="use the first N concepts")
-    lens.add_argument("--shots", type=int, default=4, help="solved examples before each prompt")
-    lens.add_argument("--sentences", type=int, default=50,
+    lens.add_argument("--limit", type=whole(everything=True), metavar="N|all",
+                      help="use the first N concepts (default: all)")
+    lens.add_argument("--shots", type=whole(COUNT_OR_NONE), default=4,
+                      help="solved examples before each prompt")
+    lens.add_argument("--sentences", type=whole(COUNT_OR_NONE), default=50,
                       help="sentences per language for the running-text probe (0: none)")
-    lens.add_argument("--positions", type=int, default=4,
+    lens.add_argument("--positions", type=whole(), default=4,
                       help="token positions sampled per sentence")
     lens.add_argument("--sentence-data", help="parallel data of the running-text probe "
                                               "(default: flores-devtest, else the shipped set)")
     lens.add_argument("--table-data", help="data the token -> language table is counted on "
                                            "(default: flores-dev, else the shipped set)")
-    lens.add_argument("--top-k", type=int, default=10,
+    lens.add_argument("--top-k", type=whole(), default=10,
                       help="top tokens whose languages the running-text probe counts")
-    lens.add_argument("--tuned-steps", type=int, default=0,
+    lens.add_argument("--tuned-steps", type=whole(COUNT_OR_NONE), default=0,
                       help="train a multilingual tuned lens for this many steps (0: none) on "
                            "the table data in all its languages; resumes from the run's "
                            "tuned_lens.safetensors; KL per layer and language vs the logit lens")
-    lens.add_argument("--tuned-sentences", type=int, default=40,
+    lens.add_argument("--tuned-sentences", type=whole(), default=40,
                       help="sentences per language to train the tuned lens on")
-    lens.add_argument("--bootstrap", type=int, default=1000)
-    lens.add_argument("--seed", type=int, default=0, help="picks each prompt's examples")
-    lens.add_argument("--batch-size", type=int, default=16)
-    lens.add_argument("--max-length", type=int, default=2048,
+    lens.add_argument("--bootstrap", type=whole(), default=1000)
+    lens.add_argument("--seed", type=whole(SEED), default=0, help="picks each prompt's examples")
+    lens.add_argument("--batch-size", type=whole(), default=16)
+    lens.add_argument("--max-length", type=whole(MIN_LENGTH), default=2048,
                       help="tokens per prompt; a longer prompt is an error, never truncated")
     add_device_options(lens)
     add_run_directory_options(lens, "MODEL-lens")

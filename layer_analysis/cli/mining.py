@@ -7,11 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from layer_analysis.probe.checks import COUNT_OR_NONE
+from layer_analysis.probe.extract import MIN_LENGTH
 from layer_analysis.probe.mining import MARGIN_K
 from layer_analysis.probe.mining_run import SCORES, MiningRequest, execute_mining
 from layer_analysis.probe.models import DEFAULT_MODEL
 
-from .options import DefaultsFormatter, add_device_options, run_settings
+from .options import DefaultsFormatter, add_device_options, run_settings, whole
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -32,11 +34,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                                  "line numbers from 1)")
     mine.add_argument("--model", default=DEFAULT_MODEL)
     mine.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
-    mine.add_argument("--layer", type=int, help="layer to pool (default: the middle block's output)")
-    mine.add_argument("--k", type=int, default=MARGIN_K, help="neighbours of the margin")
+    mine.add_argument("--layer", type=whole(COUNT_OR_NONE),
+                      help="layer to pool (default: the middle block's output)")
+    mine.add_argument("--k", type=whole(), default=MARGIN_K, help="neighbours of the margin")
     mine.add_argument("--cosine", action="store_true", help="rank by cosine, not margin")
-    mine.add_argument("--batch-size", type=int, default=32)
-    mine.add_argument("--max-length", type=int, default=256)
+    mine.add_argument("--batch-size", type=whole(), default=32)
+    mine.add_argument("--max-length", type=whole(MIN_LENGTH), default=256)
     mine.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
     mine.add_argument("--no-progress", action="store_true")
     add_device_options(mine)

@@ -1,13 +1,16 @@
-"""Shared pieces of the command line: the help formatter and option parsers."""
+"""Shared pieces of the command line: the help formatter and option parsers (numbers are
+checked by ``probe.checks``, the same check the library's requests make)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from layer_analysis.probe.checks import COUNT, Range
 from layer_analysis.probe.runs import RunSettings
 
 
@@ -20,6 +23,48 @@ class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 or action.default == argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
+
+
+def _checked(text: str, kind: type, valid: Range) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+    problem = valid.problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def whole(valid: Range = COUNT, everything: bool = False) -> Callable[[str], int | None]:
+    """An argparse ``type``: a whole number in ``valid``; with ``everything`` also ``all``
+    (-> None, no limit)."""
+    def parse(text: str) -> int | None:
+        if everything and text.strip().lower() == "all":
+            return None
+        return _checked(text, int, valid)
+    parse.__name__ = "whole number"
+    return parse
+
+
+def real(valid: Range) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``valid``."""
+    def parse(text: str) -> float:
+        return _checked(text, float, valid)
+    parse.__name__ = "number"
+    return parse
+
+
+def listed(valid: Range, kind: type = int) -> Callable[[str], tuple]:
+    """An argparse ``type``: one or more comma-separated numbers, each in ``valid``."""
+    def parse(text: str) -> tuple:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+        return tuple(_checked(part, kind, valid) for part in parts)
+    parse.__name__ = "list of numbers"
+    return parse
 
 
 def parse_layers(text: str) -> tuple[int, ...] | None:

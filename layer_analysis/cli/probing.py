@@ -9,9 +9,18 @@ from pathlib import Path
 import pandas as pd
 
 from layer_analysis.probe.analysis import AnalysisConfig
+from layer_analysis.probe.checks import COUNT_OR_NONE, RATIO, SEED
 from layer_analysis.probe.data import named_datasets
 from layer_analysis.probe.errors import DataError
-from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS, ExtractionConfig, SinkRecord
+from layer_analysis.probe.extract import (
+    MIN_LENGTH,
+    POOLINGS,
+    SINK_MODES,
+    SINK_RATIO,
+    SPANS,
+    ExtractionConfig,
+    SinkRecord,
+)
 from layer_analysis.probe.languages import canonical
 from layer_analysis.probe.lens_run import compare_lens_runs, is_lens_run
 from layer_analysis.probe.metrics import NORMALISATIONS
@@ -28,7 +37,9 @@ from .options import (
     add_run_directory_options,
     add_static_option,
     parse_layers,
+    real,
     run_settings,
+    whole,
 )
 
 
@@ -50,7 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="named set (see list-data), directory, .tsv/.jsonl file or hf:NAME@SPLIT")
     what.add_argument("--languages", help="comma-separated languages (en, eng, eng_Latn, English); "
                                           "default: all in the data")
-    what.add_argument("--limit", type=int, help="use the first N sentences of each language")
+    what.add_argument("--limit", type=whole(everything=True), metavar="N|all",
+                      help="use the first N sentences of each language (default: all)")
     extraction = run.add_argument_group("extraction")
     extraction.add_argument("--pooling", nargs="+", default=["mean"], choices=POOLINGS,
                             help="one or more poolings, all filled in the same forward pass; "
@@ -62,13 +74,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             help="leave attention-sink tokens (a first token with no BOS before "
                                  "it; states over --sink-ratio x the sentence's median norm) out "
                                  "of mean/weighted pooling, or keep them (the naive mean)")
-    extraction.add_argument("--sink-ratio", type=float, default=SINK_RATIO,
+    extraction.add_argument("--sink-ratio", type=real(RATIO), default=SINK_RATIO,
                             help="norm / median norm above which a token counts as a sink")
     extraction.add_argument("--layers", type=parse_layers, default=None, metavar="all|0,4,8|2-10",
                             help="layers to keep (0 = embeddings); default all")
     add_device_options(extraction)
-    extraction.add_argument("--batch-size", type=int, default=32)
-    extraction.add_argument("--max-length", type=int, default=256,
+    extraction.add_argument("--batch-size", type=whole(), default=32)
+    extraction.add_argument("--max-length", type=whole(MIN_LENGTH), default=256,
                             help="maximum tokens per sentence (template included)")
     extraction.add_argument("--device-map", choices=["auto"],
                             help="spread a model larger than one device over the GPUs and the "
@@ -83,13 +95,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     metrics.add_argument("--all-pairs", action="store_true", help="analyse every language pair")
     metrics.add_argument("--normalisations", nargs="+", default=list(NORMALISATIONS),
                          choices=NORMALISATIONS, help="score normalisations reported side by side")
-    metrics.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs")
-    metrics.add_argument("--seed", type=int, default=0)
+    metrics.add_argument("--bootstrap", type=whole(), default=1000, help="bootstrap resamples for CIs")
+    metrics.add_argument("--seed", type=whole(SEED), default=0)
     metrics.add_argument("--projection", default="pca", choices=[*METHODS, "none"],
                          help="2-D projection for the scatter plot (UMAP's first call in a "
                               "process compiles for about a minute; the dashboard computes it "
                               "on demand)")
-    metrics.add_argument("--projection-layer", type=int,
+    metrics.add_argument("--projection-layer", type=whole(COUNT_OR_NONE),
                          help="layer to project (default: the most common peak layer)")
     output = run.add_argument_group("output")
     add_run_directory_options(output, "model-data-key; an unnamed rerun replaces the run of "

@@ -6,6 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from layer_analysis.probe.checks import (
+    COUNT_OR_NONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    RATE,
+    SEED,
+    SHARE,
+    Range,
+)
 from layer_analysis.probe.errors import DataError
 from layer_analysis.train.loop import TrainConfig
 from layer_analysis.train.mixture import RECIPES, parse_spec, recipe_spec
@@ -16,7 +25,12 @@ from .options import (
     DefaultsFormatter,
     add_device_options,
     parse_layers,
+    real,
+    whole,
 )
+
+TRAIN_LENGTH = Range(8, whole=True)  # tokens per record: a prompt and a response fit
+PAIRS = Range(2, whole=True)  # sentences or pairs that are compared with each other
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +47,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--recipe", choices=RECIPES,
                       help="coit: one language -> x-model; muit: several -> m-model")
     what.add_argument("--languages", help="target languages, comma-separated (en is implied)")
-    what.add_argument("--instructions", type=int, default=2000,
+    what.add_argument("--instructions", type=whole(COUNT_OR_NONE), default=2000,
                       help="Alpaca records per language (English included)")
-    what.add_argument("--translations", type=int, default=5000,
+    what.add_argument("--translations", type=whole(COUNT_OR_NONE), default=5000,
                       help="English -> X translation pairs per language")
     what.add_argument("--mixture", help="a mixture spec instead of a recipe, e.g. "
                                         "'alpaca_en[:2000] + translation_en-zh[:5000]'")
@@ -53,9 +67,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--task", choices=("translation", "xquad"), default="translation")
     ev.add_argument("--languages", required=True, help="comma-separated target languages")
     ev.add_argument("--data", default="flores-devtest", help="parallel data for translation")
-    ev.add_argument("--limit", type=int, default=100, help="sentences / questions per language")
-    ev.add_argument("--batch-size", type=int, default=16)
-    ev.add_argument("--max-new-tokens", type=int, help="default 128 (translation), 32 (XQuAD)")
+    ev.add_argument("--limit", type=whole(everything=True), default=100, metavar="N|all",
+                    help="sentences / questions per language")
+    ev.add_argument("--batch-size", type=whole(), default=16)
+    ev.add_argument("--max-new-tokens", type=whole(), help="default 128 (translation), 32 (XQuAD)")
     add_device_options(ev)
     ev.add_argument("--output", type=Path, help="scores JSON (predictions beside it)")
 
@@ -64,35 +79,35 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     """How to train: shared by ``train`` and ``sweep``."""
     how = parser.add_argument_group("how")
     how.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    how.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
-    how.add_argument("--lora-alpha", type=int, default=16, help="LoRA scaling α")
-    how.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout")
+    how.add_argument("--lora-r", type=whole(), default=8, help="LoRA rank")
+    how.add_argument("--lora-alpha", type=whole(), default=16, help="LoRA scaling α")
+    how.add_argument("--lora-dropout", type=real(SHARE), default=0.05, help="LoRA dropout")
     how.add_argument("--lora-targets", help="comma-separated module names (default: every "
                                             "linear layer of the decoder blocks)")
-    how.add_argument("--epochs", type=float, default=1.0, help="passes over the mixture")
-    how.add_argument("--max-steps", type=int, help="optimizer steps (overrides --epochs)")
-    how.add_argument("--batch-size", type=int, default=8, help="per process and micro-step")
-    how.add_argument("--grad-accum", type=int, default=1,
+    how.add_argument("--epochs", type=real(POSITIVE), default=1.0, help="passes over the mixture")
+    how.add_argument("--max-steps", type=whole(), help="optimizer steps (overrides --epochs)")
+    how.add_argument("--batch-size", type=whole(), default=8, help="per process and micro-step")
+    how.add_argument("--grad-accum", type=whole(), default=1,
                      help="micro-batches per optimizer step")
-    how.add_argument("--lr", type=float, help="default 2e-4 with LoRA, 2e-5 full")
-    how.add_argument("--warmup", type=float, default=0.03, help="share of steps warming up")
-    how.add_argument("--max-length", type=int, default=256, help="longer records are reported "
-                                                                 "and left out")
-    how.add_argument("--seed", type=int, default=0, help="shuffling, LoRA initialisation")
-    how.add_argument("--save-every", type=int, default=100, help="optimizer steps")
-    how.add_argument("--log-every", type=int, default=10, help="optimizer steps per log line")
+    how.add_argument("--lr", type=real(RATE), help="default 2e-4 with LoRA, 2e-5 full")
+    how.add_argument("--warmup", type=real(SHARE), default=0.03, help="share of steps warming up")
+    how.add_argument("--max-length", type=whole(TRAIN_LENGTH), default=256,
+                     help="longer records are reported and left out")
+    how.add_argument("--seed", type=whole(SEED), default=0, help="shuffling, LoRA initialisation")
+    how.add_argument("--save-every", type=whole(), default=100, help="optimizer steps")
+    how.add_argument("--log-every", type=whole(), default=10, help="optimizer steps per log line")
     add_device_options(how)
     how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     how.add_argument("--no-progress", action="store_true")
     align = parser.add_argument_group(
         "alignment objective", "InfoNCE between mean-pooled states of the mixture's English -> X "
         "translation pairs at middle layers, added to the LM loss (Liu & Niehues 2025)")
-    align.add_argument("--align-weight", type=float, default=0.0,
+    align.add_argument("--align-weight", type=real(NON_NEGATIVE), default=0.0,
                        help="weight of the alignment loss (0: off)")
     align.add_argument("--align-layers", type=parse_layers,
                        help="block outputs to align, e.g. '15' or '12-18' (default: the middle)")
-    align.add_argument("--align-temperature", type=float, default=0.1)
-    align.add_argument("--align-batch", type=int, default=16, help="pairs per micro-batch")
+    align.add_argument("--align-temperature", type=real(POSITIVE), default=0.1)
+    align.add_argument("--align-batch", type=whole(PAIRS), default=16, help="pairs per micro-batch")
 
 
 def tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -101,13 +116,13 @@ def tracking_options(parser: argparse.ArgumentParser) -> None:
         "alignment tracking", "probe a held-out parallel set while training: centered P@1 per "
         "layer, both directions, with bootstrap CIs -> OUTPUT/alignment_log.csv, "
         "OUTPUT/alignment.html")
-    track.add_argument("--track-every", type=int,
+    track.add_argument("--track-every", type=whole(COUNT_OR_NONE),
                        help="optimizer steps between probes (0: before and after training only;"
                             " default: no tracking)")
     track.add_argument("--track-languages", help="languages paired with English (default: the "
                                                  "mixture's other languages)")
     track.add_argument("--track-data", default="flores-dev", help="held-out parallel data")
-    track.add_argument("--track-sentences", type=int, default=100, help="sentences per language")
+    track.add_argument("--track-sentences", type=whole(PAIRS), default=100, help="sentences per language")
 
 
 def training_config(args: argparse.Namespace, mixture: str, output: Path) -> TrainConfig:
