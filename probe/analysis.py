@@ -44,7 +44,7 @@ class AnalysisConfig:
     """What to compute. ``pivot=None`` analyses all aligned pairs; otherwise pivot <-> each side."""
 
     pivot: str | None = "eng_Latn"
-    pooling: str | None = None
+    poolings: tuple[str, ...] | None = None  # None: every pooling the run extracted
     normalisations: tuple[str, ...] = NORMALISATIONS
     bootstrap: int = 1000
     null_permutations: int = 200
@@ -126,11 +126,27 @@ def _per_layer(value: float | torch.Tensor, layers: int) -> list[float]:
     return value.tolist() if torch.is_tensor(value) else [float(value)] * layers
 
 
+def analysed_poolings(acts: Activations, poolings: tuple[str, ...] | None) -> list[str]:
+    """The poolings to analyse: ``poolings`` (each must be in the run), or all the run has."""
+    if poolings is None:
+        return list(acts.poolings)
+    missing = [p for p in poolings if p not in acts.poolings]
+    if missing or not poolings:
+        raise DataError(f"pooling {', '.join(missing) or '(none)'} not in this run "
+                        f"({', '.join(acts.poolings)})")
+    return list(dict.fromkeys(poolings))
+
+
 def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConfig()) -> Analysis:
-    """Every metric, layer, pair, direction and normalisation of one run."""
-    pooling = config.pooling or acts.poolings[0]
-    if pooling not in acts.poolings:
-        raise DataError(f"pooling {pooling!r} not in this run ({', '.join(acts.poolings)})")
+    """Every metric, layer, pair, direction, normalisation and pooling of one run."""
+    parts = [_analyse_pooling(acts, model, config, pooling)
+             for pooling in analysed_poolings(acts, config.poolings)]
+    return Analysis(pd.concat([p.table for p in parts], ignore_index=True),
+                    pd.concat([p.cka for p in parts], ignore_index=True))
+
+
+def _analyse_pooling(acts: Activations, model: str, config: AnalysisConfig, pooling: str
+                     ) -> Analysis:
     pairs = aligned_pairs(acts, config.pivot, config.sides)
     used = sorted({s for pair in pairs for s in pair})
     vectors = {k: acts.get(k, pooling) for k in used}
@@ -187,8 +203,8 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
     table = pd.DataFrame(columns, columns=COLUMNS)
     anchor = pairs[0][0]
     cka = linear_cka(vectors[anchor], vectors[anchor])
-    cka_table = pd.DataFrame([{"model": model, "side": anchor, "layer_a": la, "layer_b": lb,
-                               "value": float(cka[i, j])}
+    cka_table = pd.DataFrame([{"model": model, "side": anchor, "pooling": pooling, "layer_a": la,
+                               "layer_b": lb, "value": float(cka[i, j])}
                               for i, la in enumerate(acts.layers)
                               for j, lb in enumerate(acts.layers)])
     return Analysis(table, cka_table)
@@ -196,12 +212,15 @@ def analyse(acts: Activations, model: str, config: AnalysisConfig = AnalysisConf
 
 def peak_layers(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered"
                 ) -> pd.DataFrame:
-    """For each (model, source, target), the layer where ``metric`` peaks and its value."""
+    """For each (model, pooling, source, target), the layer where ``metric`` peaks and its
+    value."""
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
     if rows.empty:
         raise DataError(f"no {metric} ({normalisation}) values in this table")
-    best = rows.loc[rows.groupby(["model", "source", "target"]).value.idxmax()]
-    return best[["model", "source", "target", "layer", "value", "ci_low", "ci_high"]]
+    keys = ["model", "pooling", "source", "target"] if "pooling" in rows else \
+        ["model", "source", "target"]
+    best = rows.loc[rows.groupby(keys, sort=False).value.idxmax()]
+    return best[[*keys, "layer", "value", "ci_low", "ci_high"]]
 
 
 def paired_with_english(rows: pd.DataFrame) -> pd.DataFrame:

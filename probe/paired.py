@@ -24,16 +24,20 @@ from .errors import DataError
 from .metrics import NORMALISATIONS, bootstrap_ci, mexa, pair_statistics, prepare, retrieval
 from .store import Activations
 
-PAIRED_COLUMNS = ["model", "reference", "layer", "source", "target", "normalisation", "metric",
+PAIRED_COLUMNS = ["model", "reference", "layer", "source", "target", "pooling", "normalisation",
+                  "metric",
                   "difference", "ci_low", "ci_high", "p_value", "q_value"]
 
 
 def per_query(acts: Activations, pairs: Sequence[tuple[str, str]],
-              normalisations: Sequence[str] = NORMALISATIONS) -> dict[tuple, torch.Tensor]:
-    """Per-query scores (layers, n) keyed by (source, target, normalisation, metric); a
-    direction's source is the side whose sentences are the queries."""
+              normalisations: Sequence[str] = NORMALISATIONS, pooling: str | None = None
+              ) -> dict[tuple, torch.Tensor]:
+    """Per-query scores (layers, n) of one pooling (default: the run's first) keyed by (source,
+    target, normalisation, metric); a direction's source is the side whose sentences are the
+    queries."""
     used = sorted({side for pair in pairs for side in pair})
-    sides = {k: prepare(acts.get(k), acts.texts.get(k) if acts.texts else None) for k in used}
+    sides = {k: prepare(acts.get(k, pooling), acts.texts.get(k) if acts.texts else None)
+             for k in used}
     out: dict[tuple, torch.Tensor] = {}
     for source, target in pairs:
         stats = pair_statistics(sides[source], sides[target], normalisations)
@@ -78,22 +82,31 @@ def check_pairable(a: Activations, b: Activations) -> None:
 def paired_differences(a: Activations, b: Activations, model_a: str, model_b: str,
                        pivot: str | None = "eng_Latn",
                        normalisations: Sequence[str] = NORMALISATIONS, samples: int = 1000,
-                       permutations: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Model B minus model A per query, summarised per layer (see the module's docstring)."""
+                       permutations: int = 1000, seed: int = 0,
+                       poolings: Sequence[str] | None = None) -> pd.DataFrame:
+    """Model B minus model A per query, summarised per layer, for each of ``poolings`` (default:
+    every pooling A has; each must be in both runs; see the module's docstring)."""
     check_pairable(a, b)
+    poolings = list(poolings or a.poolings)
+    missing = [p for p in poolings if p not in a.poolings or p not in b.poolings]
+    if missing:
+        raise DataError(f"paired differences need the pooling {', '.join(missing)} in both runs "
+                        f"({', '.join(a.poolings)} vs {', '.join(b.poolings)})")
     pairs = aligned_pairs(a, pivot)
-    scores_a, scores_b = per_query(a, pairs, normalisations), per_query(b, pairs, normalisations)
     rows = []
-    for key, values in scores_a.items():
-        difference = scores_b[key] - values  # (layers, n)
-        low, high = bootstrap_ci(difference, samples, seed=seed)
-        p = sign_flip_p(difference, permutations, seed)
-        q = false_discovery_control(p.numpy(), method="bh")
-        source, target, normalisation, metric = key
-        for i, layer in enumerate(a.layers):
-            rows.append([model_b, model_a, layer, source, target, normalisation, metric,
-                         float(difference[i].mean()), float(low[i]), float(high[i]), float(p[i]),
-                         float(q[i])])
+    for pooling in poolings:
+        scores_a = per_query(a, pairs, normalisations, pooling)
+        scores_b = per_query(b, pairs, normalisations, pooling)
+        for key, values in scores_a.items():
+            difference = scores_b[key] - values  # (layers, n)
+            low, high = bootstrap_ci(difference, samples, seed=seed)
+            p = sign_flip_p(difference, permutations, seed)
+            q = false_discovery_control(p.numpy(), method="bh")
+            source, target, normalisation, metric = key
+            for i, layer in enumerate(a.layers):
+                rows.append([model_b, model_a, layer, source, target, pooling, normalisation,
+                             metric, float(difference[i].mean()), float(low[i]), float(high[i]),
+                             float(p[i]), float(q[i])])
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
@@ -103,13 +116,16 @@ def paired_summary(paired: pd.DataFrame, metric: str = "p@1", normalisation: str
     and the largest difference with its CI."""
     rows = paired[(paired.metric == metric) & (paired.normalisation == normalisation)]
     lines = []
-    for (model, reference, source, target), part in rows.groupby(
-            ["model", "reference", "source", "target"], sort=False):
+    several = "pooling" in rows and rows.pooling.nunique() > 1
+    for (model, reference, pooling, source, target), part in rows.groupby(
+            ["model", "reference", "pooling", "source", "target"], sort=False):
         moved = part[part.q_value < alpha]
         up = moved[moved.difference > 0].layer.tolist()
         down = moved[moved.difference < 0].layer.tolist()
         top = part.loc[part.difference.abs().idxmax()]
-        lines.append(f"{model} − {reference}, {source} → {target}: up at layers {up or 'none'}, "
+        where = f", {pooling} pooling" if several else ""
+        lines.append(f"{model} − {reference}, {source} → {target}{where}: up at layers "
+                     f"{up or 'none'}, "
                      f"down at {down or 'none'}; largest {top.difference:+.3f} "
                      f"[{top.ci_low:+.3f}, {top.ci_high:+.3f}] at layer {top.layer}")
     return lines

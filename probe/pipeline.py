@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import distributed
-from .analysis import AnalysisConfig, analyse, peak_layers
+from .analysis import AnalysisConfig, analyse, analysed_poolings, peak_layers
 from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
@@ -133,7 +133,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     say("computing metrics", 0.85)
     clock = time.perf_counter()
     device = next(loaded.model.parameters()).device.type  # analyse where the model ran
-    config = dataclasses.replace(request.analysis, device=device)
+    config = dataclasses.replace(request.analysis, device=device, poolings=tuple(
+        analysed_poolings(acts, request.analysis.poolings)))
     analysis = analyse(acts, loaded.name, config)
     timings["analyse"] = time.perf_counter() - clock
     clock = time.perf_counter()
@@ -142,8 +143,10 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
         layer = int(peak_layers(analysis.table).groupby("layer").size().idxmax())
     if request.projection != "none":
         say(f"projecting layer {layer} ({request.projection})", 0.9)
-    projection = (project(acts, layer, request.projection) if request.projection != "none"
-                  else pd.DataFrame())
+    projection = (pd.concat([project(acts, layer, request.projection, pooling)
+                             for pooling in analysed_poolings(acts, config.poolings)],
+                            ignore_index=True)
+                  if request.projection != "none" else pd.DataFrame())
     timings["project"] = time.perf_counter() - clock
     run_dir = request.run_directory(f"{loaded.name}-{corpus.name}-{acts.key[:8]}")
     manifest = {

@@ -42,5 +42,6 @@ def project(acts: Activations, layer: int, method: str = "umap", pooling: str | 
                            random_state=seed).fit_transform(data)
     frame = pd.DataFrame(rows)
     frame["layer"], frame["method"] = layer, method
+    frame["pooling"] = pooling or acts.poolings[0]
     frame["x"], frame["y"] = coords[:, 0], coords[:, 1]
     return frame

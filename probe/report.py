@@ -44,9 +44,16 @@ def _select(table: pd.DataFrame, metric: str, normalisation: str) -> pd.DataFram
     if rows.empty:
         raise DataError(f"no {metric} values with normalisation {normalisation!r} in the results")
     pair = rows.source.str.split("@").str[0] + " → " + rows.target.str.split("@").str[0]
+    if "pooling" in rows and rows.pooling.nunique() > 1:  # one line per pooling, never merged
+        pair = pair + " (" + rows.pooling + ")"
     if "model" in rows and rows.model.nunique() > 1:  # one line per model and pair, never merged
         pair = rows.model + ": " + pair
     return rows.assign(pair=pair)
+
+
+def poolings_of(table: pd.DataFrame) -> list[str]:
+    """The poolings a table holds, in order (one, unnamed, for tables without the column)."""
+    return list(dict.fromkeys(table.pooling)) if "pooling" in table and not table.empty else [""]
 
 
 def heatmap(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "centered") -> go.Figure:
@@ -137,6 +144,8 @@ def comparison(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "c
                ) -> go.Figure:
     """Per model, the metric averaged over its language pairs, with the mean CI band."""
     rows = _select(table, metric, normalisation)
+    if "pooling" in rows and rows.pooling.nunique() > 1:  # never averaged over poolings
+        rows = rows.assign(model=rows.model + " (" + rows.pooling + ")")
     mean = rows.groupby(["model", "layer"], sort=False)[["value", "ci_low", "ci_high", "null"]]
     mean = mean.mean().reset_index()
     mean["metric"], mean["normalisation"] = metric, normalisation
@@ -374,8 +383,11 @@ def intervention_effects(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def scatter(projection: pd.DataFrame) -> go.Figure:
-    """Sentences of one layer in 2-D, coloured by language, the sentence on hover."""
+def scatter(projection: pd.DataFrame, pooling: str | None = None) -> go.Figure:
+    """Sentences of one layer and pooling (default: the first) in 2-D, coloured by language, the
+    sentence on hover."""
+    if "pooling" in projection:
+        projection = projection[projection.pooling == (pooling or projection.pooling.iloc[0])]
     fig = go.Figure()
     for i, (language, group) in enumerate(projection.groupby("language", sort=False)):
         fig.add_trace(go.Scattergl(
@@ -384,8 +396,9 @@ def scatter(projection: pd.DataFrame) -> go.Figure:
             text=[html.escape(t[:120]) for t in group.text],
             hovertemplate="%{text}<extra>" + language + "</extra>"))
     first = projection.iloc[0]
-    fig.update_layout(title=f"{first.method.upper()} of layer {first.layer} (each language "
-                            "mean-centered)", xaxis_visible=False, yaxis_visible=False,
+    pooled = f", {first.pooling} pooling" if "pooling" in projection else ""
+    fig.update_layout(title=f"{first.method.upper()} of layer {first.layer}{pooled} (each "
+                            "language mean-centered)", xaxis_visible=False, yaxis_visible=False,
                       height=650, yaxis_scaleanchor="x")  # tall, and distances true in 2-D
     return fig
 

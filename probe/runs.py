@@ -221,26 +221,33 @@ def load_activations(results: RunResults) -> Activations:
 
 
 def model_cka(runs: list[RunResults], acts: list[Activations] | None = None) -> pd.DataFrame:
-    """Linear CKA between the first run's model and each other, layer x layer, on the pivot side
-    (the runs must share their sentences; ``acts``: their activations, if loaded already)."""
+    """Linear CKA between the first run's model and each other, layer x layer, on the pivot side,
+    for every pooling the two share (the runs must share their sentences; ``acts``: their
+    activations, if loaded already)."""
     acts = acts or [load_activations(r) for r in runs]
     side = next(iter(acts[0].manifest["sides"]))
     pivot = runs[0].manifest["analysis"].get("pivot")
     if pivot:
         side = next((k for k in acts[0].manifest["sides"] if k.startswith(pivot)), side)
-    base = acts[0].get(side)
     first = runs[0].manifest["model"]["name"]
     rows = []
     for run, other in zip(runs[1:], acts[1:], strict=True):
         if side not in other.vectors:
             raise DataError(f"{run.directory} has no {side}; model CKA needs the same sentences")
-        matrix = linear_cka(base, other.get(side))
-        rows += [{"layer_a": f"{first} L{la}", "layer_b": f"{run.manifest['model']['name']} L{lb}",
-                  "value": float(matrix[i, j])}
-                 for i, la in enumerate(acts[0].layers) for j, lb in enumerate(other.layers)]
+        for pooling in shared_poolings(acts[0], other):
+            matrix = linear_cka(acts[0].get(side, pooling), other.get(side, pooling))
+            rows += [{"pooling": pooling, "layer_a": f"{first} L{la}",
+                      "layer_b": f"{run.manifest['model']['name']} L{lb}",
+                      "value": float(matrix[i, j])}
+                     for i, la in enumerate(acts[0].layers) for j, lb in enumerate(other.layers)]
     frame = pd.DataFrame(rows)
     frame.attrs.update(x="other model's layer", y="first model's layer")
     return frame
+
+
+def shared_poolings(a: Activations, b: Activations) -> list[str]:
+    """The poolings both runs' activations hold, in the first's order."""
+    return [p for p in a.poolings if p in b.poolings]
 
 
 def paired_table(runs: list[RunResults], acts: list[Activations], names: list[str] | None = None
@@ -252,10 +259,14 @@ def paired_table(runs: list[RunResults], acts: list[Activations], names: list[st
     names = names or [r.manifest["model"]["name"] for r in runs]
     frames, warnings = [], []
     for name, other in zip(names[1:], acts[1:], strict=True):
+        poolings = shared_poolings(acts[0], other)
         try:
+            if not poolings:
+                raise DataError(f"no pooling in common ({', '.join(acts[0].poolings)} vs "
+                                f"{', '.join(other.poolings)})")
             frames.append(paired_differences(
                 acts[0], other, names[0], name, config.get("pivot"), config["normalisations"],
-                config.get("bootstrap", 1000), seed=config.get("seed", 0)))
+                config.get("bootstrap", 1000), seed=config.get("seed", 0), poolings=poolings))
         except DataError as exc:
             warnings.append(f"{name} vs {names[0]}: {exc}; left out")
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), warnings
@@ -274,11 +285,21 @@ def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "
         "curves_cosine_adjusted": report.curves(table, "cosine_adjusted", normalisation),
         "heatmap_mrr_csls": report.heatmap(table, "mrr", "csls")
         if (table.normalisation == "csls").any() else None,
-        "cka_layers": report.cka_heatmap(results.cka) if not results.cka.empty else None,
-        "projection": report.scatter(results.projection) if not results.projection.empty
-        else None,
     }
+    figures.update(per_pooling(results.cka, "cka_layers", lambda rows, p: report.cka_heatmap(
+        rows, f"linear CKA between layers{f' ({p} pooling)' if p else ''}")))
+    figures.update(per_pooling(results.projection, "projection", report.scatter))
     return {name: fig for name, fig in figures.items() if fig is not None}
+
+
+def per_pooling(table: pd.DataFrame, name: str, figure: Any) -> dict[str, Any]:
+    """``figure(rows, pooling)`` for each pooling of ``table`` (one named ``name``, more named
+    ``name_POOLING``); none for an empty table."""
+    if table.empty:
+        return {}
+    poolings = report.poolings_of(table)
+    return {name if len(poolings) == 1 else f"{name}_{p}":
+            figure(table[table.pooling == p] if p else table, p or None) for p in poolings}
 
 
 def build_report(results: RunResults, figures: dict[str, Any], title: str, static: bool = True
@@ -287,9 +308,11 @@ def build_report(results: RunResults, figures: dict[str, Any], title: str, stati
     summary = []
     try:
         peaks = peak_layers(results.table)
+        several = "pooling" in peaks and peaks.pooling.nunique() > 1
         summary.append("Peak layer of centered P@1: " + "; ".join(
-            f"{r.source.split('@')[0]}→{r.target.split('@')[0]} layer {r.layer} "
-            f"({r.value:.2f})" for r in peaks.itertuples()))
+            f"{r.source.split('@')[0]}→{r.target.split('@')[0]}"
+            f"{f' ({r.pooling})' if several else ''} layer {r.layer} ({r.value:.2f})"
+            for r in peaks.itertuples()))
     except DataError:  # no P@1 rows: the report then has no summary line
         pass
     sinks = results.manifest.get("extraction", {}).get("sinks")
@@ -338,7 +361,8 @@ def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
     else:
         acts = [load_activations(r) for r in runs]
         cka = model_cka(runs, acts)
-        figures["cka_models"] = report.cka_heatmap(cka, "linear CKA between models, layer by layer")
+        figures.update(per_pooling(cka, "cka_models", lambda rows, p: report.cka_heatmap(
+            rows, f"linear CKA between models, layer by layer{f' ({p} pooling)' if p else ''}")))
         paired, why = paired_table(runs, acts)
         warnings += why
         if not paired.empty:

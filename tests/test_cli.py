@@ -364,3 +364,38 @@ def test_compare_says_when_the_runs_settings_differ():
     assert "sinks 'keep' vs 'exclude'" in line and line.startswith("b vs a")
     [line] = setting_differences([run("a", "exclude", "float32"), run("b", "exclude", "bfloat16")])
     assert "dtype 'bfloat16' vs 'float32'" in line
+
+
+def test_every_requested_pooling_is_analysed(run_args, out_dir, tmp_path, tiny_llama_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from layer_analysis.probe.models import load_model
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(base.model, lora).save_pretrained(tmp_path / "x")
+    poolings = ["mean", "last", "weighted"]
+    for name, extra in (("pooled-a", []), ("pooled-b", ["--adapter", str(tmp_path / "x")])):
+        assert main([*run_args, "--name", name, "--pooling", *poolings, "--bootstrap", "50",
+                     *extra]) == 0
+    run = out_dir / "pooled-a"
+    table = pd.read_parquet(run / "results.parquet")
+    assert sorted(set(table.pooling)) == sorted(poolings)
+    # each pooling has its own numbers (last-token states differ from the mean's)
+    p1 = table[(table.metric == "p@1") & (table.normalisation == "raw")]
+    by_pooling = {p: rows.sort_values(["source", "target", "layer"]).value.to_numpy()
+                  for p, rows in p1.groupby("pooling")}
+    assert len({tuple(v) for v in by_pooling.values()}) > 1
+    assert sorted(set(pd.read_csv(run / "mexa.csv").pooling)) == sorted(poolings)
+    assert sorted(set(pd.read_csv(run / "cka.csv").pooling)) == sorted(poolings)
+    assert sorted(set(pd.read_csv(run / "projection.csv").pooling)) == sorted(poolings)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["analysis"]["poolings"] == poolings
+    html = (run / "report.html").read_text()
+    assert "(last)" in html and "projection_weighted" in html and "cka_layers_last" in html
+    assert main(["compare", str(run), str(out_dir / "pooled-b"), "--output",
+                 str(tmp_path / "cmp"), "--no-static"]) == 0
+    compared = tmp_path / "cmp"
+    assert sorted(set(pd.read_parquet(compared / "results.parquet").pooling)) == sorted(poolings)
+    assert sorted(set(pd.read_csv(compared / "paired.csv").pooling)) == sorted(poolings)
+    assert sorted(set(pd.read_csv(compared / "cka.csv").pooling)) == sorted(poolings)
