@@ -185,66 +185,71 @@ def test_same_option_names_and_defaults_as_the_commands():
             assert ours == default, (command, name, ours, default)
 
 
-def test_load_reads_every_kind(dashboard_runs, intervention_runs, tiny_llama_dir, tmp_path,
-                               shared_data):
+def test_load_reads_every_kind(dashboard_runs, tiny_llama_dir, tmp_path, shared_data):
+    """Each function on the tiny model (and its x-de adapter for the comparisons) at the
+    smallest sizes; every run directory reads back with tables and figures."""
     from layer_analysis.probe.lens_run import compare_lens_runs
 
-    kinds = {}
-    for path in (dashboard_runs / "base", intervention_runs / "neurons-base",
-                 intervention_runs / "steer-de", intervention_runs / "map-de"):
-        kinds[path.name] = la.load(path)
+    models = {"base": str(tiny_llama_dir), "x-de": str(dashboard_runs.parent / "x-de")}
+    common = {"device": "cpu", "static": False, "progress": False, "output": tmp_path / "runs"}
+    kinds = {"alignment": la.load(dashboard_runs / "base")}
     assert main(["compare", str(dashboard_runs / "base"), str(dashboard_runs / "x-de"),
                  "--output", str(tmp_path / "cmp"), "--no-static"]) == 0
     kinds["comparison"] = la.load(tmp_path / "cmp")
-    assert main(["compare", str(intervention_runs / "neurons-base"),
-                 str(intervention_runs / "neurons-x-de"), "--output",
+
+    neuron_runs = [la.neurons(model=model, languages="en,de", data="default", sentences=6,
+                              eval_data="flores-devtest", eval_sentences=2, bootstrap=10,
+                              name=f"neurons-{key}", **common) for key, model in models.items()]
+    kinds["neurons"] = neuron_runs[0]
+    assert main(["compare", *(str(r.directory) for r in neuron_runs), "--output",
                  str(tmp_path / "ncmp"), "--no-static"]) == 0
     kinds["neuron-comparison"] = la.load(tmp_path / "ncmp")
+
     words = tmp_path / "words.tsv"
     words.write_text("eng_Latn\tdeu_Latn\n" + "".join(f"w{i}\tx{i}\n" for i in range(8)))
-    common = {"model": str(tiny_llama_dir), "device": "cpu", "static": False,
-              "progress": False, "output": tmp_path / "runs"}
-    lens_run = la.lens(languages="de", source="en", task=["repetition"], words=words,
-                       sentences=0, bootstrap=20, name="lens", **common)
-    kinds["lens"] = lens_run
-    other = la.lens(languages="de", task=["repetition"], words=words, sentences=0,
-                    bootstrap=20, name="lens2", **{**common, "model": str(dashboard_runs.parent
-                                                                          / "x-de")})
-    compare_lens_runs([lens_run.directory, other.directory], tmp_path / "lcmp", static=False)
+    lens_runs = [la.lens(model=model, languages="de", source="en", task=["repetition"],
+                         words=words, sentences=0, bootstrap=10, name=f"lens-{key}", **common)
+                 for key, model in models.items()]
+    kinds["lens"] = lens_runs[0]
+    compare_lens_runs([r.directory for r in lens_runs], tmp_path / "lcmp", static=False)
     kinds["lens-comparison"] = la.load(tmp_path / "lcmp")
+
+    kinds["intervention"] = la.intervene(
+        "steer", language="de", model=models["base"], fit_data="default", fit_sentences=4,
+        eval_sentences=2, max_new_tokens=2, bootstrap=10, strengths=[1], name="steer", **common)
+
     corpus = load_parallel("default").select(["en", "de"], 8)
     files = {}
     for side in corpus.sides.values():
         files[side.language] = tmp_path / f"{side.language}.txt"
         files[side.language].write_text("\n".join(side.sentences) + "\n")
     kinds["mining"] = la.mine(files["deu_Latn"], files["eng_Latn"], source_language="de",
-                              target_language="en", name="mine", **{
-                                  k: v for k, v in common.items() if k != "static"})
+                              target_language="en", model=models["base"], name="mine",
+                              **{k: v for k, v in common.items() if k != "static"})
+
     alpaca = tmp_path / "tiny.jsonl"
     alpaca.write_text(json.dumps({"instruction": "Name a fruit.", "input": "",
                                   "output": "apple"}) + "\n")
-    kinds["training"] = la.train(mixture=str(alpaca), model=str(tiny_llama_dir),
+    kinds["training"] = la.train(mixture=str(alpaca), model=models["base"],
                                  output=tmp_path / "trained", max_steps=2, batch_size=1,
                                  device="cpu", progress=False)
     scores = tmp_path / "eval" / "scores.json"
-    evaluated = la.evaluate(str(tiny_llama_dir), languages="de", limit=2, max_new_tokens=3,
+    evaluated = la.evaluate(models["base"], languages="de", limit=2, max_new_tokens=2,
                             device="cpu", output=scores, progress=False)
     kinds["evaluation"] = la.load(scores)
 
-    expected = {"base": "alignment", "neurons-base": "neurons", "steer-de": "intervention",
-                "map-de": "intervention", "comparison": "comparison",
-                "neuron-comparison": "neuron-comparison", "lens": "lens",
-                "lens-comparison": "lens", "mining": "mining", "training": "training",
-                "evaluation": "evaluation"}
-    assert {name: r.kind for name, r in kinds.items()} == expected
-    for name, result in kinds.items():
-        assert not result.table.empty, name
-        assert all(isinstance(f, go.Figure) for f in result.figures().values()), name
-        assert repr(result).startswith(f"<Result {result.kind}"), name
-    for name in ("base", "neurons-base", "steer-de", "comparison", "neuron-comparison", "lens",
-                 "lens-comparison", "training"):
-        assert kinds[name].figures(), name
-    assert la.load(lens_run.directory).table.equals(lens_run.table)
+    for expected, result in kinds.items():
+        assert result.kind == ("lens" if expected == "lens-comparison" else expected)
+        assert not result.table.empty, expected
+        figures = result.figures()
+        assert all(isinstance(f, go.Figure) for f in figures.values()), expected
+        assert bool(figures) == (expected not in ("mining", "evaluation")), expected
+        assert repr(result).startswith(f"<Result {result.kind}"), expected
+        if result.directory is not None and expected != "evaluation":  # read back: the same
+            again = la.load(result.directory)
+            assert again.kind == result.kind and again.table.equals(result.table), expected
+    assert kinds["neurons"].languages == ["eng_Latn", "deu_Latn"]
+    assert set(kinds["neurons"].tables) == {"counts", "overlap", "deactivation"}
     assert kinds["mining"].tables["scores"].candidates.iloc[0] == len(kinds["mining"].table)
     assert kinds["training"].manifest["steps"] == 2 and "loss" in kinds["training"].table
     pd.testing.assert_frame_equal(evaluated.table, kinds["evaluation"].table)
