@@ -1,7 +1,7 @@
 """Quickstart: how a model aligns English, German and Chinese, layer by layer, from Python.
 
     python examples/quickstart.py                      # the packaged gemma3-270m, offline
-    python examples/quickstart.py --model smollm2-135m --output runs
+    python examples/quickstart.py --model smollm2-135m --limit 50 --output runs
 
 The model can also come from $LAYER_ANALYSIS_EXAMPLE_MODEL (the test suite runs this script on
 a tiny random model that way).
@@ -22,11 +22,12 @@ def main() -> None:
                                                           "gemma3-270m"))
     parser.add_argument("--output", default="runs")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--limit", type=int, help="sentences per language (default: all 122)")
     args = parser.parse_args()
 
     # Any parallel sentences will do: a dict of line-aligned lists (or a DataFrame with one
-    # column per language). Here: 24 sentences of the shipped set.
-    shipped = load_parallel("default").select(["en", "de", "zh"], 24)
+    # column per language). Here: the shipped set's sentences.
+    shipped = load_parallel("default").select(["en", "de", "zh"], args.limit)
     sentences = {side.language: list(side.sentences) for side in shipped.sides.values()}
 
     run = la.align(sentences, model=args.model, device=args.device, output=args.output,

@@ -86,8 +86,9 @@ class Result:
 
     @property
     def peak_layer(self) -> int | None:
-        """Alignment runs: the most common peak layer of centered P@1 over the pairs (the layer
-        the run's projection shows by default); None for other kinds."""
+        """Alignment runs: the most common peak layer of centered P@1 over the pairs, ties to
+        the earliest layer (``analysis.peak_layers``; the layer the projection shows by
+        default); None for other kinds."""
         if self.kind != "alignment":
             return None
         from layer_analysis.probe.analysis import peak_layers

@@ -104,6 +104,12 @@ def test_result_holds_tables_figures_and_a_short_repr(tiny_llama_dir, runs, cli_
     (lambda: la.align({"en": ["a", "b"], "de": ["x"]}), DataError, "line-aligned"),
     (lambda: la.align({"en": ["a", "b"], "klingon": ["x", "y"]}), DataError,
      "unknown language 'klingon'"),
+    (lambda: la.align({"en": ["a", "b"], "eng": ["x", "y"]}), DataError,
+     "more than one column for eng_Latn"),
+    (lambda: la.align({"en": "a b", "de": "x y"}), DataError, "a list of sentences"),
+    (lambda: la.align(pd.DataFrame({"en": ["a", " "], "de": ["x", "y"]})), DataError,
+     "dataframe, en, sentence 1: empty"),
+    (lambda: la.align(42), DataError, "data must be a data set name or path"),
     (lambda: la.align(pivot="xx"), DataError, r"unknown language 'xx' \(--pivot\)"),
     (lambda: la.align(name="../up"), DataError, "must be a plain name"),
     (lambda: la.align(normalisations=["nope"]), DataError, "unknown normalisation"),
@@ -282,7 +288,7 @@ def test_not_a_run_is_one_store_error(tmp_path):
 def test_quickstart_example_runs(tiny_llama_dir, tmp_path):
     env = {**os.environ, "LAYER_ANALYSIS_EXAMPLE_MODEL": str(tiny_llama_dir)}
     out = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "quickstart.py"),
-                          "--output", str(tmp_path), "--device", "cpu"],
+                          "--output", str(tmp_path), "--device", "cpu", "--limit", "12"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "peak layer" in out.stdout
