@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from layer_analysis.probe.data import ParallelCorpus
 
+EVALUATION_TASKS = ("translation", "xquad")
 ModelLike = Any  # a name or path (str), a LoadedModel, a transformers model (with ``tokenizer``)
 DataLike = Any  # a name or path (str, Path), {language: [sentences]}, a DataFrame, a ParallelCorpus
 
@@ -498,7 +499,7 @@ def align(
     span: str = "sentence", sinks: str = "exclude", sink_ratio: float = SINK_RATIO,
     layers: Sequence[int] | None = None, device: str = "auto", dtype: str = "auto",
     batch_size: int = 32, max_length: int = 256, device_map: str | None = None,
-    quantize: str | None = None, trust_remote_code: bool = False, pivot: str = "en",
+    quantize: str | None = None, trust_remote_code: bool = False, pivot: str | None = "en",
     all_pairs: bool = False, normalisations: Sequence[str] = NORMALISATIONS,
     bootstrap: int = 1000, seed: int = 0, projection: str = "pca",
     projection_layer: int | None = None, output: str | Path = Path("runs"), name: str | None = None,
@@ -511,9 +512,10 @@ def align(
     ``{language: [sentences]}`` (line-aligned lists) or a DataFrame with a column per language.
     ``model``: a packaged name, directory, .gguf file, Hub id or adapter directory, or a loaded
     ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), probed where
-    it is. The other options are ``run``'s (``all_pairs`` for ``--all-pairs``; ``static=False``
-    for ``--no-static``; ``progress=False`` for ``--no-progress``). Returns the run read back
-    (None in the other processes of a multi-process launch).
+    it is. The other options are ``run``'s (``all_pairs=True`` or ``pivot=None`` for
+    ``--all-pairs``; ``static=False`` for ``--no-static``; ``progress=False`` for
+    ``--no-progress``). Returns the run read back (None in the other processes of a
+    multi-process launch).
 
     >>> run = la.align({"en": ["The cat sleeps.", "It rains."], "de": ["Die Katze schläft.",
     ...                 "Es regnet."]}, model="gemma3-270m", static=False)
@@ -523,8 +525,12 @@ def align(
     from layer_analysis.probe.extract import ExtractionConfig
     from layer_analysis.probe.languages import canonical
     from layer_analysis.probe.pipeline import RunRequest, execute
+    from layer_analysis.probe.projection import METHODS
 
     arguments = dict(locals())
+    if projection not in (*METHODS, "none"):  # the command's choices (project() checks late)
+        raise DataError(f"unknown projection {projection!r}; choose from "
+                        f"{', '.join((*METHODS, 'none'))}")
     corpus = as_corpus(data)
     request = RunRequest(
         model=_model(model, tokenizer, device, dtype, adapter=adapter, device_map=device_map,
@@ -535,7 +541,8 @@ def align(
                                     layers=None if layers is None else tuple(layers),
                                     template=template, span=span, max_length=max_length,
                                     sinks=sinks, sink_ratio=sink_ratio),
-        analysis=AnalysisConfig(pivot=None if all_pairs else canonical(pivot, "--pivot"),
+        analysis=AnalysisConfig(pivot=None if all_pairs or pivot is None
+                                else canonical(pivot, "--pivot"),
                                 normalisations=tuple(normalisations), bootstrap=bootstrap,
                                 seed=seed),
         projection=projection, projection_layer=projection_layer, batch_size=batch_size,
@@ -754,7 +761,12 @@ def evaluate(
         write_evaluation,
     )
 
+    if task not in EVALUATION_TASKS:  # the command's argparse choices; the library has none
+        raise DataError(f"unknown evaluation task {task!r}; choose from "
+                        f"{', '.join(EVALUATION_TASKS)}")
     targets = _languages(languages) or []
+    if not targets:
+        raise DataError("--languages names no language")
     check_languages(task, targets, data, limit)  # every one, before the model
     given = _model(model, tokenizer, device, dtype)
     loaded = given if isinstance(given, LoadedModel) else load_model(given, device=device,
