@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -310,3 +310,27 @@ def load_parallel(source: str = "default") -> ParallelCorpus:
         raise DataError(f"{path}: unsupported file type (use a directory, .tsv or .jsonl)")
     raise DataError(f"no data set, directory or file named {source!r}; named sets: "
                     f"{', '.join(named)}")
+
+
+def corpus_from_sentences(sentences: dict[str, Sequence[str]], name: str = "sentences"
+                          ) -> ParallelCorpus:
+    """Line-aligned sentences per language (any spelling: ``en``, ``eng_Latn``, ``English``), as
+    the Python API takes them: every key a language, every list as long as the others, every
+    sentence a non-empty string (stripped, as files are read)."""
+    if not isinstance(sentences, dict) or not sentences:
+        raise DataError("sentences must be a non-empty dict of language -> list of sentences")
+    lengths = {key: len(values) for key, values in sentences.items()
+               if not isinstance(values, str | bytes)}
+    if len(lengths) < len(sentences):
+        raise DataError("each language maps to a list of sentences, not one string")
+    if len(set(lengths.values())) > 1:
+        raise DataError("parallel sentences must be line-aligned; the lists have "
+                        + ", ".join(f"{n} ({key})" for key, n in lengths.items()))
+    entries = []
+    for key, values in sentences.items():
+        code = canonical(str(key), f"{name}, key {key!r}")
+        for row, value in enumerate(values):
+            if not isinstance(value, str) or not value.strip():
+                raise DataError(f"{name}, {key}, sentence {row}: empty or not a string")
+        entries.append((code, "all", tuple(v.strip() for v in values)))
+    return _unique_keys(entries, name)

@@ -19,7 +19,7 @@ from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write_text
-from .models import block_count, load_model
+from .models import LoadedModel, block_count, load_model
 from .projection import project
 from .runs import RunResults, RunSettings, build_report, read_run, run_figures, versions, write_run
 from .store import ENGINE_VERSION, ActivationStore
@@ -32,7 +32,7 @@ Progress = Callable[[str, float], None]
 class RunRequest(RunSettings):
     """Everything a run needs; the CLI's ``run`` options one to one."""
 
-    data: str = "default"
+    data: str | ParallelCorpus = "default"  # a name/path as ``load_parallel`` reads, or a corpus
     languages: list[str] | None = None
     limit: int | None = None
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
@@ -102,19 +102,21 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     say("loading data", 0.0)
-    corpus = select_capped(load_parallel(request.data), request.languages, request.limit)
+    corpus = select_capped(request.data if isinstance(request.data, ParallelCorpus)
+                           else load_parallel(request.data), request.languages, request.limit)
     warnings = check_request(request, corpus)
     processes.check(sum(len(side.sentences) for side in corpus.sides.values()))
-    say(f"loading {request.model}", 0.02)
+    given = request.model if isinstance(request.model, LoadedModel) else None  # loaded by the caller
+    say(f"loading {given.name if given else request.model}", 0.02)
     if request.device_map is not None and processes.world > 1:
         raise DataError("--device-map spreads one model over the devices; with several "
                         "processes each loads its own copy: use one or the other")
-    blocks = block_count(request.model, request.trust_remote_code)
+    blocks = None if given else block_count(request.model, request.trust_remote_code)
     if blocks is not None:  # before the weights load (minutes, for a big model)
         check_layers(request.extraction.layers, blocks)
-    loaded = load_model(request.model, request.adapter, processes.device(request.device),
-                        request.dtype, request.trust_remote_code, request.device_map,
-                        request.quantize)
+    loaded = given or load_model(request.model, request.adapter, processes.device(request.device),
+                                 request.dtype, request.trust_remote_code, request.device_map,
+                                 request.quantize)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
     truncation = extractor.truncation([s for side in corpus.sides.values() for s in side.sentences])

@@ -1,0 +1,796 @@
+"""The Python API: every command as a function, for notebooks and scripts.
+
+    import layer_analysis as la
+
+    run = la.align({"en": english, "de": german}, model="gemma3-270m", limit=100)
+    run.table                  # the tidy per-layer table (pandas)
+    run.show()                 # its figures (plotly)
+    la.load("runs/NAME")       # any run directory, read back
+
+Each function builds the request the matching ``layer-analysis`` command builds, with the same
+option names (``--batch-size`` is ``batch_size``, ``--no-static`` is ``static=False``,
+``--no-progress`` is ``progress=False``) and defaults, so the checks and their messages are the
+library's: bad input raises a ``ProbeError`` subclass (``DataError``, ``ModelError``,
+``StoreError``) with the command's one-line message, before a model loads where the check needs
+none. Each returns a :class:`Result`: the run directory's tables, manifest and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from layer_analysis.probe.errors import DataError, ModelError, StoreError, notice
+from layer_analysis.probe.extract import SINK_RATIO
+from layer_analysis.probe.latent import WORDS
+from layer_analysis.probe.metrics import NORMALISATIONS
+from layer_analysis.probe.mining import MARGIN_K
+from layer_analysis.probe.models import DEFAULT_MODEL, LoadedModel
+from layer_analysis.probe.neuron_run import DEFAULT_LANGUAGES
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from layer_analysis.probe.data import ParallelCorpus
+
+EVALUATION_TASKS = ("translation", "xquad")
+ModelLike = Any  # a name or path (str), a LoadedModel, a transformers model (with ``tokenizer``)
+DataLike = Any  # a name or path (str, Path), {language: [sentences]}, a DataFrame, a ParallelCorpus
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass(repr=False)
+class Result:
+    """A finished run read back: ``kind`` (alignment, comparison, lens, neurons,
+    neuron-comparison, intervention, mining, training, evaluation), its ``directory``, its
+    ``manifest``, its tidy ``tables`` by name (``table`` is the main one) and ``warnings``
+    (e.g. a run written by an older engine)."""
+
+    kind: str
+    directory: Path | None
+    manifest: dict[str, Any]
+    tables: dict[str, pd.DataFrame]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The main table: per-layer metrics, lens curves, neuron counts, effects, mined pairs,
+        the training log or the scores."""
+        return next(iter(self.tables.values()))
+
+    @property
+    def model(self) -> str | None:
+        model = self.manifest.get("model")
+        if isinstance(model, dict):
+            return model.get("name")
+        models = self.manifest.get("models")
+        return " vs ".join(models) if models else model
+
+    @property
+    def languages(self) -> list[str]:
+        m = self.manifest
+        found = ((m.get("data") or {}).get("languages") or (m.get("lens") or {}).get("targets")
+                 or (m.get("neurons") or {}).get("languages")
+                 or [x for x in [(m.get("intervention") or {}).get("language")] if x]
+                 or [x for x in [m.get("target"), m.get("language")] if x])
+        return list(found or [])
+
+    @property
+    def peak_layer(self) -> int | None:
+        """Alignment runs: the most common peak layer of centered P@1 over the pairs, ties to
+        the earliest layer (``analysis.peak_layers``; the layer the projection shows by
+        default); None for other kinds."""
+        if self.kind != "alignment":
+            return None
+        from layer_analysis.probe.analysis import peak_layers
+
+        try:
+            return int(peak_layers(self.table).groupby("layer").size().idxmax())
+        except (DataError, ValueError, KeyError):
+            return None
+
+    def figures(self, metric: str = "p@1", normalisation: str = "centered"
+                ) -> dict[str, go.Figure]:
+        """The report's figures as plotly objects, by name (``metric`` and ``normalisation``
+        choose what alignment runs and comparisons draw, as ``report --metric`` does)."""
+        return FIGURES.get(self.kind, lambda *_: {})(self, metric, normalisation)
+
+    def show(self, metric: str = "p@1", normalisation: str = "centered") -> None:
+        """Show every figure (inline in Jupyter, in a browser tab elsewhere)."""
+        for figure in self.figures(metric, normalisation).values():
+            figure.show()
+
+    def __repr__(self) -> str:
+        parts = [self.kind]
+        if self.model:
+            parts.append(f"model {self.model}")
+        if self.languages:
+            parts.append("languages " + ", ".join(self.languages))
+        if self.peak_layer is not None:
+            parts.append(f"peak layer {self.peak_layer} (centered P@1)")
+        parts += [f"{len(self.tables)} table(s): {', '.join(self.tables)}"]
+        if self.directory is not None:
+            parts.append(str(self.directory))
+        parts += [f"warning: {w}" for w in self.warnings]
+        return f"<Result {'; '.join(parts)}>"
+
+
+def _alignment_figures(result: Result, metric: str, normalisation: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe.runs import RunResults, run_figures
+
+    return run_figures(RunResults(result.directory, result.manifest, result.table,
+                                  result.tables["cka"], result.tables["projection"]),
+                       metric, normalisation)
+
+
+def _comparison_figures(result: Result, metric: str, normalisation: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe import report
+
+    figures = {f"comparison_{metric}": report.comparison(result.table, metric, normalisation),
+               f"heatmap_{metric}": report.heatmap(result.table, metric, normalisation)}
+    if not result.tables["cka"].empty:
+        figures["cka_models"] = report.cka_heatmap(result.tables["cka"],
+                                                   "linear CKA between models, layer by layer")
+    if "paired" in result.tables:
+        figures[f"paired_{metric}"] = report.paired_curves(result.tables["paired"], metric,
+                                                           normalisation)
+    return figures
+
+
+def _lens_figures(result: Result, *_: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe import report
+
+    table, figures = result.table, {}
+    if "tuned_lens_kl" in result.tables:
+        figures["tuned_lens_kl"] = report.lens_kl(result.tables["tuned_lens_kl"])
+    lens_of = table["lens"] if "lens" in table else pd.Series("logit", index=table.index)
+    for (task, name), rows in table.assign(lens=lens_of).groupby(["task", "lens"], sort=False):
+        suffix = "" if name == "logit" else f"_{name}"
+        figures[f"latent_{task}{suffix}"] = report.latent_language(rows)
+        if "compare" not in result.manifest:  # a comparison draws the curves only
+            figures[f"entropy_{task}{suffix}"] = report.latent_entropy(rows)
+    return figures
+
+
+def _neuron_figures(result: Result, *_: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe import report
+
+    figures = {"neurons_per_layer": report.neuron_counts(result.tables["counts"]),
+               "neuron_overlap": report.neuron_overlap(result.tables["overlap"])}
+    if "deactivation" in result.tables:
+        figures["deactivation"] = report.deactivation(result.tables["deactivation"])
+    return figures
+
+
+def _neuron_change_figures(result: Result, *_: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe import report
+
+    return {"neuron_changes": report.neuron_changes(result.table)}
+
+
+def _intervention_figures(result: Result, *_: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe import report
+
+    return {"effect": report.intervention_effects(result.table)}
+
+
+def _training_figures(result: Result, *_: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe import report
+
+    figures = {}
+    if not result.tables["log"].empty:
+        figures["loss"] = report.training_loss(result.tables["log"])
+    if "alignment" in result.tables:
+        figures["alignment_heatmap"] = report.training_heatmap(result.tables["alignment"])
+        figures["alignment_before_after"] = report.training_curves(result.tables["alignment"])
+    return figures
+
+
+FIGURES: dict[str, Callable[[Result, str, str], dict[str, Any]]] = {
+    "alignment": _alignment_figures, "comparison": _comparison_figures, "lens": _lens_figures,
+    "neurons": _neuron_figures, "neuron-comparison": _neuron_change_figures,
+    "intervention": _intervention_figures, "training": _training_figures,
+}
+"""Each kind's figures (mining runs and evaluations have none; their tables are the result)."""
+
+
+# ---------------------------------------------------------------------------------- load
+
+
+def _csv(path: Path, **kwargs: Any) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+
+
+def _tables(directory: Path, names: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """The CSVs of ``names`` (table name -> file name) that exist, read."""
+    return {key: _csv(directory / file) for key, file in names.items() if (directory / file).exists()}
+
+
+def _engine_warnings(manifest: dict[str, Any]) -> list[str]:
+    from layer_analysis.probe.store import ENGINE_VERSION
+
+    engine = manifest.get("engine")
+    if engine is None or engine == ENGINE_VERSION:
+        return []
+    return [f"written by engine version {engine}, this is version {ENGINE_VERSION}: its numbers "
+            "may differ from a run made now (rerun it to compare)"]
+
+
+def load(path: str | Path) -> Result:
+    """Read any finished run back: an alignment run or comparison, a lens, neurons,
+    intervention or mining run, a training output, or an evaluation's scores file.
+
+    >>> run = la.load("runs/gemma3-270m-default-1a2b3c4d")
+    >>> run.table.query("metric == 'p@1'").head()
+    """
+    from layer_analysis.probe.files import MANIFEST
+    from layer_analysis.probe.runs import read_run, run_kind
+
+    path = Path(path)
+    if path.is_file():
+        return _load_evaluation(path)
+    if not path.is_dir():
+        raise StoreError(f"run directory {path} does not exist")
+    if (path / "training.json").exists():
+        return _load_training(path)
+    kind = run_kind(path)
+    if kind is None and (path / "neuron_changes.csv").exists():  # compare writes no manifest
+        return Result("neuron-comparison", path, {}, {"changes": _csv(path / "neuron_changes.csv")})
+    if kind in (None, "alignment"):
+        run = read_run(path)  # the one message for a missing or broken manifest
+        tables = {"results": run.table, "cka": run.cka, "projection": run.projection}
+        if "compare" in run.manifest:
+            if (path / "paired.csv").exists():
+                tables["paired"] = _csv(path / "paired.csv")
+            return Result("comparison", path, run.manifest, tables)
+        tables["mexa"] = _csv(path / "mexa.csv")
+        warnings = _engine_warnings(run.manifest)
+        for warning in warnings:
+            notice(f"{path}: {warning}")
+        return Result("alignment", path, run.manifest, tables, warnings)
+    manifest = json.loads((path / MANIFEST).read_text())
+    if kind == "lens":
+        from layer_analysis.probe import lens_run
+
+        manifest, table = lens_run.read_lens_run(path)
+        return Result("lens", path, manifest, {"lens": table, **_tables(path, {
+            "words": lens_run.WORDS_TABLE, "top": lens_run.TOP_TABLE,
+            "token_languages": lens_run.TOKENS_TABLE, "tuned_lens_kl": lens_run.KL_TABLE})})
+    if kind == "neurons":
+        from layer_analysis.probe import neuron_run
+
+        return Result("neurons", path, manifest, _tables(path, {
+            "counts": neuron_run.COUNTS_TABLE, "overlap": neuron_run.OVERLAP_TABLE,
+            "deactivation": neuron_run.DEACTIVATION_TABLE}))
+    if kind == "intervention":
+        from layer_analysis.train import intervene
+
+        manifest, table = intervene.read_intervention_run(path)
+        generations = pd.read_json(path / intervene.GENERATIONS, lines=True)
+        return Result("intervention", path, manifest,
+                      {"interventions": table, "generations": generations})
+    if kind == "mining":
+        from layer_analysis.probe import mining_run
+
+        mined = _csv(path / mining_run.MINED, sep="\t", keep_default_na=False, dtype=str)
+        if len(mined):
+            mined["margin"] = mined["margin"].astype(float)
+        scores = json.loads((path / mining_run.SCORES).read_text())
+        return Result("mining", path, manifest, {"mined": mined, "scores": pd.DataFrame([scores])},
+                      _engine_warnings(manifest))
+    raise StoreError(f"{path} holds a run of kind {kind!r}, which this version cannot read")
+
+
+def _load_training(path: Path) -> Result:
+    from layer_analysis.train.tracking import ALIGNMENT_LOG, read_tracked
+
+    summary = json.loads((path / "training.json").read_text())
+    log = path / "train_log.jsonl"
+    lines = log.read_text().splitlines() if log.exists() else []
+    tables = {"log": pd.DataFrame([json.loads(line) for line in lines if line.strip()])}
+    if (path / ALIGNMENT_LOG).exists():
+        tables["alignment"] = read_tracked(path)[0]
+    return Result("training", path, summary, tables)
+
+
+def _load_evaluation(path: Path) -> Result:
+    try:
+        scores = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is not an evaluation's scores file ({exc})") from None
+    if not (isinstance(scores, list) and scores and all(isinstance(s, dict) and "task" in s
+                                                        for s in scores)):
+        raise StoreError(f"{path} is not an evaluation's scores file (layer-analysis evaluate "
+                         "--output) nor a run directory")
+    predictions = path.with_suffix(".predictions.jsonl")
+    tables = {"scores": pd.DataFrame(scores)}
+    if predictions.exists():
+        tables["predictions"] = pd.read_json(predictions, lines=True)
+    return Result("evaluation", path.parent, {"task": scores[0]["task"], "scores": str(path)},
+                  tables)
+
+
+# ------------------------------------------------------------------------------ inputs
+
+
+def weights_fingerprint(model: Any) -> str:
+    """SHA-256 over a loaded model's parameter and buffer names, dtypes, shapes and bytes: the
+    identity of an in-memory model (the activation store keys on it)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if tensor.device.type == "meta":
+            raise ModelError(f"the model's {name} is on the meta device (offloaded or not "
+                             "loaded): load it fully before passing it")
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}\n".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 of what tokenizes: a fast tokenizer's full definition (normaliser, merges, the
+    BOS it adds), else its vocabulary and special tokens."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        text = json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
+                           tokenizer.special_tokens_map], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def adopt_model(model: Any, tokenizer: Any = None, name: str | None = None, *,
+                device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """A ``transformers`` causal LM and its tokenizer, loaded by the caller, as the probe's
+    ``LoadedModel``: named by ``name`` (default: the model's ``name_or_path``), identified by a
+    fingerprint of its weights and tokenizer. ``device``/``dtype`` other than ``auto`` must
+    agree with where the model is (it is not moved); the model is put in eval mode (dropout
+    off) and a tokenizer without a pad token gets the EOS token as one, as ``load_model`` does.
+
+    >>> from transformers import AutoModelForCausalLM, AutoTokenizer
+    >>> tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
+    >>> lm = la.api.adopt_model(AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M"), tok)
+    """
+    from layer_analysis.probe.models import resolve_device, resolve_dtype
+
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        if tokenizer is None:
+            raise ModelError("a loaded model needs its tokenizer: pass tokenizer= (or the pair "
+                             "(model, tokenizer) as model=)")
+        if not hasattr(model, "parameters") or not callable(getattr(model, "forward", None)):
+            raise ModelError(f"model must be a name, a path or a loaded transformers model, got "
+                             f"{type(model).__name__}")
+        label = name or getattr(model, "name_or_path", None) or type(model).__name__
+        loaded = LoadedModel(model=model.eval(), tokenizer=tokenizer, name=str(label), identity={
+            "in_memory": str(label), "weights": weights_fingerprint(model),
+            "tokenizer": tokenizer_fingerprint(tokenizer)})
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if device != "auto":
+        wanted = resolve_device(device)
+        if wanted.type != loaded.device.type or (wanted.index is not None
+                                                 and wanted.index != loaded.device.index):
+            raise ModelError(f"the model passed is on {loaded.device}, but device={device!r} was "
+                             "asked for: move the model (model.to(...)) or leave device='auto'")
+    if dtype != "auto" and resolve_dtype(dtype, loaded.device) != loaded.dtype:
+        raise ModelError(f"the model passed is in {str(loaded.dtype).removeprefix('torch.')}, "
+                         f"but dtype={dtype!r} was asked for: convert the model or leave "
+                         "dtype='auto'")
+    return loaded
+
+
+def _model(model: ModelLike, tokenizer: Any, device: str, dtype: str, **unused: Any
+           ) -> str | LoadedModel:
+    """A name stays a name (the request loads it); an object becomes a LoadedModel, refused
+    together with loading options that it contradicts or that cannot apply to it."""
+    if isinstance(model, str | Path) and tokenizer is None:
+        return str(model)
+    if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
+        model, tokenizer = model
+    if isinstance(model, str | Path):
+        raise ModelError("tokenizer= goes with a loaded model; a model given by name or path "
+                         "loads its own")
+    given = [f"{key}={value!r}" for key, value in unused.items() if value not in (None, False)]
+    if given:
+        raise ModelError(f"{', '.join(given)} cannot apply to a model already loaded: load it "
+                         "that way yourself, or pass its name or path")
+    return adopt_model(model, tokenizer, device=device, dtype=dtype)
+
+
+def _named_model(model: ModelLike, function: str) -> str:
+    """Commands that load the model themselves take a name or path."""
+    if isinstance(model, str | Path):
+        return str(model)
+    raise ModelError(f"la.{function} takes the model by name or path (a packaged name, a "
+                     "directory, a .gguf file or a Hub id); save a loaded model with "
+                     "save_pretrained(DIR), its tokenizer too, and pass DIR")
+
+
+def as_corpus(data: DataLike) -> str | ParallelCorpus:
+    """A name or path stays one (``load_parallel`` reads it); ``{language: [sentences]}``, a
+    DataFrame with one column per language, or a ``ParallelCorpus`` become a corpus."""
+    from layer_analysis.probe.data import ParallelCorpus, corpus_from_sentences
+
+    if isinstance(data, str | Path):
+        return str(data)
+    if isinstance(data, ParallelCorpus):
+        return data
+    if isinstance(data, pd.DataFrame):
+        return corpus_from_sentences({str(c): data[c].tolist() for c in data.columns},
+                                     "dataframe")
+    if isinstance(data, dict):
+        return corpus_from_sentences(data)
+    raise DataError(f"data must be a data set name or path, a dict of language -> sentences or "
+                    f"a DataFrame with a column per language, got {type(data).__name__}")
+
+
+def _languages(languages: Sequence[str] | str | None) -> list[str] | None:
+    """``["en", "de"]`` or the command line's ``"en,de"``."""
+    if languages is None:
+        return None
+    return languages.split(",") if isinstance(languages, str) else list(languages)
+
+
+def _command(function: Callable, arguments: dict[str, Any]) -> list[str]:
+    """What the manifest records as the command: the call, with the arguments that differ from
+    their defaults (objects by their type)."""
+    parameters = inspect.signature(function).parameters
+    shown = []
+    plain = str | int | float | bool | Path | tuple | list | type(None)
+    for key, value in arguments.items():
+        if key not in parameters:
+            continue
+        if not isinstance(value, plain):
+            shown.append(f"{key}=<{type(value).__name__}>")
+        elif value != parameters[key].default:
+            shown.append(f"{key}={repr(value)[:200]}")
+    return [f"layer_analysis.{function.__name__}", *shown]
+
+
+@contextmanager
+def _stages(command: str, progress: bool) -> Iterator[Callable[[str], None]]:
+    """A ``say`` for the runs that report stages: one tqdm.auto bar whose text is the stage (a
+    widget in Jupyter); warnings are printed above it, and also without progress."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, unit="stage", desc=command, disable=not progress, leave=False)
+
+    def say(line: str) -> None:
+        if line.startswith("warning:"):
+            notice(f"{command}: {line.removeprefix('warning:').strip()}")
+            return
+        bar.set_description_str(f"{command}: {line}")
+        bar.update()
+
+    try:
+        yield say
+    finally:
+        bar.close()
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def align(
+    data: DataLike = "default", *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None,
+    adapter: str | None = None, languages: Sequence[str] | str | None = None,
+    limit: int | None = None, pooling: Sequence[str] = ("mean",), template: str | None = None,
+    span: str = "sentence", sinks: str = "exclude", sink_ratio: float = SINK_RATIO,
+    layers: Sequence[int] | None = None, device: str = "auto", dtype: str = "auto",
+    batch_size: int = 32, max_length: int = 256, device_map: str | None = None,
+    quantize: str | None = None, trust_remote_code: bool = False, pivot: str | None = "en",
+    all_pairs: bool = False, normalisations: Sequence[str] = NORMALISATIONS,
+    bootstrap: int = 1000, seed: int = 0, projection: str = "pca",
+    projection_layer: int | None = None, output: str | Path = Path("runs"), name: str | None = None,
+    overwrite: bool = False, store: str | Path | None = None, static: bool = True,
+    progress: bool = True,
+) -> Result | None:
+    """Layer-by-layer alignment of parallel sentences: ``layer-analysis run``.
+
+    ``data``: a named set, directory, .tsv/.jsonl file or ``hf:NAME@SPLIT``, or in memory
+    ``{language: [sentences]}`` (line-aligned lists) or a DataFrame with a column per language.
+    ``model``: a packaged name, directory, .gguf file, Hub id or adapter directory, or a loaded
+    ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), probed where
+    it is. The other options are ``run``'s (``all_pairs=True`` or ``pivot=None`` for
+    ``--all-pairs``; ``static=False`` for ``--no-static``; ``progress=False`` for
+    ``--no-progress``). Returns the run read back (None in the other processes of a
+    multi-process launch).
+
+    >>> run = la.align({"en": ["The cat sleeps.", "It rains."], "de": ["Die Katze schläft.",
+    ...                 "Es regnet."]}, model="gemma3-270m", static=False)
+    >>> run.peak_layer, run.table.head()
+    """
+    from layer_analysis.probe.analysis import AnalysisConfig
+    from layer_analysis.probe.extract import ExtractionConfig
+    from layer_analysis.probe.languages import canonical
+    from layer_analysis.probe.pipeline import RunRequest, execute
+    from layer_analysis.probe.projection import METHODS
+
+    arguments = dict(locals())
+    if projection not in (*METHODS, "none"):  # the command's choices (project() checks late)
+        raise DataError(f"unknown projection {projection!r}; choose from "
+                        f"{', '.join((*METHODS, 'none'))}")
+    corpus = as_corpus(data)
+    request = RunRequest(
+        model=_model(model, tokenizer, device, dtype, adapter=adapter, device_map=device_map,
+                     quantize=quantize, trust_remote_code=trust_remote_code),
+        adapter=adapter, device=device, dtype=dtype, output=Path(output), name=name,
+        overwrite=overwrite, data=corpus, languages=_languages(languages), limit=limit,
+        extraction=ExtractionConfig(poolings=tuple(pooling),
+                                    layers=None if layers is None else tuple(layers),
+                                    template=template, span=span, max_length=max_length,
+                                    sinks=sinks, sink_ratio=sink_ratio),
+        analysis=AnalysisConfig(pivot=None if all_pairs or pivot is None
+                                else canonical(pivot, "--pivot"),
+                                normalisations=tuple(normalisations), bootstrap=bootstrap,
+                                seed=seed),
+        projection=projection, projection_layer=projection_layer, batch_size=batch_size,
+        trust_remote_code=trust_remote_code, device_map=device_map, quantize=quantize,
+        store=None if store is None else Path(store), static=static, progress_bars=progress)
+    outcome = execute(request, _command(align, arguments))
+    if outcome is None:
+        return None
+    for warning in outcome.warnings:
+        notice(warning)
+    result = load(outcome.results.directory)
+    result.warnings = outcome.warnings + result.warnings
+    return result
+
+
+def lens(
+    *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    languages: Sequence[str] | str | None = None, source: str | None = None,
+    task: Sequence[str] = ("translation",), cloze_data: str | None = None,
+    words: str | Path = WORDS, limit: int | None = None, shots: int = 4,
+    sentences: int = 50, positions: int = 4, sentence_data: str | None = None,
+    table_data: str | None = None, top_k: int = 10, tuned_steps: int = 0,
+    tuned_sentences: int = 40, bootstrap: int = 1000, seed: int = 0, batch_size: int = 16,
+    max_length: int = 2048, device: str = "auto", dtype: str = "auto",
+    output: str | Path = Path("runs"), name: str | None = None, overwrite: bool = False,
+    static: bool = True, progress: bool = True,
+) -> Result:
+    """The latent language per layer through the logit lens: ``layer-analysis lens``.
+
+    Options as the command's (``task`` for ``--task``); ``limit`` counts concepts,
+    ``sentences`` the running-text sentences per language.
+
+    >>> run = la.lens(model="gemma3-270m", languages=["de", "zh"], limit=20, static=False)
+    >>> run.show()
+    """
+    from layer_analysis.probe.lens_run import LensRequest, execute_lens
+
+    arguments = dict(locals())
+    request = LensRequest(
+        model=_named_model(model, "lens"), adapter=adapter, device=device, dtype=dtype,
+        output=Path(output), name=name, overwrite=overwrite, targets=_languages(languages),
+        source=source, tasks=tuple(task), words=Path(words),
+        limit=limit, shots=shots, bootstrap=bootstrap, seed=seed, batch_size=batch_size,
+        static=static, sentences=sentences, positions=positions, sentence_data=sentence_data,
+        table_data=table_data, top_k=top_k, tuned_steps=tuned_steps,
+        tuned_sentences=tuned_sentences, cloze_data=cloze_data, max_length=max_length)
+    with _stages("lens", progress) as say:
+        run_dir, _ = execute_lens(request, _command(lens, arguments), say)
+    return load(run_dir)
+
+
+def neurons(
+    *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    languages: Sequence[str] | str = DEFAULT_LANGUAGES, data: str = "flores-dev",
+    sentences: int = 200, eval_data: str = "flores-devtest", eval_sentences: int = 50,
+    top_rate: float = 0.01, filter_rate: float = 0.95, bar_rate: float = 0.95,
+    bootstrap: int = 1000, seed: int = 0, batch_size: int = 16, device: str = "auto",
+    dtype: str = "auto", output: str | Path = Path("runs"), name: str | None = None,
+    overwrite: bool = False, static: bool = True, progress: bool = True,
+) -> Result:
+    """Language-specific FFN neurons (LAPE) and their deactivation check:
+    ``layer-analysis neurons``.
+
+    >>> run = la.neurons(model="smollm2-135m", languages="en,de,zh", sentences=100)
+    >>> run.tables["counts"]
+    """
+    from layer_analysis.probe.neuron_run import NeuronRequest, execute_neurons
+    from layer_analysis.probe.neurons import LapeThresholds
+
+    arguments = dict(locals())
+    request = NeuronRequest(
+        model=_named_model(model, "neurons"), adapter=adapter, device=device, dtype=dtype,
+        output=Path(output), name=name, overwrite=overwrite, languages=_languages(languages),
+        data=data, sentences=sentences, eval_data=eval_data, eval_sentences=eval_sentences,
+        thresholds=LapeThresholds(top_rate, filter_rate, bar_rate), bootstrap=bootstrap,
+        seed=seed, batch_size=batch_size, static=static)
+    with _stages("neurons", progress) as say:
+        run_dir = execute_neurons(request, _command(neurons, arguments), say)
+    return load(run_dir)
+
+
+def intervene(
+    kind: str, *, language: str, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    layer: int | None = None, strengths: Sequence[float] = (1.0, 2.0), task: str = "repeat",
+    fit_data: str = "flores-dev", fit_sentences: int = 300, eval_data: str = "flores-devtest",
+    eval_sentences: int = 50, xquad: int = 50, max_new_tokens: int = 64, bootstrap: int = 200,
+    seed: int = 0, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
+    output: str | Path = Path("runs"), name: str | None = None, overwrite: bool = False,
+    static: bool = True, progress: bool = True,
+) -> Result:
+    """Steer generation with a language vector (``kind="steer"``) or map a language onto
+    English (``kind="map"``), each against its control: ``layer-analysis intervene``.
+
+    >>> run = la.intervene("steer", language="el", model="smollm2-135m", strengths=[1, 2])
+    >>> run.table[["control", "strength", "measure", "value", "delta"]]
+    """
+    from layer_analysis.train.intervene import InterventionRequest, execute_intervention
+
+    arguments = dict(locals())
+    request = InterventionRequest(
+        model=_named_model(model, "intervene"), adapter=adapter, device=device, dtype=dtype,
+        output=Path(output), name=name, overwrite=overwrite, kind=kind, language=language,
+        layer=layer, strengths=tuple(float(s) for s in strengths), task=task, fit_data=fit_data,
+        fit_sentences=fit_sentences, eval_data=eval_data, eval_sentences=eval_sentences,
+        xquad=xquad, max_new_tokens=max_new_tokens, bootstrap=bootstrap, seed=seed,
+        batch_size=batch_size, static=static)
+    with _stages("intervene", progress) as say:
+        run_dir, _ = execute_intervention(request, _command(intervene, arguments), say)
+    return load(run_dir)
+
+
+def mine(
+    source: str | Path, target: str | Path, *, source_language: str, target_language: str,
+    gold: str | Path | None = None, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    layer: int | None = None, k: int = MARGIN_K, cosine: bool = False, batch_size: int = 32,
+    max_length: int = 256, store: str | Path | None = None, device: str = "auto",
+    dtype: str = "auto", output: str | Path = Path("runs"), name: str | None = None,
+    overwrite: bool = False, progress: bool = True,
+) -> Result | None:
+    """Bitext mining between two monolingual files (ratio margin; BUCC F1 and xSIM with
+    ``gold``): ``layer-analysis mine``. None in the other processes of a multi-process launch.
+
+    >>> run = la.mine("de.txt", "en.txt", source_language="de", target_language="en",
+    ...               gold="gold.tsv")
+    >>> run.tables["scores"]
+    """
+    from layer_analysis.probe.mining_run import MiningRequest, execute_mining
+
+    arguments = dict(locals())
+    request = MiningRequest(
+        model=_named_model(model, "mine"), adapter=adapter, device=device, dtype=dtype,
+        output=Path(output), name=name, overwrite=overwrite, source=Path(source),
+        target=Path(target), source_language=source_language, target_language=target_language,
+        gold=None if gold is None else Path(gold), layer=layer, k=k, margin=not cosine,
+        batch_size=batch_size, max_length=max_length,
+        store=None if store is None else Path(store), progress_bars=progress)
+    run_dir = execute_mining(request, _command(mine, arguments))
+    return None if run_dir is None else load(run_dir)
+
+
+# la.transfer(...) goes here, beside the other run commands, when the transfer run exists: a
+# function building its request as its command does, returning load(run_dir); add its name to
+# layer_analysis.API and its kind to FIGURES (and to load, if its directory is new).
+
+
+def train(
+    *, output: str | Path, model: str = "smollm2-135m", recipe: str | None = None,
+    languages: Sequence[str] | str | None = None, instructions: int = 2000,
+    translations: int = 5000, mixture: str | None = None, full: bool = False, lora_r: int = 8,
+    lora_alpha: int = 16, lora_dropout: float = 0.05, lora_targets: Sequence[str] | None = None,
+    epochs: float = 1.0, max_steps: int | None = None, batch_size: int = 8, grad_accum: int = 1,
+    lr: float | None = None, warmup: float = 0.03, max_length: int = 256, seed: int = 0,
+    save_every: int = 100, log_every: int = 10, device: str = "auto", dtype: str = "auto",
+    resume: bool = False, progress: bool = True, align_weight: float = 0.0,
+    align_layers: Sequence[int] | None = None, align_temperature: float = 0.1,
+    align_batch: int = 16, track_every: int | None = None,
+    track_languages: Sequence[str] | str | None = None, track_data: str = "flores-dev",
+    track_sentences: int = 100,
+) -> Result | None:
+    """Instruction tuning (CoIT ``recipe="coit"``, MuIT ``recipe="muit"``, or a ``mixture``
+    spec), LoRA or full: ``layer-analysis train``. Returns the training output read back (None
+    in the other processes of a multi-process launch); probe it with ``la.align(model=OUTPUT)``.
+
+    >>> out = la.train(recipe="coit", languages="zh", output="out/x-zh", max_steps=100)
+    >>> out.show()
+    """
+    from layer_analysis.cli.training import training_config
+    from layer_analysis.train.loop import train as run_training
+    from layer_analysis.train.mixture import parse_spec, recipe_spec
+
+    model = _named_model(model, "train")
+    if bool(mixture) == bool(recipe):  # the train command's checks and messages
+        raise DataError("pass either --recipe (with --languages) or --mixture")
+    targets = _languages(languages)
+    if recipe:
+        if not targets:
+            raise DataError(f"--recipe {recipe} needs --languages")
+        spec = recipe_spec(recipe, targets, instructions, translations)
+    else:
+        spec = str(parse_spec(mixture))
+    options = argparse.Namespace(
+        model=model, full=full, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_targets=",".join(lora_targets) if lora_targets else None, epochs=epochs,
+        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
+        max_length=max_length, seed=seed, save_every=save_every, log_every=log_every,
+        device=device, dtype=dtype, resume=resume, no_progress=not progress,
+        align_weight=align_weight, align_layers=None if align_layers is None
+        else tuple(align_layers), align_temperature=align_temperature, align_batch=align_batch,
+        track_every=track_every, track_languages=",".join(_languages(track_languages) or [])
+        or None, track_data=track_data, track_sentences=track_sentences)
+    result = run_training(training_config(options, spec, Path(output)))
+    return load(output) if result.main_process else None
+
+
+def evaluate(
+    model: ModelLike = "smollm2-135m", *, languages: Sequence[str] | str, tokenizer: Any = None,
+    task: str = "translation", data: str = "flores-devtest", limit: int = 100,
+    batch_size: int = 16, max_new_tokens: int | None = None, device: str = "auto",
+    dtype: str = "auto", output: str | Path | None = None, progress: bool = True,
+) -> Result:
+    """Translation from English (chrF++, spBLEU, off-target rate) or zero-shot XQuAD (EM, F1)
+    of a model, adapter or training output: ``layer-analysis evaluate``. ``model`` may be a
+    loaded ``transformers`` model with ``tokenizer=``. With ``output``, the scores JSON (and the
+    predictions beside it) are written after every language.
+
+    >>> scores = la.evaluate("out/x-zh", languages="zh", limit=50)
+    >>> scores.table[["target", "chrf++", "off_target_rate"]]
+    """
+    from tqdm.auto import tqdm
+
+    from layer_analysis.probe.models import load_model
+    from layer_analysis.train.evaluate import (
+        check_languages,
+        evaluate_translation,
+        evaluate_xquad,
+        write_evaluation,
+    )
+
+    if task not in EVALUATION_TASKS:  # the command's argparse choices; the library has none
+        raise DataError(f"unknown evaluation task {task!r}; choose from "
+                        f"{', '.join(EVALUATION_TASKS)}")
+    targets = _languages(languages) or []
+    if not targets:
+        raise DataError("--languages names no language")
+    check_languages(task, targets, data, limit)  # every one, before the model
+    given = _model(model, tokenizer, device, dtype)
+    loaded = given if isinstance(given, LoadedModel) else load_model(given, device=device,
+                                                                     dtype=dtype)
+    results = []
+    for language in tqdm(targets, desc=f"evaluate {task}", unit="language", disable=not progress):
+        if task == "translation":
+            results.append(evaluate_translation(loaded, language, data, limit,
+                                                max_new_tokens=max_new_tokens or 128,
+                                                batch_size=batch_size))
+        else:
+            results.append(evaluate_xquad(loaded, language, limit,
+                                          max_new_tokens=max_new_tokens or 32,
+                                          batch_size=batch_size))
+        if output is not None:  # after every language: a later failure keeps the finished ones
+            write_evaluation(results, Path(output))
+    scores = pd.DataFrame([r.scores for r in results])
+    predictions = pd.DataFrame([{**p, **{k: v for k, v in r.scores.items()  # as written to disk
+                                         if k in ("task", "target", "language")}}
+                                for r in results for p in r.predictions])
+    return Result("evaluation", None if output is None else Path(output).parent,
+                  {"model": loaded.record(), "task": task, "scores": output},
+                  {"scores": scores, "predictions": predictions})
+
+
+__all__ = ["Result", "adopt_model", "align", "as_corpus", "evaluate", "intervene", "lens",
+           "load", "mine", "neurons", "train"]

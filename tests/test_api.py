@@ -1,0 +1,298 @@
+"""The Python API (``import layer_analysis as la``): the same tables as the CLI for the same
+request, models and data as objects, ``la.load`` for every kind of run, the CLI's errors, and
+the example script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+import layer_analysis as la
+from layer_analysis.cli import build_parser, main
+from layer_analysis.probe.data import REPO_ROOT, load_parallel
+from layer_analysis.probe.errors import DataError, ModelError, ProbeError, StoreError
+
+FAST = {"limit": 12, "bootstrap": 50, "device": "cpu", "static": False, "progress": False}
+FAST_ARGS = ["--limit", "12", "--bootstrap", "50", "--device", "cpu", "--no-static",
+             "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def sentences() -> dict[str, list[str]]:
+    corpus = load_parallel("default").select(["en", "de", "zh"], 12)
+    return {side.language: list(side.sentences) for side in corpus.sides.values()}
+
+
+@pytest.fixture(scope="module")
+def tsv(sentences, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "three.tsv"
+    rows = zip(*sentences.values(), strict=True)
+    path.write_text("\t".join(sentences) + "\n" + "".join("\t".join(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("api-runs")
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_llama_dir, tsv, runs) -> Path:
+    assert main(["run", "--model", str(tiny_llama_dir), "--data", str(tsv), *FAST_ARGS,
+                 "--output", str(runs), "--name", "cli"]) == 0
+    return runs / "cli"
+
+
+def _loaded_pair(directory: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return (AutoModelForCausalLM.from_pretrained(str(directory)),
+            AutoTokenizer.from_pretrained(str(directory)))
+
+
+def test_import_stays_cheap_and_la_train_is_the_function():
+    code = ("import sys, layer_analysis as la; print('torch' in sys.modules); "
+            "import layer_analysis.train.loop; print(callable(la.train), la.train.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "layer_analysis.api"]
+    assert {"align", "lens", "neurons", "intervene", "mine", "train", "evaluate",
+            "load"} <= set(dir(la))
+
+
+def test_align_on_objects_equals_the_cli_on_files(tiny_llama_dir, sentences, tsv, runs, cli_run):
+    """A loaded (model, tokenizer) pair with a dict, a DataFrame, and the model's path with
+    the data file all give the CLI's table, to the last digit."""
+    expected = pd.read_parquet(cli_run / "results.parquet")
+    model, tokenizer = _loaded_pair(tiny_llama_dir)
+    in_memory = la.align(sentences, model=model, tokenizer=tokenizer, output=runs,
+                         name="objects", **FAST)
+    pd.testing.assert_frame_equal(in_memory.table, expected)
+    as_pair = la.align(pd.DataFrame(sentences), model=(model, tokenizer), output=runs,
+                       name="frame", **FAST)
+    pd.testing.assert_frame_equal(as_pair.table, expected)
+    named = la.align(str(tsv), model=str(tiny_llama_dir), output=runs, name="named", **FAST)
+    pd.testing.assert_frame_equal(named.table, expected)
+    assert in_memory.manifest["model"]["identity"]["weights"]  # the store keys on the weights
+    assert in_memory.manifest["command"][0] == "layer_analysis.align"
+    assert in_memory.directory == runs / "objects" and in_memory.kind == "alignment"
+
+
+def test_result_holds_tables_figures_and_a_short_repr(tiny_llama_dir, runs, cli_run):
+    result = la.load(cli_run)
+    assert set(result.tables) == {"results", "cka", "projection", "mexa"}
+    assert sorted(result.languages) == ["deu_Latn", "eng_Latn", "zho_Hans"]
+    figures = result.figures()
+    assert figures and all(isinstance(f, go.Figure) for f in figures.values())
+    assert {"heatmap_p@1", "curves_p@1", "projection"} <= set(figures)
+    peak = result.peak_layer
+    table = result.table
+    rows = table[(table.metric == "p@1") & (table.normalisation == "centered")]
+    assert peak in set(rows.layer)
+    text = repr(result)
+    assert text.startswith("<Result alignment") and f"peak layer {peak}" in text
+    assert str(tiny_llama_dir) in text and "zho_Hans" in text and len(text) < 500
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: la.align({"en": ["a", "b"], "de": ["x"]}), DataError, "line-aligned"),
+    (lambda: la.align({"en": ["a", "b"], "klingon": ["x", "y"]}), DataError,
+     "unknown language 'klingon'"),
+    (lambda: la.align({"en": ["a", "b"], "eng": ["x", "y"]}), DataError,
+     "more than one column for eng_Latn"),
+    (lambda: la.align({"en": "a b", "de": "x y"}), DataError, "a list of sentences"),
+    (lambda: la.align(pd.DataFrame({"en": ["a", " "], "de": ["x", "y"]})), DataError,
+     "dataframe, en, sentence 1: empty"),
+    (lambda: la.align(42), DataError, "data must be a data set name or path"),
+    (lambda: la.align(projection="tsne"), DataError, "unknown projection 'tsne'"),
+    (lambda: la.evaluate(languages="de", task="summary"), DataError,
+     "unknown evaluation task 'summary'"),
+    (lambda: la.align(pivot="xx"), DataError, r"unknown language 'xx' \(--pivot\)"),
+    (lambda: la.align(name="../up"), DataError, "must be a plain name"),
+    (lambda: la.align(normalisations=["nope"]), DataError, "unknown normalisation"),
+    (lambda: la.align(model="/no/such/model"), ModelError, "does not exist"),
+    (lambda: la.lens(languages="en"), DataError, "English is the reference"),
+    (lambda: la.neurons(languages="en"), DataError, "at least two different languages"),
+    (lambda: la.intervene("steer", language="en"), DataError, "choose another --language"),
+    (lambda: la.train(output="x"), DataError, "pass either --recipe"),
+    (lambda: la.load("/no/such/run"), StoreError, "does not exist"),
+])
+def test_bad_input_raises_the_cli_s_typed_error_before_any_model(call, error, message,
+                                                                  monkeypatch, tmp_path):
+    from layer_analysis.probe import lens_run, neuron_run, pipeline
+    from layer_analysis.train import intervene
+
+    monkeypatch.chdir(tmp_path)
+    for module in (pipeline, lens_run, neuron_run, intervene):
+        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_the_cli_says_the_same(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--pivot", "xx"]) == 2
+    assert "unknown language 'xx' (--pivot)" in capsys.readouterr().err
+    with pytest.raises(DataError, match=r"unknown language 'xx' \(--pivot\)"):
+        la.align(pivot="xx")
+
+
+def test_a_loaded_model_with_contradicting_options_is_refused(tiny_llama_dir, sentences):
+    model, tokenizer = _loaded_pair(tiny_llama_dir)  # float32 on the CPU
+    with pytest.raises(ModelError, match="dtype='bfloat16' was asked for"):
+        la.align(sentences, model=model, tokenizer=tokenizer, dtype="bfloat16")
+    with pytest.raises(ModelError, match="quantize='8bit' cannot apply"):
+        la.align(sentences, model=(model, tokenizer), quantize="8bit")
+    with pytest.raises(ModelError, match="needs its tokenizer"):
+        la.align(sentences, model=model)
+    with pytest.raises(ModelError, match=r"la\.lens takes the model by name or path"):
+        la.lens(model=model)
+
+
+def test_same_option_names_and_defaults_as_the_commands():
+    """Every option of each command is a parameter of its function, with the same default
+    (``--no-X`` is ``X=True``; comma-separated lists are sequences)."""
+    import inspect
+
+    from layer_analysis.probe.languages import canonical
+
+    renamed = {"no_static": "static", "no_progress": "progress"}
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
+    commands = {"run": la.align, "lens": la.lens, "neurons": la.neurons,
+                "intervene": la.intervene, "mine": la.mine, "train": la.train,
+                "evaluate": la.evaluate}
+    for command, function in commands.items():
+        parameters = inspect.signature(function).parameters
+        for action in subparsers[command]._actions:
+            if action.dest in ("help", "resume") or action.dest == "kind":
+                continue
+            name = renamed.get(action.dest, action.dest)
+            assert name in parameters, f"{command} --{action.dest} has no parameter {name}"
+            default, ours = action.default, parameters[name].default
+            if action.dest in renamed:
+                default = not default
+            if isinstance(default, str) and "," in default:  # neurons' languages, strengths
+                default = tuple(default.split(","))
+                ours = tuple(str(x).split("_")[0] if command == "neurons" else str(x)
+                             for x in ours)
+                if command == "intervene":
+                    default = tuple(float(x) for x in default)
+                    ours = tuple(float(x) for x in ours)
+            if isinstance(default, list):
+                default = tuple(default)
+            if action.dest == "pivot":
+                default, ours = canonical(default), canonical(ours)
+            if ours is inspect.Parameter.empty:
+                assert action.required or action.option_strings == [], (command, name)
+                continue
+            assert ours == default, (command, name, ours, default)
+
+
+def test_load_reads_every_kind(dashboard_runs, tiny_llama_dir, tmp_path, shared_data):
+    """Each function on the tiny model (and its x-de adapter for the comparisons) at the
+    smallest sizes; every run directory reads back with tables and figures."""
+    from layer_analysis.probe.lens_run import compare_lens_runs
+
+    models = {"base": str(tiny_llama_dir), "x-de": str(dashboard_runs.parent / "x-de")}
+    common = {"device": "cpu", "static": False, "progress": False, "output": tmp_path / "runs"}
+    kinds = {"alignment": la.load(dashboard_runs / "base")}
+    assert main(["compare", str(dashboard_runs / "base"), str(dashboard_runs / "x-de"),
+                 "--output", str(tmp_path / "cmp"), "--no-static"]) == 0
+    kinds["comparison"] = la.load(tmp_path / "cmp")
+
+    neuron_runs = [la.neurons(model=model, languages="en,de", data="default", sentences=6,
+                              eval_data="flores-devtest", eval_sentences=2, bootstrap=10,
+                              name=f"neurons-{key}", **common) for key, model in models.items()]
+    kinds["neurons"] = neuron_runs[0]
+    assert main(["compare", *(str(r.directory) for r in neuron_runs), "--output",
+                 str(tmp_path / "ncmp"), "--no-static"]) == 0
+    kinds["neuron-comparison"] = la.load(tmp_path / "ncmp")
+
+    words = tmp_path / "words.tsv"
+    words.write_text("eng_Latn\tdeu_Latn\n" + "".join(f"w{i}\tx{i}\n" for i in range(8)))
+    lens_runs = [la.lens(model=model, languages="de", source="en", task=["repetition"],
+                         words=words, sentences=0, bootstrap=10, name=f"lens-{key}", **common)
+                 for key, model in models.items()]
+    kinds["lens"] = lens_runs[0]
+    compare_lens_runs([r.directory for r in lens_runs], tmp_path / "lcmp", static=False)
+    kinds["lens-comparison"] = la.load(tmp_path / "lcmp")
+
+    kinds["intervention"] = la.intervene(
+        "steer", language="de", model=models["base"], fit_data="default", fit_sentences=4,
+        eval_sentences=2, max_new_tokens=2, bootstrap=10, strengths=[1], name="steer", **common)
+
+    corpus = load_parallel("default").select(["en", "de"], 8)
+    files = {}
+    for side in corpus.sides.values():
+        files[side.language] = tmp_path / f"{side.language}.txt"
+        files[side.language].write_text("\n".join(side.sentences) + "\n")
+    kinds["mining"] = la.mine(files["deu_Latn"], files["eng_Latn"], source_language="de",
+                              target_language="en", model=models["base"], name="mine",
+                              **{k: v for k, v in common.items() if k != "static"})
+
+    alpaca = tmp_path / "tiny.jsonl"
+    alpaca.write_text(json.dumps({"instruction": "Name a fruit.", "input": "",
+                                  "output": "apple"}) + "\n")
+    kinds["training"] = la.train(mixture=str(alpaca), model=models["base"],
+                                 output=tmp_path / "trained", max_steps=2, batch_size=1,
+                                 device="cpu", progress=False)
+    scores = tmp_path / "eval" / "scores.json"
+    evaluated = la.evaluate(models["base"], languages="de", limit=2, max_new_tokens=2,
+                            device="cpu", output=scores, progress=False)
+    kinds["evaluation"] = la.load(scores)
+
+    for expected, result in kinds.items():
+        assert result.kind == ("lens" if expected == "lens-comparison" else expected)
+        assert not result.table.empty, expected
+        figures = result.figures()
+        assert all(isinstance(f, go.Figure) for f in figures.values()), expected
+        assert bool(figures) == (expected not in ("mining", "evaluation")), expected
+        assert repr(result).startswith(f"<Result {result.kind}"), expected
+        if result.directory is not None and expected != "evaluation":  # read back: the same
+            again = la.load(result.directory)
+            assert again.kind == result.kind and again.table.equals(result.table), expected
+    assert kinds["neurons"].languages == ["eng_Latn", "deu_Latn"]
+    assert set(kinds["neurons"].tables) == {"counts", "overlap", "deactivation"}
+    assert kinds["mining"].tables["scores"].candidates.iloc[0] == len(kinds["mining"].table)
+    assert kinds["training"].manifest["steps"] == 2 and "loss" in kinds["training"].table
+    pd.testing.assert_frame_equal(evaluated.table, kinds["evaluation"].table)
+    assert list(kinds["evaluation"].tables["predictions"].target) == ["deu_Latn"] * 2
+
+
+def test_a_run_from_an_older_engine_says_so(dashboard_runs, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(dashboard_runs / "base", old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["engine"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    result = la.load(old)
+    assert result.warnings and "engine version 1" in result.warnings[0]
+    assert "engine version 1" in repr(result)
+    assert not la.load(dashboard_runs / "base").warnings
+
+
+def test_not_a_run_is_one_store_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="not a finished layer-analysis run"):
+        la.load(tmp_path / "empty")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ProbeError, match="not an evaluation's scores file"):
+        la.load(tmp_path / "x.json")
+
+
+def test_quickstart_example_runs(tiny_llama_dir, tmp_path):
+    env = {**os.environ, "LAYER_ANALYSIS_EXAMPLE_MODEL": str(tiny_llama_dir)}
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "quickstart.py"),
+                          "--output", str(tmp_path), "--device", "cpu", "--limit", "12"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "peak layer" in out.stdout
+    assert (tmp_path / "quickstart" / "manifest.json").exists()
