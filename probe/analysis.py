@@ -246,7 +246,7 @@ def mexa_summary(table: pd.DataFrame) -> pd.DataFrame:
     """MEXA's layer aggregation: per model, pair, pooling and normalisation, the mean and the max
     of the ``mexa`` score over layers (and the layer of the max). With ``--pooling weighted`` and
     the ``raw`` normalisation this is MEXA's own setting (it also pools BOS and sinks, which we
-    leave out; see the README)."""
+    leave out; see docs/concepts.md)."""
     rows = table[table.metric == "mexa"]
     keys = ["model", "source", "target", "pooling", "normalisation"]
     if rows.empty:

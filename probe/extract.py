@@ -38,7 +38,7 @@ SPANS = ("sentence", "prompt")
 SINK_MODES = ("exclude", "keep")
 SINK_RATIO = 10.0
 """Norm / sentence-median ratio above which a token is a sink. Measured one sentence at a time on
-FLORES devtest (en, de, zh, el, ar, hi × 40; README, "Attention sinks"): the 99.9th percentile of
+FLORES devtest (en, de, zh, el, ar, hi × 40; docs/results/attention-sinks.md): the 99.9th percentile of
 ordinary tokens is at most 9.5× (SmolLM2, layers 3–8) and 2.5× (Gemma 3) per layer; sinks sit at
 17–170× (SmolLM2's first token, and its second where the first is a byte fragment; Gemma's
 delimiters ',' '，' '،' at layer 1: 21–27×)."""

@@ -455,3 +455,10 @@ def test_training_parts_alone(tiny_llama_dir, tmp_path):
                          device=torch.device("cpu"))
     assert entry["loss"] == 2.0 and entry["step"] == 4
     assert 25 < entry["tokens_per_s"] <= 30 and 3 < entry["seconds_per_step"] <= 3.5
+
+
+def test_an_unknown_evaluation_task_is_refused_not_read_as_xquad():
+    from layer_analysis.train.evaluate import check_languages
+
+    with pytest.raises(DataError, match="unknown evaluation task 'qa'"):
+        check_languages("qa", ["de"])

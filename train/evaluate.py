@@ -22,6 +22,7 @@ from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.langid import check_identifiable, identify, off_target
 from layer_analysis.probe.languages import ENGLISH, canonical, iso639_1
 from layer_analysis.probe.models import LoadedModel
+from layer_analysis.probe.readers import read_json
 
 from .prompts import alpaca_prompt, translation_instruction
 
@@ -195,6 +196,9 @@ def evaluate_translation(loaded: LoadedModel, target: str, data: str = "flores-d
     return Evaluation(scores, predictions)
 
 
+TASKS = ("translation", "xquad")
+
+
 def read_xquad(language: str, limit: int | None = None) -> list[dict]:
     """Questions of XQuAD (``../shared/data/xquad/xquad.<iso>.json``): context, question, answers."""
     iso = iso639_1(canonical(language, "--languages"))
@@ -203,7 +207,7 @@ def read_xquad(language: str, limit: int | None = None) -> list[dict]:
     if path is None or not path.is_file():
         raise DataError(f"XQuAD for {iso} not found (expected ../shared/data/xquad/xquad.{iso}.json)")
     items = []
-    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+    for article in read_json(path)["data"]:
         for paragraph in article["paragraphs"]:
             for qa in paragraph["qas"]:
                 items.append({"id": qa["id"], "context": paragraph["context"],
@@ -223,6 +227,8 @@ def xquad_language(language: str) -> str:
 def check_languages(task: str, languages: list[str], data: str = "flores-devtest",
                     limit: int | None = None) -> None:
     """Raise the error evaluating any of ``languages`` would raise, before a model is loaded."""
+    if task not in TASKS:
+        raise DataError(f"unknown evaluation task {task!r}; choose from {', '.join(TASKS)}")
     codes = [canonical(language, "--languages") for language in languages]
     repeated = sorted({c for c in codes if codes.count(c) > 1})
     if repeated:

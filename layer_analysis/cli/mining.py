@@ -26,8 +26,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "in row blocks of bounded memory, and with --gold score the candidates as "
                     "BUCC does (F1 at the best threshold) and xSIM. Writes OUTPUT/NAME/"
                     "{mined.tsv,scores.json,manifest.json}.")
-    mine.add_argument("source", type=Path, help="one sentence per line, or BUCC's ID<TAB>text")
-    mine.add_argument("target", type=Path)
+    mine.add_argument("source", type=Path,
+                      help="one sentence per line (ids: line numbers from 1), or BUCC's "
+                           "ID<TAB>sentence on every line: BUCC when line 1 holds a tab, and "
+                           "then every line must be (the first that is not is named)")
+    mine.add_argument("target", type=Path, help="the other side, in either format")
     mine.add_argument("--source-language", required=True)
     mine.add_argument("--target-language", required=True)
     mine.add_argument("--gold", type=Path, help="SOURCE_ID<TAB>TARGET_ID lines (plain files: "

@@ -16,6 +16,7 @@ from layer_analysis.probe.checks import (
     Range,
 )
 from layer_analysis.probe.errors import DataError
+from layer_analysis.train.evaluate import TASKS
 from layer_analysis.train.loop import TrainConfig
 from layer_analysis.train.mixture import RECIPES, parse_spec, recipe_spec
 from layer_analysis.train.objective import AlignmentObjective
@@ -64,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "language on FLORES devtest; XQuAD: zero-shot, instruction in the language.")
     ev.add_argument("--model", default="smollm2-135m",
                     help="packaged name, directory, Hub id or an adapter/training output directory")
-    ev.add_argument("--task", choices=("translation", "xquad"), default="translation")
+    ev.add_argument("--task", choices=TASKS, default="translation")
     ev.add_argument("--languages", required=True, help="comma-separated target languages")
     ev.add_argument("--data", default="flores-devtest", help="parallel data for translation")
     ev.add_argument("--limit", type=whole(everything=True), default=100, metavar="N|all",
