@@ -525,12 +525,8 @@ def align(
     from layer_analysis.probe.extract import ExtractionConfig
     from layer_analysis.probe.languages import canonical
     from layer_analysis.probe.pipeline import RunRequest, execute
-    from layer_analysis.probe.projection import METHODS
 
     arguments = dict(locals())
-    if projection not in (*METHODS, "none"):  # the command's choices (project() checks late)
-        raise DataError(f"unknown projection {projection!r}; choose from "
-                        f"{', '.join((*METHODS, 'none'))}")
     corpus = as_corpus(data)
     request = RunRequest(
         model=_model(model, tokenizer, device, dtype, adapter=adapter, device_map=device_map,

@@ -20,7 +20,7 @@ from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write_text
 from .models import LoadedModel, block_count, load_model
-from .projection import project
+from .projection import METHODS, project
 from .runs import RunResults, RunSettings, build_report, read_run, run_figures, versions, write_run
 from .store import ENGINE_VERSION, ActivationStore
 
@@ -62,6 +62,9 @@ def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     """Every check that needs no model, so bad input fails before anything expensive; returns
     warnings about the data (repeated sentences)."""
     request.check_name()
+    if request.projection not in (*METHODS, "none"):
+        raise DataError(f"unknown projection {request.projection!r}; choose from "
+                        f"{', '.join((*METHODS, 'none'))}")
     check_numbers({"--batch-size": (request.batch_size, COUNT),
                    "--limit": (request.limit, COUNT),
                    "--bootstrap": (request.analysis.bootstrap, COUNT),
