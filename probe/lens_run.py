@@ -32,7 +32,7 @@ from .latent import (
 from .lens import LogitLens
 from .metrics import bootstrap_ci
 from .models import load_model
-from .runs import RunSettings, versions
+from .runs import RunSettings, versions, writes_runs
 from .token_languages import build_token_languages
 from .tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
 
@@ -107,7 +107,7 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     if request.tuned_steps and request.sentences == 0:
         raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
                         "must be above 0")
-    request.check_name()
+    request.check_name("lens")
     return words, targets, source
 
 
@@ -165,6 +165,7 @@ def sentence_corpora(request: LensRequest, targets: list[str]
     return text, table
 
 
+@writes_runs
 def execute_lens(request: LensRequest, command: list[str],
                  say: Callable[[str], None] = lambda _: None) -> tuple[Path, pd.DataFrame]:
     """Run every task × target; returns the run directory and the tidy table. ``say`` hears
@@ -176,7 +177,7 @@ def execute_lens(request: LensRequest, command: list[str],
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
-    run_dir = request.run_directory(f"{loaded.name}-lens")
+    run_dir = request.claim("lens", f"{loaded.name}-lens")
     prepared = []  # every task's prompts first: a prompt too long fails before any pass
     for task in request.tasks:
         for target in targets:

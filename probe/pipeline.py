@@ -20,7 +20,16 @@ from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write_text
 from .models import block_count, load_model
 from .projection import project
-from .runs import RunResults, RunSettings, build_report, read_run, run_figures, versions, write_run
+from .runs import (
+    RunResults,
+    RunSettings,
+    build_report,
+    read_run,
+    run_figures,
+    versions,
+    write_run,
+    writes_runs,
+)
 from .store import ENGINE_VERSION, ActivationStore
 
 Progress = Callable[[str, float], None]
@@ -62,7 +71,7 @@ def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     warnings about the data (repeated sentences)."""
     if request.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {request.batch_size}")
-    request.check_name()
+    request.check_name("alignment")
     small = {k: len(s.sentences) for k, s in corpus.sides.items() if len(s.sentences) < 2}
     if small:
         raise DataError("too few sentences to analyse: " + ", ".join(
@@ -84,6 +93,7 @@ def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     return warnings
 
 
+@writes_runs
 def execute(request: RunRequest, command: list[str], progress: Progress | None = None
             ) -> RunOutcome | None:
     """Run the analysis ``request`` describes; ``command`` is recorded in the manifest. Under
@@ -138,7 +148,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     projection = (project(acts, layer, request.projection) if request.projection != "none"
                   else pd.DataFrame())
     timings["project"] = time.perf_counter() - clock
-    run_dir = request.run_directory(f"{loaded.name}-{corpus.name}-{acts.key[:8]}")
+    run_dir = request.claim("alignment", f"{loaded.name}-{corpus.name}-{acts.key[:8]}",
+                            content_named=True)
     manifest = {
         "command": command,
         "engine": ENGINE_VERSION,
@@ -153,6 +164,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
         "analysis": {**asdict(config), "projection": request.projection,
                      "projection_layer": layer},
         "activations": str(acts.directory.resolve()),
+        "activations_key": acts.key,
+        "store": str(store.root.resolve()),
         "cached": acts.cached,
         "versions": versions(),
         "warnings": warnings,
