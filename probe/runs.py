@@ -157,7 +157,7 @@ def run_writer(directory: Path, kind: str, overwrite: bool = False) -> Iterator[
     and that holds nothing of the run's is removed again."""
     directory = Path(directory)
     check_run_directory(directory, kind, overwrite)
-    created = not directory.exists()
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]  # made here
     held = ok = False
     try:
         with writer_lock(directory):
@@ -168,11 +168,12 @@ def run_writer(directory: Path, kind: str, overwrite: bool = False) -> Iterator[
             (directory / UNFINISHED).unlink(missing_ok=True)
             ok = True
     finally:  # after an error, a directory this made and left empty goes (once unlocked)
-        if held and not ok and created and {p.name for p in directory.iterdir()} <= OUR_FILES:
+        if held and not ok and missing and {p.name for p in directory.iterdir()} <= OUR_FILES:
             for name in OUR_FILES:
                 (directory / name).unlink(missing_ok=True)
             with contextlib.suppress(OSError):
-                directory.rmdir()
+                for made in missing:  # innermost first; stops at one that is not empty
+                    made.rmdir()
 
 
 @dataclass

@@ -154,10 +154,10 @@ def test_an_interrupted_write_resumes_without_overwrite_and_a_failed_claim_leave
     check_run_directory(run, "lens")  # a rerun resumes it
     with pytest.raises(StoreError, match="holds an unfinished lens run"):
         check_run_directory(run, "neurons", overwrite=True)
-    fresh = tmp_path / "never-written"
+    fresh = tmp_path / "runs" / "never-written"
     with pytest.raises(RuntimeError), run_writer(fresh, "neurons"):
         raise RuntimeError("the model failed to load")
-    assert not fresh.exists()
+    assert not (tmp_path / "runs").exists()
 
 
 # --------------------------------------------------------------- item 5: verified, not trusted
