@@ -12,6 +12,7 @@ from layer_analysis.probe.analysis import AnalysisConfig
 from layer_analysis.probe.data import named_datasets
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, SPANS, ExtractionConfig, SinkRecord
+from layer_analysis.probe.files import writer_lock
 from layer_analysis.probe.languages import canonical
 from layer_analysis.probe.lens_run import compare_lens_runs, is_lens_run
 from layer_analysis.probe.metrics import NORMALISATIONS
@@ -170,7 +171,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     results = read_model_run(args.run)
     figures = run_figures(results, args.metric, args.normalisation)
     title = f"{results.manifest['model']['name']} on {results.manifest['data']['name']}"
-    paths = build_report(results, figures, title, static=not args.no_static)
+    with writer_lock(results.directory):  # not while a run rewrites it
+        paths = build_report(results, figures, title, static=not args.no_static)
     print("\n".join(str(p) for p in paths))
 
 
