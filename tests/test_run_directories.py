@@ -234,3 +234,17 @@ def test_held_out_checks_compare_sentences_not_names(capsys):
     assert main(intervene) == 2
     err = capsys.readouterr().err
     assert "repeats sentences of --fit-data" in err and "German 4 of 4" in err
+
+
+def test_a_few_shared_held_out_sentences_are_said_and_more_are_refused(capsys):
+    from layer_analysis.probe.errors import DataError
+    from layer_analysis.probe.runs import check_held_out
+
+    fitted = {"deu_Latn": [f"Satz {i}." for i in range(100)]}
+    held = {"deu_Latn": ["Satz 0.", "Satz 1."] + [f"Anderer {i}." for i in range(48)]}
+    check_held_out(fitted, held, "--data", "--eval-data")  # 2 of 50: within 5 %
+    assert "German 2 of 50" in capsys.readouterr().err
+    held["deu_Latn"][2] = "Satz 2."
+    with pytest.raises(DataError, match="German 3 of 50"):
+        check_held_out(fitted, held, "--data", "--eval-data")
+    check_held_out(fitted, {"eng_Latn": ["Satz 0."]}, "--data", "--eval-data")  # per language
