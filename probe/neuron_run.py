@@ -47,7 +47,14 @@ from .neurons import (
     random_like,
     sentence_nll,
 )
-from .runs import RunSettings, check_held_out, run_kind, versions, writes_runs
+from .runs import (
+    RunSettings,
+    check_held_out,
+    run_kind,
+    sentences_fingerprint,
+    versions,
+    writes_runs,
+)
 
 NEURONS_FILE, COUNTS_TABLE, OVERLAP_TABLE = "neurons.safetensors", "neuron_counts.csv", "neuron_overlap.csv"
 DEACTIVATION_TABLE, CHANGES_TABLE = "deactivation.csv", "neuron_changes.csv"
@@ -201,6 +208,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
         "command": command, "kind": "neurons",
         "model": loaded.record(request.adapter),
         "neurons": {"languages": languages, "data": request.data, "sentences": request.sentences,
+                    "fingerprint": sentences_fingerprint(counted),
                     "tokens": tokens, "thresholds": asdict(request.thresholds),
                     "blocks": int(masks.shape[1]), "neurons_per_block": int(masks.shape[2]),
                     "eval_data": request.eval_data if held_out else None,
@@ -241,11 +249,15 @@ def compare_neuron_runs(directories: list[Path], output: Path, static: bool = Tr
     languages = first["neurons"]["languages"]
     frames = []
     for directory, (manifest, masks, _) in zip(directories[1:], runs[1:], strict=True):
-        differs = [k for k in ("languages", "data", "sentences", "thresholds")
-                   if manifest["neurons"][k] != first["neurons"][k]]
+        # the same data by content (the fingerprint of what LAPE counted; older runs: by name)
+        keys = ("languages", "fingerprint", "thresholds") if all(
+            "fingerprint" in m["neurons"] for m in (manifest, first)) else (
+            "languages", "data", "sentences", "thresholds")
+        differs = [k for k in keys if manifest["neurons"][k] != first["neurons"][k]]
         if differs or masks.shape != reference.shape:
+            named = [{"fingerprint": "data (by content)"}.get(k, k) for k in differs]
             raise DataError(f"{directory} differs from {directories[0]} in "
-                            f"{', '.join(differs) or 'the model shape'}: neuron runs compare "
+                            f"{', '.join(named) or 'the model shape'}: neuron runs compare "
                             "only with the same languages, data, thresholds and architecture")
         frames.append(compare_masks(reference, masks, languages).assign(
             before=first["model"]["name"], after=manifest["model"]["name"],

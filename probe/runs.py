@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import platform
 import re
@@ -269,6 +270,16 @@ class RunSettings:
         claims.stack.enter_context(run_writer(directory, kind, overwrite))
         claims.directories.append(directory)
         return directory
+
+
+def sentences_fingerprint(sentences: dict[str, list[str]]) -> str:
+    """Content hash of sentence sets per language (whatever name or path they came from)."""
+    digest = hashlib.sha256()
+    for language in sorted(sentences):
+        digest.update(f"{language}\t{len(sentences[language])}\n".encode())
+        for sentence in sentences[language]:
+            digest.update(sentence.encode() + b"\n")
+    return digest.hexdigest()
 
 
 HELD_OUT_OVERLAP = 0.05  # above this share of a language's held-out sentences: refused
