@@ -211,6 +211,10 @@ def test_a_store_entry_whose_inputs_were_edited_is_refused(dashboard_runs, tmp_p
     shutil.copytree(manifest["activations"], entry)
     _forge(root / "base", activations=str(entry), store=str(store))
     assert load_activations(read_run(root / "base")).key == manifest["activations_key"]
+    older = {k: v for k, v in json.loads((root / "base" / "manifest.json").read_text()).items()
+             if k not in ("activations_key", "store")}  # a run written before they were recorded
+    (root / "base" / "manifest.json").write_text(json.dumps(older))
+    assert load_activations(read_run(root / "base")).key == manifest["activations_key"]
     stored = json.loads((entry / "manifest.json").read_text())
     stored["inputs"]["data"] = "0" * 64  # another data set's fingerprint, key left as it was
     (entry / "manifest.json").write_text(json.dumps(stored))
