@@ -34,7 +34,7 @@ from .latent import (
 from .lens import LogitLens
 from .metrics import bootstrap_ci
 from .models import load_model
-from .runs import RunSettings, versions
+from .runs import RunSettings, versions, writes_runs
 from .token_languages import build_token_languages
 from .tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
 
@@ -80,7 +80,7 @@ def source_for(target: str, source: str | None) -> str:
 def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str | None]:
     """Every check that needs no model: the run directory's settings, numbers, the word list,
     languages, tasks."""
-    request.check_name()  # RunSettings' checks of where the run goes, first
+    request.check_name("lens")  # RunSettings' checks of where the run goes, first
     check_numbers({
         "--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT_OR_NONE),
         "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
@@ -172,6 +172,7 @@ def sentence_corpora(request: LensRequest, targets: list[str]
     return text, table
 
 
+@writes_runs
 def execute_lens(request: LensRequest, command: list[str],
                  say: Callable[[str], None] = lambda _: None) -> tuple[Path, pd.DataFrame]:
     """Run every task × target; returns the run directory and the tidy table. ``say`` hears
@@ -184,7 +185,7 @@ def execute_lens(request: LensRequest, command: list[str],
     lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
     truncation = None if corpora is None else text_truncation(lens, corpora[0])
-    run_dir = request.run_directory(f"{loaded.name}-lens")
+    run_dir = request.claim("lens", f"{loaded.name}-lens")
     prepared = []  # every task's prompts first: a prompt too long fails before any pass
     for task in request.tasks:
         for target in targets:

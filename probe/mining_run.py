@@ -31,7 +31,7 @@ from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
 from .models import block_count, load_model
 from .readers import numbered_lines
-from .runs import RunSettings, versions
+from .runs import RunSettings, versions, writes_runs
 from .store import ActivationStore
 
 MINED, SCORES = "mined.tsv", "scores.json"
@@ -121,6 +121,7 @@ def read_gold(path: Path, source_ids: list[str], target_ids: list[str],
     return gold
 
 
+@writes_runs
 def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     """Extract both files, mine, score against gold; the run directory (main process) or None."""
     processes = distributed.current()
@@ -132,7 +133,7 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         raise DataError("--k and --batch-size must be at least 1")
     src_lang = canonical(request.source_language, "--source-language")
     tgt_lang = canonical(request.target_language, "--target-language")
-    request.check_name()
+    request.check_name("mining")
     processes.check(len(sources) + len(targets))
     blocks = block_count(request.model)
     if request.layer is not None and blocks is not None:  # before the weights load
@@ -173,7 +174,7 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         wrong = [mined.forward[i].item() != j for i, j in gold]
         scores["xsim_error"] = sum(wrong) / len(wrong)
         scores["gold_pairs"] = len(gold)
-    run_dir = request.run_directory(f"{loaded.name}-mine-{acts.key[:8]}")
+    run_dir = request.claim("mining", f"{loaded.name}-mine-{acts.key[:8]}", content_named=True)
     start_run_directory(run_dir)
     atomic_write(run_dir / MINED, lambda tmp: table.to_csv(tmp, sep="\t", index=False,
                                                            quoting=csv.QUOTE_MINIMAL))
@@ -185,6 +186,8 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
                    "gold": str(request.gold) if request.gold else None,
                    "sentences": {"source": len(sources), "target": len(targets)}, **scores},
         "activations": str(acts.directory.resolve()),
+        "activations_key": acts.key,
+        "store": str(store.root.resolve()),
         "extraction": acts.manifest.get("extraction"),
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

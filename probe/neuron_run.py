@@ -47,7 +47,14 @@ from .neurons import (
     random_like,
     sentence_nll,
 )
-from .runs import RunSettings, run_kind, versions
+from .runs import (
+    RunSettings,
+    check_held_out,
+    run_kind,
+    sentences_fingerprint,
+    versions,
+    writes_runs,
+)
 
 NEURONS_FILE, COUNTS_TABLE, OVERLAP_TABLE = "neurons.safetensors", "neuron_counts.csv", "neuron_overlap.csv"
 DEACTIVATION_TABLE, CHANGES_TABLE = "deactivation.csv", "neuron_changes.csv"
@@ -79,9 +86,6 @@ def check_neuron_request(request: NeuronRequest) -> tuple[list[str], dict, dict]
         raise DataError("--sentences and --bootstrap must be at least 1, --eval-sentences 0 or more")
     if request.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {request.batch_size}")
-    if request.eval_sentences and request.eval_data == request.data:
-        raise DataError(f"the deactivation check needs sentences LAPE did not count on: "
-                        f"--eval-data must differ from --data ({request.data})")
 
     def sentences(source: str, limit: int) -> dict[str, list[str]]:
         corpus = load_parallel(source)
@@ -93,7 +97,9 @@ def check_neuron_request(request: NeuronRequest) -> tuple[list[str], dict, dict]
 
     counted = sentences(request.data, request.sentences)
     held_out = sentences(request.eval_data, request.eval_sentences) if request.eval_sentences else {}
-    request.check_name()
+    check_held_out(counted, held_out, "--data (what LAPE counts on)",
+                   "--eval-data (the deactivation check's)")
+    request.check_name("neurons")
     return languages, counted, held_out
 
 
@@ -153,6 +159,7 @@ def deactivation_summary(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+@writes_runs
 def execute_neurons(request: NeuronRequest, command: list[str],
                     say: Callable[[str], None] = lambda _: None) -> Path:
     """Count, select, check; write the run directory (manifest last) and return it."""
@@ -162,7 +169,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length))
     activation_modules(extractor.parts)  # a clear error before any pass
     timings = {"load_model": time.perf_counter() - clock}
-    run_dir = request.run_directory(f"{loaded.name}-neurons")
+    run_dir = request.claim("neurons", f"{loaded.name}-neurons")
     clock = time.perf_counter()
     probabilities, tokens = [], {}
     for language in languages:
@@ -201,6 +208,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
         "command": command, "kind": "neurons",
         "model": loaded.record(request.adapter),
         "neurons": {"languages": languages, "data": request.data, "sentences": request.sentences,
+                    "fingerprint": sentences_fingerprint(counted),
                     "tokens": tokens, "thresholds": asdict(request.thresholds),
                     "blocks": int(masks.shape[1]), "neurons_per_block": int(masks.shape[2]),
                     "eval_data": request.eval_data if held_out else None,
@@ -241,20 +249,27 @@ def compare_neuron_runs(directories: list[Path], output: Path, static: bool = Tr
     languages = first["neurons"]["languages"]
     frames = []
     for directory, (manifest, masks, _) in zip(directories[1:], runs[1:], strict=True):
-        differs = [k for k in ("languages", "data", "sentences", "thresholds")
-                   if manifest["neurons"][k] != first["neurons"][k]]
+        # the same data by content (the fingerprint of what LAPE counted; older runs: by name)
+        keys = ("languages", "fingerprint", "thresholds") if all(
+            "fingerprint" in m["neurons"] for m in (manifest, first)) else (
+            "languages", "data", "sentences", "thresholds")
+        differs = [k for k in keys if manifest["neurons"][k] != first["neurons"][k]]
         if differs or masks.shape != reference.shape:
+            named = [{"fingerprint": "data (by content)"}.get(k, k) for k in differs]
             raise DataError(f"{directory} differs from {directories[0]} in "
-                            f"{', '.join(differs) or 'the model shape'}: neuron runs compare "
+                            f"{', '.join(named) or 'the model shape'}: neuron runs compare "
                             "only with the same languages, data, thresholds and architecture")
         frames.append(compare_masks(reference, masks, languages).assign(
             before=first["model"]["name"], after=manifest["model"]["name"],
             after_run=str(directory)))
     changes = pd.concat(frames, ignore_index=True)
-    output.mkdir(parents=True, exist_ok=True)
+    start_run_directory(output)
     atomic_write(output / CHANGES_TABLE, lambda tmp: changes.to_csv(tmp, index=False))
     figures = {"neuron_changes": report.neuron_changes(changes)}
     report.write_html(figures, output / "report.html", "Language neurons: what changed")
     if static:
         report.write_static(figures, output / "figures")
+    atomic_write_text(output / MANIFEST, json.dumps(
+        {"kind": "neurons", "compare": [str(d) for d in directories],
+         "models": [m["model"]["name"] for m, _, _ in runs], "versions": versions()}, indent=2))
     return output

@@ -21,7 +21,16 @@ from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write_text
 from .models import LoadedModel, block_count, load_model
 from .projection import METHODS, project
-from .runs import RunResults, RunSettings, build_report, read_run, run_figures, versions, write_run
+from .runs import (
+    RunResults,
+    RunSettings,
+    build_report,
+    read_run,
+    run_figures,
+    versions,
+    write_run,
+    writes_runs,
+)
 from .store import ENGINE_VERSION, ActivationStore
 
 Progress = Callable[[str, float], None]
@@ -61,7 +70,7 @@ class RunOutcome:
 def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     """Every check that needs no model, so bad input fails before anything expensive; returns
     warnings about the data (repeated sentences)."""
-    request.check_name()
+    request.check_name("alignment")
     if request.projection not in (*METHODS, "none"):
         raise DataError(f"unknown projection {request.projection!r}; choose from "
                         f"{', '.join((*METHODS, 'none'))}")
@@ -91,6 +100,7 @@ def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     return warnings
 
 
+@writes_runs
 def execute(request: RunRequest, command: list[str], progress: Progress | None = None
             ) -> RunOutcome | None:
     """Run the analysis ``request`` describes; ``command`` is recorded in the manifest. Under
@@ -153,7 +163,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                             ignore_index=True)
                   if request.projection != "none" else pd.DataFrame())
     timings["project"] = time.perf_counter() - clock
-    run_dir = request.run_directory(f"{loaded.name}-{corpus.name}-{acts.key[:8]}")
+    run_dir = request.claim("alignment", f"{loaded.name}-{corpus.name}-{acts.key[:8]}",
+                            content_named=True)
     manifest = {
         "command": command,
         "engine": ENGINE_VERSION,
@@ -168,6 +179,8 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
         "analysis": {**asdict(config), "projection": request.projection,
                      "projection_layer": layer},
         "activations": str(acts.directory.resolve()),
+        "activations_key": acts.key,
+        "store": str(store.root.resolve()),
         "cached": acts.cached,
         "versions": versions(),
         "warnings": warnings,

@@ -6,25 +6,39 @@
     RUN/mexa.csv            MEXA scores aggregated over layers (mean and max) per pair
     RUN/projection.csv      2-D coordinates of sentences at one layer
     RUN/report.html         self-contained report; RUN/figures/*.png|pdf the static figures
+
+Who may write a directory is decided here, for every command (``check_run_directory``): one
+writer at a time (``files.writer_lock``), never into a directory of another kind (another
+command's run, a comparison, a training output, an activation store, anything else that is not
+empty), and into a finished run of its own kind only with ``--overwrite``. A command's run is
+claimed (``RunSettings.claim``) inside its ``@writes_runs`` function, which holds the lock
+until it returns; while it writes, ``UNFINISHED`` in the directory names its kind, so a rerun
+after a kill resumes it without ``--overwrite``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import platform
 import re
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from . import report
+from . import distributed, report
 from .analysis import mexa_summary, peak_layers
-from .errors import DataError, StoreError
+from .errors import DataError, StoreError, notice
 from .extract import SinkRecord
-from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from .files import MANIFEST, WRITER_LOCK, atomic_write, atomic_write_text, start_run_directory, writer_lock
+from .languages import display_name
 from .metrics import linear_cka
 from .models import DEFAULT_MODEL
 from .paired import paired_differences
@@ -46,12 +60,147 @@ def versions() -> dict[str, str]:
 
 def run_kind(directory: Path) -> str | None:
     """What a finished run directory holds (its manifest's ``kind``: lens, neurons,
-    intervention; alignment runs have none), or None when it is no finished run."""
+    intervention, mining; "compare" for any comparison; "alignment" for a run without one), or
+    None when it is no finished run."""
     try:
         manifest = json.loads((Path(directory) / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    return manifest.get("kind", "alignment") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        return None
+    return "compare" if "compare" in manifest else manifest.get("kind", "alignment")
+
+
+UNFINISHED = ".unfinished"  # in a run directory while a command writes it; holds its kind
+OUR_FILES = {WRITER_LOCK, UNFINISHED}  # a directory holding only these is empty
+# Outputs of other commands, known by a file they write (train/loop.py, fit-law, allocate, sweep)
+KNOWN_FILES = {"training.json": "training", "train_log.jsonl": "training",
+               "checkpoints": "training", "law.json": "law", "allocation.json": "allocation",
+               "sweep.csv": "sweep"}
+
+
+def directory_owner(directory: Path) -> tuple[str, bool] | None:
+    """Who a directory belongs to and whether that output is finished: a run's kind
+    (``run_kind``) from its manifest, an unfinished run's from ``UNFINISHED``, an activation
+    store entry, a training, law, allocation or sweep output by its files, "other" for any other
+    non-empty directory; None when it is absent or empty."""
+    directory = Path(directory)
+    try:
+        names = {p.name for p in directory.iterdir()} - OUR_FILES
+    except OSError:
+        return None
+    manifest_path = directory / MANIFEST
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            manifest = None
+        if isinstance(manifest, dict) and {"key", "inputs"} <= manifest.keys():
+            return "activation store entry", True
+        kind = run_kind(directory)
+        return (kind, True) if kind else ("other", True)
+    try:
+        return (directory / UNFINISHED).read_text().strip() or "other", False
+    except OSError:
+        pass
+    for name, kind in KNOWN_FILES.items():
+        if name in names:
+            return kind, (directory / "training.json").exists() if kind == "training" else True
+    return ("other", True) if names else None
+
+
+_WHAT = {"compare": "comparison", "training": "training output", "law": "fitted law",
+         "sweep": "sweep", "allocation": "allocation"}
+
+
+def _describe(kind: str, finished: bool = True) -> str:
+    """'an alignment run', 'an unfinished lens run', 'a comparison', ..."""
+    if kind == "other":
+        return "files that are not a layer-analysis run"
+    what = ("" if finished else "unfinished ") + _WHAT.get(kind, kind if kind.endswith(
+        "entry") else f"{kind} run")
+    return ("an " if what[0] in "aeiou" else "a ") + what
+
+
+def check_not_a_file(directory: Path) -> None:
+    """``directory``, or the first of its parents that exists, is a directory."""
+    for path in (directory, *directory.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise StoreError(f"{path} is a file, not a directory; choose another --output "
+                                 "(or --name)")
+            return
+
+
+def check_run_directory(directory: Path, kind: str, overwrite: bool = False) -> None:
+    """Whether a command of ``kind`` may write ``directory``: not a file (nor below one), not a
+    directory of another kind or a non-empty one that is no run, not a finished run of its own
+    kind unless ``overwrite``. Absent, empty, or an unfinished run of its own kind: yes."""
+    directory = Path(directory)
+    check_not_a_file(directory)
+    owner = directory_owner(directory)
+    if owner is None:
+        return
+    held, finished = owner
+    if held != kind:
+        raise StoreError(f"{directory} holds {_describe(held, finished)}; {_describe(kind)} is "
+                         "not written into it: choose another --output (or --name)")
+    if finished and not overwrite:
+        raise StoreError(f"{directory} holds {_describe(kind)}: it exists; pass --overwrite to "
+                         "replace it, or choose another --output (or --name)")
+
+
+@contextlib.contextmanager
+def run_writer(directory: Path, kind: str, overwrite: bool = False) -> Iterator[Path]:
+    """Write ``directory`` as the one writer of kind ``kind`` (``check_run_directory``, then
+    ``files.writer_lock``, checked again under it): while the block runs ``UNFINISHED`` names
+    its kind, removed when it ends without an error. After an error a directory this created
+    and that holds nothing of the run's is removed again."""
+    directory = Path(directory)
+    check_run_directory(directory, kind, overwrite)
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]  # made here
+    held = ok = False
+    try:
+        with writer_lock(directory):
+            held = True
+            check_run_directory(directory, kind, overwrite)
+            atomic_write_text(directory / UNFINISHED, kind)
+            yield directory
+            (directory / UNFINISHED).unlink(missing_ok=True)
+            ok = True
+    finally:  # after an error, a directory this made and left empty goes (once unlocked)
+        if held and not ok and missing and {p.name for p in directory.iterdir()} <= OUR_FILES:
+            for name in OUR_FILES:
+                (directory / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                for made in missing:  # innermost first; stops at one that is not empty
+                    made.rmdir()
+
+
+@dataclass
+class _Claims:
+    stack: contextlib.ExitStack
+    directories: list[Path]
+
+
+_CLAIMS: ContextVar[_Claims | None] = ContextVar("layer_analysis_claims", default=None)
+Execute = TypeVar("Execute", bound=Callable[..., Any])
+
+
+def writes_runs(execute: Execute) -> Execute:
+    """Decorate a command's function: the run directories it claims (``RunSettings.claim``,
+    ``check_name``) stay locked until it returns or raises."""
+
+    @functools.wraps(execute)
+    def holding(*args: Any, **kwargs: Any) -> Any:
+        with contextlib.ExitStack() as stack:
+            token = _CLAIMS.set(_Claims(stack, []))
+            try:
+                return execute(*args, **kwargs)
+            finally:
+                _CLAIMS.reset(token)
+
+    return holding  # type: ignore[return-value]
 
 
 def discover_kind(root: Path, kind: str) -> list[Path]:
@@ -89,17 +238,69 @@ class RunSettings:
     name: str | None = None  # default: built from the model and the run's content
     overwrite: bool = False
 
-    def check_name(self) -> None:
-        """A named run: a plain name, and not a finished run already unless ``overwrite``."""
+    def check_name(self, kind: str) -> None:
+        """Before any model loads: ``output`` is no file and a named run of ``kind`` may be
+        written (``check_run_directory``); inside a ``@writes_runs`` command (its main process)
+        the named run is claimed here already."""
         if self.name is None:
+            check_not_a_file(self.output)
             return
-        if (self.output / check_run_name(self.name) / MANIFEST).exists() and not self.overwrite:
-            raise DataError(f"a run named {self.name!r} exists in {self.output}; choose another "
-                            "name or pass --overwrite")
+        check_run_name(self.name)
+        if _CLAIMS.get() is not None and distributed.current().main:
+            self.claim(kind, self.name)
+        else:
+            check_run_directory(self.run_directory(self.name), kind, self.overwrite)
 
     def run_directory(self, default_name: str) -> Path:
         """``output/name``, or ``output/`` + ``default_name`` made a run name when unnamed."""
         return self.output / (self.name or slug(default_name))
+
+    def claim(self, kind: str, default_name: str, content_named: bool = False) -> Path:
+        """The run directory (``run_directory``), locked for the calling ``@writes_runs``
+        command until it ends (the same one when claimed before). ``content_named``: the
+        default name is made of the run's content (model, data, activation key), so an
+        unnamed rerun replaces its own kind's run without ``--overwrite``."""
+        claims = _CLAIMS.get()
+        if claims is None:
+            raise RuntimeError("RunSettings.claim outside a @writes_runs function")
+        directory = self.run_directory(default_name)
+        if directory in claims.directories:
+            return directory
+        overwrite = self.overwrite or (content_named and self.name is None)
+        claims.stack.enter_context(run_writer(directory, kind, overwrite))
+        claims.directories.append(directory)
+        return directory
+
+
+def sentences_fingerprint(sentences: dict[str, list[str]]) -> str:
+    """Content hash of sentence sets per language (whatever name or path they came from)."""
+    digest = hashlib.sha256()
+    for language in sorted(sentences):
+        digest.update(f"{language}\t{len(sentences[language])}\n".encode())
+        for sentence in sentences[language]:
+            digest.update(sentence.encode() + b"\n")
+    return digest.hexdigest()
+
+
+HELD_OUT_OVERLAP = 0.05  # above this share of a language's held-out sentences: refused
+
+
+def check_held_out(fitted: dict[str, list[str]], held_out: dict[str, list[str]],
+                   fitted_option: str, held_option: str) -> None:
+    """Held-out sentences are checked by content, not by the name or path they came from:
+    per language, held-out sentences that are also among the fitted ones are an error when
+    they are more than ``HELD_OUT_OVERLAP`` of them (the same sentences given twice, whatever
+    the spelling), and said in a notice when fewer (FLORES dev and devtest share one Spanish
+    sentence)."""
+    shared = {language: len(set(sentences) & set(fitted.get(language, ())))
+              for language, sentences in held_out.items()}
+    counts = ", ".join(f"{display_name(x)} {n} of {len(held_out[x])}"
+                       for x, n in shared.items() if n)
+    if any(n > HELD_OUT_OVERLAP * len(held_out[x]) for x, n in shared.items()):
+        raise DataError(f"{held_option} repeats sentences of {fitted_option} ({counts}): the "
+                        "evaluation needs sentences the fit did not see; choose other data")
+    if counts:
+        notice(f"{held_option} shares a few sentences with {fitted_option} ({counts}); kept")
 
 
 @dataclass
@@ -213,11 +414,30 @@ def _optional_csv(path: Path, **kwargs: Any) -> pd.DataFrame:
 
 
 def load_activations(results: RunResults) -> Activations:
-    """The stored activations a run was computed from (a clear error if they are gone)."""
-    path = results.manifest.get("activations")
-    if not path:
+    """The stored activations a run was computed from, verified, never trusted: the entry of the
+    key its manifest records (``activations_key``; older runs: their entry's name), read only
+    from the runs root's store (the run directory's parent's ``store/``, the default) or the
+    store the run was written with (``store`` in its manifest), and only when its inputs hash to
+    that key and hold the run's data fingerprint and model identity (``ActivationStore.verified``).
+    A path elsewhere is not read; a mismatch is a ``StoreError`` naming both."""
+    manifest = results.manifest
+    recorded = manifest.get("activations")
+    if not recorded:
         raise StoreError(f"{results.directory} records no activations (a comparison run?)")
-    return ActivationStore(Path(path).parent).load(Path(path))
+    recorded = Path(recorded).expanduser().resolve()
+    key = str(manifest.get("activations_key") or recorded.name)
+    stores = [results.directory.resolve().parent / "store"]
+    if manifest.get("store"):
+        stores.append(Path(manifest["store"]).expanduser().resolve())
+    store = next((ActivationStore(s) for s in stores if ActivationStore(s).directory(key)
+                  == recorded), None)
+    if store is None or not re.fullmatch(r"[0-9a-f]{24,64}", key):
+        raise StoreError(f"{results.directory / MANIFEST} points at activations {recorded}, which "
+                         f"is not the entry of its key in its store ({' or '.join(map(str, stores))}"
+                         "); not read")
+    data = manifest.get("data", {}).get("fingerprint")
+    model = manifest.get("model", {}).get("identity")
+    return store.verified(key, str(data), model, str(results.directory))
 
 
 def model_cka(runs: list[RunResults], acts: list[Activations] | None = None) -> pd.DataFrame:
@@ -367,7 +587,6 @@ def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
         warnings += why
         if not paired.empty:
             figures[f"paired_{metric}"] = report.paired_curves(paired, metric, normalisation)
-    output.mkdir(parents=True, exist_ok=True)
     sources = [str(r.directory) for r in runs]
     write_run(output, {"compare": sources, "models": names, "versions": versions()}, table, cka,
               pd.DataFrame(), {"paired.csv": paired} if not paired.empty else None)

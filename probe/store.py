@@ -59,8 +59,17 @@ def cache_key(extractor: Extractor, corpus: ParallelCorpus) -> tuple[str, dict[s
         "sides": {key: side.language for key, side in corpus.sides.items()},
         "config": config,
     }
-    blob = json.dumps(inputs, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest(), inputs
+    return inputs_key(inputs), inputs
+
+
+def inputs_key(inputs: dict[str, Any]) -> str:
+    """The key of a store entry: SHA-256 of its inputs as sorted JSON (the same after a JSON
+    round trip, so a stored manifest's inputs can be checked against its key)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
 @dataclass
@@ -334,6 +343,30 @@ class ActivationStore:
             save_tensors(tensors, directory / f"side.{side.key}.safetensors", meta)
             start = stop
         return sinks
+
+    def verified(self, key: str, data: str, model: dict[str, Any], owner: str) -> Activations:
+        """The complete entry of ``key`` (or of the key it is the 24-character prefix of, for
+        runs that recorded only their entry's name), loaded only after its manifest is checked:
+        it records that key, its inputs hash to it, and they hold data fingerprint ``data`` and
+        model identity ``model`` (``owner``'s). A ``StoreError`` naming both otherwise."""
+        directory = self.directory(key)
+        manifest = self._read_manifest(directory)
+        stored = str(manifest.get("key", ""))
+        inputs = manifest.get("inputs") if isinstance(manifest.get("inputs"), dict) else {}
+        problems = []
+        if not stored.startswith(key):
+            problems.append(f"its key {stored[:12]}… is not {key[:12]}…")
+        elif inputs_key(inputs) != stored:
+            problems.append("its inputs do not hash to its key (changed after it was written)")
+        if inputs.get("data") != data:
+            problems.append(f"its data fingerprint {str(inputs.get('data'))[:12]}… is not "
+                            f"{data[:12]}…")
+        if not _same(inputs.get("model"), model):
+            problems.append("its model identity differs")
+        if problems:
+            raise StoreError(f"the activations {directory} are not those of {owner}: "
+                             + "; ".join(problems))
+        return self.load(directory)
 
     @staticmethod
     def _read_manifest(directory: Path) -> dict[str, Any]:

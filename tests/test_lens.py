@@ -192,7 +192,7 @@ def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monk
 def test_where_the_run_goes_is_checked_first(small_words, tmp_path, monkeypatch, capsys):
     """The lens asks RunSettings' checks (name, overwrite, an --output that is a file) before
     it reads anything or loads a model, so a bad --output fails before the computation."""
-    def check_name(self):
+    def check_name(self, kind):
         raise DataError(f"output {self.output} refused")
 
     monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
@@ -202,8 +202,6 @@ def test_where_the_run_goes_is_checked_first(small_words, tmp_path, monkeypatch,
     assert f"output {tmp_path / 'f'} refused" in capsys.readouterr().err
 
 
-@pytest.mark.xfail(reason="needs RunSettings' check of an --output that is a file "
-                          "(probe/runs.py, another work package)", strict=False)
 def test_an_output_that_is_a_file_fails_before_the_model_loads(small_words, tmp_path,
                                                                monkeypatch, capsys):
     (tmp_path / "file").write_text("not a directory")

@@ -121,13 +121,13 @@ def test_map_run_measures_translation_into_english_and_xquad(intervention_runs):
 @pytest.mark.parametrize("args, message", [
     (["neurons", "--languages", "en"], "at least two different languages"),
     (["neurons", "--languages", "en,de", "--data", "default", "--eval-data", "default"],
-     "--eval-data must differ"),
+     "repeats sentences of --data"),
     (["neurons", "--languages", "en,de", "--data", "default", "--top-rate", "1.5"],
      "--top-rate: must be in (0, 1)"),
     (["neurons", "--languages", "en,xx"], "xx"),
     (["intervene", "steer", "--language", "en"], "choose another --language"),
     (["intervene", "map", "--language", "de", "--fit-data", "flores-devtest"],
-     "--fit-data must differ"),
+     "repeats sentences of --fit-data"),
     (["intervene", "steer", "--language", "de", "--strengths", "1,a"],
      "--strengths: expected a number, got 'a'"),
     (["intervene", "steer", "--language", "de", "--strengths", "nan"],
@@ -190,3 +190,23 @@ def test_outputs_in_the_target_language_count_as_switched(tiny_llama_dir, tmp_pa
     outcome = evaluator.measure("no intervention", nullcontext)
     assert float(outcome.shares["share_deu"].mean()) == 1.0
     assert outcome.chrf == pytest.approx(100.0)
+
+
+def test_neuron_runs_compare_by_the_content_of_their_data(intervention_runs, tmp_path, capsys):
+    """The same sentences named differently compare; different sentences under one name do not."""
+    import shutil
+
+    runs = [tmp_path / "base", tmp_path / "x-de"]
+    for name, copy in zip(("neurons-base", "neurons-x-de"), runs, strict=True):
+        shutil.copytree(intervention_runs / name, copy)
+    path = runs[1] / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["neurons"]["data"] = "/the/same/sentences/as/a/path"
+    path.write_text(json.dumps(manifest))
+    assert main(["compare", *map(str, runs), "--output", str(tmp_path / "c1"),
+                 "--no-static"]) == 0
+    manifest["neurons"]["fingerprint"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    assert main(["compare", *map(str, runs), "--output", str(tmp_path / "c2"),
+                 "--no-static"]) == 2
+    assert "data (by content)" in capsys.readouterr().err

@@ -46,7 +46,7 @@ from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name
 from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
 from layer_analysis.probe.models import LoadedModel, block_count, load_model
-from layer_analysis.probe.runs import RunSettings, run_kind, versions
+from layer_analysis.probe.runs import RunSettings, check_held_out, run_kind, versions, writes_runs
 
 from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
 from .prompts import alpaca_prompt, translation_instruction
@@ -106,9 +106,6 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
             or request.xquad < 0 or request.batch_size < 1 or request.max_new_tokens < 1:
         raise DataError("--fit-sentences and --eval-sentences must be at least 2; --bootstrap, "
                         "--batch-size and --max-new-tokens at least 1; --xquad 0 or more")
-    if request.fit_data == request.eval_data:
-        raise DataError(f"the vector or map must be fitted on sentences the evaluation does not "
-                        f"use: --fit-data must differ from --eval-data ({request.eval_data})")
 
     def columns(source: str, limit: int) -> tuple[list[str], list[str]]:
         corpus = load_parallel(source)
@@ -123,6 +120,8 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
     if len(fit[0]) < 2:
         raise DataError(f"{request.fit_data} has fewer than 2 {display_name(language)} sentences")
     x, english = columns(request.eval_data, request.eval_sentences)
+    check_held_out({language: fit[0], ENGLISH: fit[1]}, {language: x, ENGLISH: english},
+                   "--fit-data", "--eval-data")
     if request.kind == "steer":
         sources, references = english, x
     else:
@@ -131,7 +130,7 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
     if request.kind == "map" and request.xquad:
         xquad_language(language)
         xquad = read_xquad(language, request.xquad)
-    request.check_name()
+    request.check_name("intervention")
     return Prepared(language, fit, sources, references, xquad)
 
 
@@ -249,6 +248,7 @@ class Evaluator:
         return outcome
 
 
+@writes_runs
 def execute_intervention(request: InterventionRequest, command: list[str],
                          say: Callable[[str], None] = lambda _: None) -> tuple[Path, pd.DataFrame]:
     """Fit, intervene at every strength with and without the control, measure, write."""
@@ -263,6 +263,8 @@ def execute_intervention(request: InterventionRequest, command: list[str],
     if request.layer is not None:
         check_layer(len(parts.blocks), request.layer)
     timings = {"load_model": time.perf_counter() - clock}
+    run_dir = request.claim("intervention",
+                            f"{loaded.name}-{request.kind}-{prepared.language.split('_')[0]}")
     clock = time.perf_counter()
     say(f"fit: {len(prepared.fit[0])} {display_name(prepared.language)}–English pairs")
     x_states = extractor.extract(prepared.fit[0], request.batch_size)[0]
@@ -311,8 +313,6 @@ def execute_intervention(request: InterventionRequest, command: list[str],
     setting = {"intervention": request.kind, "language": prepared.language, "layer": layer}
     table = pd.DataFrame([row for extra, outcome in outcomes
                           for row in rows_for({**setting, **extra}, outcome, base, request)])
-    run_dir = request.run_directory(
-        f"{loaded.name}-{request.kind}-{prepared.language.split('_')[0]}")
     start_run_directory(run_dir)
     atomic_write(run_dir / TABLE, lambda tmp: table.to_csv(tmp, index=False))
     lines = [json.dumps({**extra, "index": i, "source": s, "reference": r, "output": o},

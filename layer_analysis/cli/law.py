@@ -16,7 +16,8 @@ from layer_analysis.probe.checks import COUNT_OR_NONE
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.files import atomic_write_text
 from layer_analysis.probe.languages import canonical, display_name
-from layer_analysis.train.allocate import available_pairs
+from layer_analysis.probe.runs import check_run_directory, run_writer
+from layer_analysis.train.allocate import Allocation, available_pairs
 from layer_analysis.train.law import (
     FAMILIES,
     LawFit,
@@ -72,6 +73,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--family", default="all", choices=["all", *FAMILIES])
     fit.add_argument("--output", type=Path, help="directory (default: SWEEP/law)")
     add_static_option(fit)
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing law")
 
     alloc = sub.add_parser(
         "allocate", formatter_class=fmt,
@@ -91,6 +93,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                                 "(default: budget / 400)")
     alloc.add_argument("--output", type=Path, help="directory (default: beside law.json)")
     add_static_option(alloc)
+    alloc.add_argument("--overwrite", action="store_true", help="replace an existing allocation")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -147,20 +150,23 @@ def size_effect_lines(best: LawFit, null: NoSizeEffect) -> list[str]:
 
 
 def cmd_fit_law(args: argparse.Namespace) -> None:
-    from layer_analysis.train.law_report import law_curves, predicted_vs_measured
-
+    out = args.output or (args.sweep if args.sweep.is_dir() else args.sweep.parent) / "law"
+    check_run_directory(out, "law", args.overwrite)  # before any work
     points = read_points(args.sweep, args.metric)
     similarity = dict(zip(points.language, points.similarity, strict=True))
     families = None if args.family == "all" else [args.family]
     fits = compare_families(list(points.language), list(points.pairs), list(points[args.metric]),
                             similarity, families)
     null = no_size_effect(list(points.language), list(points[args.metric]))
-    out = args.output or (args.sweep if args.sweep.is_dir() else args.sweep.parent) / "law"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "law.json", json.dumps(
-        {"metric": args.metric, "best": fits[0].family, "fits": [
-            {**f.as_dict(), "explained_within": null.explained(f)} for f in fits],
-         "no_size_effect": asdict(null)}, indent=2))
+    with run_writer(out, "law", args.overwrite):
+        _write_law(args, out, points, fits, null, similarity)
+
+
+def _write_law(args: argparse.Namespace, out: Path, points: pd.DataFrame, fits: list[LawFit],
+               null: NoSizeEffect, similarity: dict[str, float]) -> None:
+    from layer_analysis.train.law_report import law_curves, predicted_vs_measured
+
+    (out / "law.json").unlink(missing_ok=True)  # written last: the law is complete with it
     rows = [{"family": f.family, "parameter": k, "value": v, "stderr": f.errors[k]}
             for f in fits for k, v in f.params.items()]
     rows += [{"family": f.family, "parameter": f"b[{x}]", "value": v,
@@ -193,6 +199,10 @@ def cmd_fit_law(args: argparse.Namespace) -> None:
                                           for x, s in similarity.items()))
     if not args.no_static:
         report.write_static(figures, out / "figures")
+    atomic_write_text(out / "law.json", json.dumps(
+        {"metric": args.metric, "best": fits[0].family, "fits": [
+            {**f.as_dict(), "explained_within": null.explained(f)} for f in fits],
+         "no_size_effect": asdict(null)}, indent=2))
     print(f"law: {out / 'law.json'}  (allocate: layer-analysis allocate {out / 'law.json'} "
           "--budget N)")
 
@@ -213,23 +223,27 @@ def _caps(text: str | None, languages: list[str]) -> dict[str, int]:
 
 def cmd_allocate(args: argparse.Namespace) -> None:
     from layer_analysis.train.allocate import allocate, uniform
-    from layer_analysis.train.law_report import allocation_bars
-    from layer_analysis.train.mixture import instruction_translation_spec
 
+    out = args.output or args.law.parent / "allocation"
+    check_run_directory(out, "allocation", args.overwrite)  # before any work
     fit = load_fit(args.law, args.family)
     caps = _caps(args.caps, list(fit.baselines))
     best = allocate(fit, args.budget, caps, args.objective, args.step)
     even = uniform(fit, args.budget, caps, args.objective)
-    out = args.output or args.law.parent / "allocation"
-    out.mkdir(parents=True, exist_ok=True)
+    with run_writer(out, "allocation", args.overwrite):
+        _write_allocation(args, out, fit, caps, best, even)
+
+
+def _write_allocation(args: argparse.Namespace, out: Path, fit: LawFit, caps: dict[str, int],
+                      best: Allocation, even: Allocation) -> None:
+    from layer_analysis.train.law_report import allocation_bars
+    from layer_analysis.train.mixture import instruction_translation_spec
+
+    (out / "allocation.json").unlink(missing_ok=True)  # written last: complete with it
     specs = {name: instruction_translation_spec(args.instructions, a.pairs)
              for name, a in (("allocated", best), ("uniform", even))}
     for name, spec in specs.items():
         atomic_write_text(out / f"{name}.spec", spec + "\n")
-    atomic_write_text(out / "allocation.json", json.dumps({
-        "law": str(args.law), "family": fit.family, "budget": args.budget, "caps": caps,
-        "objective": args.objective, "allocated": best.rows(), "uniform": even.rows(),
-        "value": {"allocated": best.value, "uniform": even.value}, "specs": specs}, indent=2))
     print(f"{'language':<12}{'cap':>8}{'law-optimal':>13}{'predicted':>11}{'uniform':>9}"
           f"{'predicted':>11}")
     for x in best.pairs:
@@ -242,6 +256,10 @@ def cmd_allocate(args: argparse.Namespace) -> None:
     report.write_html(figures, out / "report.html", "Budgeted allocation of translation data")
     if not args.no_static:
         report.write_static(figures, out / "figures")
+    atomic_write_text(out / "allocation.json", json.dumps({
+        "law": str(args.law), "family": fit.family, "budget": args.budget, "caps": caps,
+        "objective": args.objective, "allocated": best.rows(), "uniform": even.rows(),
+        "value": {"allocated": best.value, "uniform": even.value}, "specs": specs}, indent=2))
     print(f"train it: layer-analysis train --mixture \"$(cat {out / 'allocated.spec'})\" "
           "--output DIR")
 

@@ -21,6 +21,7 @@ from layer_analysis.probe.extract import (
     ExtractionConfig,
     SinkRecord,
 )
+from layer_analysis.probe.files import writer_lock
 from layer_analysis.probe.languages import canonical
 from layer_analysis.probe.lens_run import compare_lens_runs, is_lens_run
 from layer_analysis.probe.metrics import NORMALISATIONS
@@ -29,7 +30,7 @@ from layer_analysis.probe.neuron_run import compare_neuron_runs, is_neuron_run
 from layer_analysis.probe.paired import paired_summary
 from layer_analysis.probe.pipeline import RunRequest, execute
 from layer_analysis.probe.projection import METHODS
-from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures
+from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures, run_writer
 
 from .options import (
     DefaultsFormatter,
@@ -118,6 +119,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="directory for the comparison tables and report")
     comp.add_argument("--allow-different-data", action="store_true",
                       help="compare runs on different sentences (curves only; says what differs)")
+    comp.add_argument("--overwrite", action="store_true", help="replace an existing comparison")
     for p in (rep, comp):
         p.add_argument("--metric", default="p@1",
                        choices=["p@1", "r@5", "r@10", "mrr", "mexa", "cosine", "cosine_adjusted"])
@@ -181,11 +183,17 @@ def cmd_report(args: argparse.Namespace) -> None:
     results = read_model_run(args.run)
     figures = run_figures(results, args.metric, args.normalisation)
     title = f"{results.manifest['model']['name']} on {results.manifest['data']['name']}"
-    paths = build_report(results, figures, title, static=not args.no_static)
+    with writer_lock(results.directory):  # not while a run rewrites it
+        paths = build_report(results, figures, title, static=not args.no_static)
     print("\n".join(str(p) for p in paths))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    with run_writer(args.output, "compare", args.overwrite):
+        _compare(args)
+
+
+def _compare(args: argparse.Namespace) -> None:
     if any(is_neuron_run(path) for path in args.runs):
         print(compare_neuron_runs(args.runs, args.output, static=not args.no_static))
         return
