@@ -247,8 +247,11 @@ def load(path: str | Path) -> Result:
     if (path / "training.json").exists():
         return _load_training(path)
     kind = run_kind(path)
-    if kind is None and (path / "neuron_changes.csv").exists():  # compare writes no manifest
-        return Result("neuron-comparison", path, {}, {"changes": _csv(path / "neuron_changes.csv")})
+    if kind == "compare":  # a comparison of alignment, lens or neuron runs: its manifest's kind
+        kind = json.loads((path / MANIFEST).read_text()).get("kind", "alignment")
+    if kind == "neurons" and (path / "neuron_changes.csv").exists():
+        return Result("neuron-comparison", path, json.loads((path / MANIFEST).read_text()),
+                      {"changes": _csv(path / "neuron_changes.csv")})
     if kind in (None, "alignment"):
         run = read_run(path)  # the one message for a missing or broken manifest
         tables = {"results": run.table, "cka": run.cka, "projection": run.projection}
