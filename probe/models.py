@@ -338,6 +338,7 @@ def load_model(
             warnings.append(f"the adapter {adapter} was trained on {trained_on!r}, not on "
                             f"{spec!r}: the states are of that combination")
             notice(warnings[-1])
+    _check_finite(model, spec, adapter)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if placement:
@@ -348,6 +349,20 @@ def load_model(
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity,
                        warnings=warnings)
+
+
+def _check_finite(model: Any, spec: str, adapter: str | None) -> None:
+    """Every floating parameter and buffer (the adapter's included) is finite, else a
+    ``ModelError`` naming the first bad one: a diverged training's weights give only NaN. One
+    pass over the weights, one device sync per tensor; tensors on the meta device are left
+    out."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and tensor.device.type != "meta" \
+                and not bool(torch.isfinite(tensor).all()):
+            where = f"the model {spec}" + (f" with the adapter {adapter}" if adapter else "")
+            raise ModelError(f"{where}: the weight {name} is not finite (NaN or inf), as a "
+                             "diverged training leaves it; it cannot be probed or evaluated")
 
 
 def _same_model(a: str, b: str) -> bool:
