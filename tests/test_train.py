@@ -192,7 +192,8 @@ def test_resume_continues_the_schedule(tmp_path, tiny_llama_dir, memorisable, mo
     resumed = train(config(tmp_path / "b", tiny_llama_dir, memorisable, save_every=5,
                            resume=True))
     saved = {p.name for p in (tmp_path / "b" / "out" / CHECKPOINTS).rglob("*") if p.is_file()}
-    assert saved == {"state.safetensors", "state.json", "rng-0.safetensors", "trainer_state.json"}
+    assert saved == {"state.safetensors", "state.json", "rng-0.safetensors", "trainer_state.json",
+                     "checksums.json"}
     a, b = log(tmp_path / "a" / "out"), log(tmp_path / "b" / "out")
     assert [e["step"] for e in b] == list(range(1, 13))
     assert [e["lr"] for e in b] == pytest.approx([e["lr"] for e in a])
@@ -367,7 +368,7 @@ def test_two_process_gloo_run_trains_and_saves_once(tmp_path, tiny_llama_dir, me
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
     assert {p.name for p in (out / "checkpoints" / "step-3").iterdir()} == {
         "state.safetensors", "state.json", "rng-0.safetensors", "rng-1.safetensors",
-        "trainer_state.json"}  # no pickles
+        "trainer_state.json", "checksums.json"}  # no pickles
     assert done.stdout.count("trainable parameters") == 1
     reloaded = load_model(str(out), device="cpu", dtype="float32")
     assert reloaded.name.endswith("+ddp")
@@ -431,13 +432,19 @@ def test_language_identifier_on_known_sentences(monkeypatch):
 def test_training_parts_alone(tiny_llama_dir, tmp_path):
     """The loop's parts, each on its own: output checks, what trains, resume settings, logging."""
     config = TrainConfig(mixture="x", output=tmp_path / "out", model=str(tiny_llama_dir))
-    loop.check_output(config)  # nothing there: fine
+    assert loop.check_output(config) == loop.NEW  # nothing there: fine
+    resume = TrainConfig(**{**config.__dict__, "resume": True})
+    with pytest.raises(DataError, match="no checkpoint to resume"):
+        loop.check_output(resume)
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train_log.jsonl").write_text("")  # stopped before its first checkpoint
+    assert loop.check_output(config) == loop.NEW
+    with pytest.raises(DataError, match="no checkpoint to resume"):
+        loop.check_output(resume)
     (tmp_path / "out" / "training.json").write_text("{}")
     with pytest.raises(DataError, match="finished training run"):
         loop.check_output(config)
-    with pytest.raises(DataError, match="no checkpoint to resume"):
-        loop.check_output(TrainConfig(**{**config.__dict__, "resume": True}))
+    assert loop.check_output(resume) == loop.FINISHED  # nothing to do, said by train
     model = load_model(str(tiny_llama_dir), device="cpu", dtype="float32").model
     total = sum(p.numel() for p in model.parameters())
     lora, what = loop.make_trainable(model, config)
