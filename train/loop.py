@@ -48,7 +48,7 @@ from tqdm import tqdm
 from layer_analysis.probe.architecture import find_decoder
 from layer_analysis.probe.errors import DataError, ModelError, notice
 from layer_analysis.probe.files import WRITER_LOCK, atomic_write_text, writer_lock
-from layer_analysis.probe.models import load_model
+from layer_analysis.probe.models import first_non_finite, load_model
 from layer_analysis.probe.runs import run_kind
 
 from .encode import IGNORE, batches, collate, encode
@@ -369,15 +369,6 @@ class Schedule:
     total: int
 
 
-def _first_non_finite(tensors) -> str | None:
-    """The name of the first of ``(name, tensor)`` holding NaN or inf, or None (one device
-    sync for all, the names looked at only when one is bad)."""
-    tensors = [(name, t) for name, t in tensors if t is not None and t.is_floating_point()]
-    if not tensors or bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
-        return None
-    return next(name for name, t in tensors if not bool(torch.isfinite(t).all()))
-
-
 def check_finite(accelerator, step: int, problem: str | None, output: Path) -> None:
     """Stop the run when any process found ``problem`` at ``step``: a ``ModelError`` in every
     process alike (the verdict is reduced over them)."""
@@ -427,7 +418,7 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
                     bad_loss = f"loss is {loss}"
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients:  # the gradients of the whole step are there
-                    bad = bad_loss or _first_non_finite((n, p.grad) for n, p in trained)
+                    bad = bad_loss or first_non_finite((n, p.grad) for n, p in trained)
                     if bad is not None and not bad.startswith("loss"):
                         bad = f"the gradient of {bad} is not finite"
                     check_finite(accelerator, step + 1, bad, config.output)
@@ -457,7 +448,7 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
                 bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 window = LogWindow()
             if step % config.save_every == 0 or step == schedule.total:
-                bad = _first_non_finite(trained)
+                bad = first_non_finite(trained)
                 check_finite(accelerator, step, bad and f"the weight {bad} is not finite",
                              config.output)
                 _checkpoint(state, config.output, step, config.keep_checkpoints, record())
