@@ -445,6 +445,10 @@ def test_training_parts_alone(tiny_llama_dir, tmp_path):
     with pytest.raises(DataError, match="finished training run"):
         loop.check_output(config)
     assert loop.check_output(resume) == loop.FINISHED  # nothing to do, said by train
+    for bad in ({"lr": float("inf")}, {"lr": float("nan")}, {"epochs": float("inf")},
+                {"lora_dropout": 1.5}, {"weight_decay": float("nan")}):
+        with pytest.raises(DataError, match="need"):
+            TrainConfig(**{**config.__dict__, **bad})
     model = load_model(str(tiny_llama_dir), device="cpu", dtype="float32").model
     total = sum(p.numel() for p in model.parameters())
     lora, what = loop.make_trainable(model, config)

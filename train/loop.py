@@ -113,9 +113,12 @@ class TrainConfig:
         bad = [f"{name} {value}" for name, value in at_least_one.items() if value < 1]
         if bad:
             raise DataError(f"must be at least 1: {', '.join(bad)}")
-        if not (self.lr > 0 and self.epochs > 0 and 0 <= self.warmup < 1):
-            raise DataError(f"need lr > 0, epochs > 0 and 0 <= warmup < 1 (got lr {self.lr}, "
-                            f"epochs {self.epochs}, warmup {self.warmup})")
+        if not (0 < self.lr < math.inf and 0 < self.epochs < math.inf and 0 <= self.warmup < 1):
+            raise DataError(f"need lr > 0, epochs > 0 (both finite) and 0 <= warmup < 1 (got "
+                            f"lr {self.lr}, epochs {self.epochs}, warmup {self.warmup})")
+        if not (0 <= self.lora_dropout < 1 and 0 <= self.weight_decay < math.inf):
+            raise DataError(f"need 0 <= lora dropout < 1 and a finite weight decay >= 0 (got "
+                            f"{self.lora_dropout}, {self.weight_decay})")
         if self.max_length < 8:
             raise DataError(f"max length must be at least 8 tokens, got {self.max_length}")
 
@@ -418,9 +421,10 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
                     bad_loss = f"loss is {loss}"
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients:  # the gradients of the whole step are there
-                    bad = bad_loss or first_non_finite((n, p.grad) for n, p in trained)
-                    if bad is not None and not bad.startswith("loss"):
-                        bad = f"the gradient of {bad} is not finite"
+                    bad = bad_loss
+                    if bad is None:
+                        grad = first_non_finite((n, p.grad) for n, p in trained)
+                        bad = grad and f"the gradient of {grad} is not finite"
                     check_finite(accelerator, step + 1, bad, config.output)
                 optimizer.step()
                 optimizer.zero_grad()
