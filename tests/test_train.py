@@ -667,3 +667,5 @@ def test_one_writer_per_training_directory_of_its_own_kind(tmp_path, tiny_llama_
     with writer_lock(tmp_path / "sweep"), pytest.raises(StoreError, match="another"):
         run_sweep(sweep)
     assert not (tmp_path / "sweep" / "sweep.json").exists()
+    with pytest.raises(DataError, match=r"not a sweep's \(notes\.txt\)"):
+        run_sweep(SweepConfig(["de"], [0], other, TrainConfig(mixture="-", output=out)))

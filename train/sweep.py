@@ -28,7 +28,7 @@ import pandas as pd
 
 from layer_analysis.probe.analysis import AnalysisConfig, english_peaks
 from layer_analysis.probe.errors import DataError
-from layer_analysis.probe.files import MANIFEST, atomic_write_text, writer_lock
+from layer_analysis.probe.files import MANIFEST, WRITER_LOCK, atomic_write_text, writer_lock
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
 
 from .loop import TrainConfig, checkpoints
@@ -135,8 +135,14 @@ def measure_similarity(config: SweepConfig) -> dict[str, float]:
 
 
 def _check_settings(config: SweepConfig) -> None:
+    """A sweep's OUTPUT is new, empty or a sweep with the same settings (``sweep.json``,
+    written first)."""
     path = config.output / "sweep.json"
     settings = config.settings()
+    others = sorted({p.name for p in config.output.iterdir()} - {WRITER_LOCK})
+    if others and not path.exists():
+        raise DataError(f"{config.output} holds files that are not a sweep's "
+                        f"({', '.join(others[:5])}); choose a new or empty --output")
     if path.exists():
         saved = json.loads(path.read_text())
         changed = sorted(k for k in settings if k != "languages" and saved.get(k) != settings[k])
