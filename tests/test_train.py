@@ -669,3 +669,25 @@ def test_one_writer_per_training_directory_of_its_own_kind(tmp_path, tiny_llama_
     assert not (tmp_path / "sweep" / "sweep.json").exists()
     with pytest.raises(DataError, match=r"not a sweep's \(notes\.txt\)"):
         run_sweep(SweepConfig(["de"], [0], other, TrainConfig(mixture="-", output=out)))
+
+
+def test_log_readers_leave_out_a_partial_last_line_and_name_a_bad_one(tmp_path):
+    import pandas as pd
+
+    from layer_analysis.train.tracking import (
+        COLUMNS,
+        read_alignment_log,
+        read_tracked,
+        read_train_log,
+    )
+
+    row = dict.fromkeys(COLUMNS, 1)
+    (tmp_path / "alignment_log.csv").write_text(
+        pd.DataFrame([row, {**row, "step": 2}]).to_csv(index=False) + "3,1,1,")
+    assert read_alignment_log(tmp_path / "alignment_log.csv").step.tolist() == [1, 2]
+    (tmp_path / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    alignment, losses = read_tracked(tmp_path)
+    assert len(alignment) == 2 and losses.step.tolist() == [1]
+    (tmp_path / "train_log.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(DataError, match=r"train_log\.jsonl, line 2: not a training log entry"):
+        read_train_log(tmp_path / "train_log.jsonl")
