@@ -574,6 +574,9 @@ def _train(config: TrainConfig, on_step: Callable[[int], None] | None) -> TrainR
             aside = directory.with_name(f"damaged-{directory.name}")
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(directory, aside)
+        for staging in (output / CHECKPOINTS).glob(".tmp-step-*"):  # of a kill while saving
+            shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
     if saved is not None:
         state.load(checkpoint)
         progress.step = saved["step"]
