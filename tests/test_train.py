@@ -374,6 +374,27 @@ def test_two_process_gloo_run_trains_and_saves_once(tmp_path, tiny_llama_dir, me
     assert reloaded.name.endswith("+ddp")
 
 
+@pytest.mark.slow
+def test_two_processes_stop_alike_when_training_diverges(tmp_path, tiny_llama_dir, memorisable):
+    """The divergence verdict is reduced over the processes: both stop at one step, none
+    hangs, nothing final is written."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "layer_analysis", "train", "--mixture", str(memorisable), "--model",
+               str(tiny_llama_dir), "--output", str(out), "--batch-size", "2", "--max-steps", "6",
+               "--lr", "1e30", "--warmup", "0", "--log-every", "1", "--save-every", "1",
+               "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0 and "training diverged at step 2" in done.stderr
+    assert not (out / "training.json").exists() and not (out / "adapter_config.json").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-1"]
+
+
 def test_shipped_launch_configs_are_valid_accelerate_configs():
     from accelerate.commands.config.config_args import load_config_from_file
 
