@@ -57,6 +57,28 @@ def test_adapter_directory_loads_on_its_base_and_changes_states(tiny_llama_dir, 
     assert torch.equal(Extractor(explicit, ExtractionConfig()).extract(sentences), with_adapter)
 
 
+def test_non_finite_weights_of_a_model_or_adapter_are_refused_at_load(tiny_llama_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    adapted = get_peft_model(base.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    weight = next(p for n, p in adapted.named_parameters()
+                  if "layers.1." in n and "lora_B" in n)
+    with torch.no_grad():
+        weight[0, 0] = float("nan")
+    adapted.save_pretrained(tmp_path / "adapter")
+    with pytest.raises(ModelError, match=r"with the adapter \S+adapter: the weight \S+"
+                                         r"layers\.1\.self_attn\.q_proj\.lora_B\S* is not finite"):
+        load_model(str(tmp_path / "adapter"), device="cpu", dtype="float32")
+    plain = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    with torch.no_grad():
+        plain.model.model.norm.weight[3] = float("inf")
+    plain.model.save_pretrained(tmp_path / "broken")
+    plain.tokenizer.save_pretrained(tmp_path / "broken")
+    with pytest.raises(ModelError, match=r"model\.norm\.weight is not finite"):
+        load_model(str(tmp_path / "broken"), device="cpu", dtype="float32")
+
+
 def test_bad_model_specs(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_model(str(tmp_path / "nope" / "model"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from layer_analysis.cli import main
-from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.errors import DataError, ModelError
 from layer_analysis.probe.models import load_model
 from layer_analysis.train import evaluate, loop
 from layer_analysis.train.encode import IGNORE, collate, encode
@@ -192,7 +192,8 @@ def test_resume_continues_the_schedule(tmp_path, tiny_llama_dir, memorisable, mo
     resumed = train(config(tmp_path / "b", tiny_llama_dir, memorisable, save_every=5,
                            resume=True))
     saved = {p.name for p in (tmp_path / "b" / "out" / CHECKPOINTS).rglob("*") if p.is_file()}
-    assert saved == {"state.safetensors", "state.json", "rng-0.safetensors", "trainer_state.json"}
+    assert saved == {"state.safetensors", "state.json", "rng-0.safetensors", "trainer_state.json",
+                     "checksums.json"}
     a, b = log(tmp_path / "a" / "out"), log(tmp_path / "b" / "out")
     assert [e["step"] for e in b] == list(range(1, 13))
     assert [e["lr"] for e in b] == pytest.approx([e["lr"] for e in a])
@@ -367,10 +368,31 @@ def test_two_process_gloo_run_trains_and_saves_once(tmp_path, tiny_llama_dir, me
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-3"]
     assert {p.name for p in (out / "checkpoints" / "step-3").iterdir()} == {
         "state.safetensors", "state.json", "rng-0.safetensors", "rng-1.safetensors",
-        "trainer_state.json"}  # no pickles
+        "trainer_state.json", "checksums.json"}  # no pickles
     assert done.stdout.count("trainable parameters") == 1
     reloaded = load_model(str(out), device="cpu", dtype="float32")
     assert reloaded.name.endswith("+ddp")
+
+
+@pytest.mark.slow
+def test_two_processes_stop_alike_when_training_diverges(tmp_path, tiny_llama_dir, memorisable):
+    """The divergence verdict is reduced over the processes: both stop at one step, none
+    hangs, nothing final is written."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "layer_analysis", "train", "--mixture", str(memorisable), "--model",
+               str(tiny_llama_dir), "--output", str(out), "--batch-size", "2", "--max-steps", "6",
+               "--lr", "1e30", "--warmup", "0", "--log-every", "1", "--save-every", "1",
+               "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0 and "training diverged at step 2" in done.stderr
+    assert not (out / "training.json").exists() and not (out / "adapter_config.json").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-1"]
 
 
 def test_shipped_launch_configs_are_valid_accelerate_configs():
@@ -431,13 +453,23 @@ def test_language_identifier_on_known_sentences(monkeypatch):
 def test_training_parts_alone(tiny_llama_dir, tmp_path):
     """The loop's parts, each on its own: output checks, what trains, resume settings, logging."""
     config = TrainConfig(mixture="x", output=tmp_path / "out", model=str(tiny_llama_dir))
-    loop.check_output(config)  # nothing there: fine
+    assert loop.check_output(config) == loop.NEW  # nothing there: fine
+    resume = TrainConfig(**{**config.__dict__, "resume": True})
+    with pytest.raises(DataError, match="no checkpoint to resume"):
+        loop.check_output(resume)
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train_log.jsonl").write_text("")  # stopped before its first checkpoint
+    assert loop.check_output(config) == loop.NEW
+    with pytest.raises(DataError, match="no checkpoint to resume"):
+        loop.check_output(resume)
     (tmp_path / "out" / "training.json").write_text("{}")
     with pytest.raises(DataError, match="finished training run"):
         loop.check_output(config)
-    with pytest.raises(DataError, match="no checkpoint to resume"):
-        loop.check_output(TrainConfig(**{**config.__dict__, "resume": True}))
+    assert loop.check_output(resume) == loop.FINISHED  # nothing to do, said by train
+    for bad in ({"lr": float("inf")}, {"lr": float("nan")}, {"epochs": float("inf")},
+                {"lora_dropout": 1.5}, {"weight_decay": float("nan")}):
+        with pytest.raises(DataError, match="need"):
+            TrainConfig(**{**config.__dict__, **bad})
     model = load_model(str(tiny_llama_dir), device="cpu", dtype="float32").model
     total = sum(p.numel() for p in model.parameters())
     lora, what = loop.make_trainable(model, config)
@@ -455,6 +487,231 @@ def test_training_parts_alone(tiny_llama_dir, tmp_path):
                          device=torch.device("cpu"))
     assert entry["loss"] == 2.0 and entry["step"] == 4
     assert 25 < entry["tokens_per_s"] <= 30 and 3 < entry["seconds_per_step"] <= 3.5
+
+
+# ------------------------------------------------------------------------------- robustness
+
+
+class NanGradient(torch.autograd.Function):
+    """The identity forward; a NaN gradient backward (a finite loss, non-finite gradients)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+def poison(monkeypatch, from_call: int, change) -> None:
+    """From the ``from_call``-th micro-batch on (= optimizer step here), ``change`` the losses."""
+    original, calls = loop.ResponseOnlyLM.forward, itertools.count(1)
+
+    def forward(self, **batch):
+        losses = original(self, **batch)
+        return change(losses) if next(calls) >= from_call else losses
+
+    monkeypatch.setattr(loop.ResponseOnlyLM, "forward", forward)
+
+
+def interrupt_after(monkeypatch, at: int) -> None:
+    """Kill the run (KeyboardInterrupt) right after its checkpoint at step ``at``."""
+    original = loop._checkpoint
+
+    def checkpoint(state, output, step, *args):
+        original(state, output, step, *args)
+        if step == at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_checkpoint", checkpoint)
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    return {str(p.relative_to(directory)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def strict_json(path: Path):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda x: {**x, "loss": x["loss"] * float("nan")}, "loss is nan"),
+    (lambda x: {**x, "loss": NanGradient.apply(x["loss"])}, "the gradient of .*lora_A.* is not finite"),
+])
+def test_divergence_stops_at_its_step_and_keeps_the_last_finite_checkpoint(
+        tmp_path, tiny_llama_dir, memorisable, monkeypatch, change, message):
+    poison(monkeypatch, 7, change)
+    with pytest.raises(ModelError, match=f"training diverged at step 7: {message}"):
+        train(config(tmp_path, tiny_llama_dir, memorisable, save_every=3, max_steps=8))
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / CHECKPOINTS).iterdir()) == ["step-3", "step-6"]
+    assert [e["step"] for e in log(out)] == [1, 2, 3, 4, 5, 6]
+    assert not (out / "training.json").exists() and not (out / "adapter_config.json").exists()
+    assert not list(out.glob("adapter_model*"))
+
+
+def test_a_huge_learning_rate_is_refused_with_its_step(tmp_path, tiny_llama_dir, memorisable,
+                                                      capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--mixture", str(memorisable), "--model", str(tiny_llama_dir),
+                 "--output", str(out), "--lr", "1e30", "--warmup", "0", "--max-steps", "6",
+                 "--batch-size", "4", "--log-every", "1", "--device", "cpu",
+                 "--no-progress"]) == 2
+    assert "error: training diverged at step" in capsys.readouterr().err
+    assert not (out / "training.json").exists() and not (out / "adapter_config.json").exists()
+
+
+def test_a_loss_that_rises_far_above_its_start_is_said(tmp_path, tiny_llama_dir, memorisable,
+                                                      monkeypatch, capsys):
+    poison(monkeypatch, 4, lambda x: {**x, "loss": x["loss"] * 30, "lm": x["lm"] * 30})
+    result = train(config(tmp_path, tiny_llama_dir, memorisable, max_steps=6))
+    err = capsys.readouterr().err
+    assert "note: the training loss rose to" in err and "at step 4" in err
+    assert err.count("training loss rose") == 1  # said once
+    [warning] = result.summary["warnings"]
+    assert "at step 4" in warning
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "no checksums"])
+def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(
+        tmp_path, tiny_llama_dir, memorisable, monkeypatch, capsys, damage):
+    kwargs = dict(save_every=3, max_steps=8)
+    interrupt_after(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, tiny_llama_dir, memorisable, **kwargs))
+    monkeypatch.undo()
+    latest = tmp_path / "out" / CHECKPOINTS / "step-6"
+    if damage == "truncate":
+        state = latest / "state.safetensors"
+        state.write_bytes(state.read_bytes()[:-100])
+    elif damage == "flip":  # one bit of the RNG state: the file still loads
+        state = latest / "rng-0.safetensors"
+        data = bytearray(state.read_bytes())
+        data[-1] ^= 1
+        state.write_bytes(bytes(data))
+    else:
+        (latest / loop.CHECKSUMS).unlink()
+    result = train(config(tmp_path, tiny_llama_dir, memorisable, resume=True, **kwargs))
+    err = capsys.readouterr().err
+    assert "step-6 is damaged" in err and "resuming from step 3" in err
+    assert [e["step"] for e in log(tmp_path / "out")] == list(range(1, 9))
+    assert result.summary["steps"] == 8
+    assert (tmp_path / "out" / CHECKPOINTS / "damaged-step-6").is_dir()  # kept, set aside
+
+
+def test_no_good_checkpoint_starts_again_with_a_notice(tmp_path, tiny_llama_dir, memorisable,
+                                                       monkeypatch, capsys):
+    kwargs = dict(save_every=3, max_steps=8)
+    interrupt_after(monkeypatch, 6)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, tiny_llama_dir, memorisable, **kwargs))
+    monkeypatch.undo()
+    for checkpoint in (tmp_path / "out" / CHECKPOINTS).glob("step-*"):
+        (checkpoint / loop.CHECKSUMS).unlink()
+    result = train(config(tmp_path, tiny_llama_dir, memorisable, resume=True, **kwargs))
+    assert "no usable checkpoint" in capsys.readouterr().err
+    assert [e["step"] for e in log(tmp_path / "out")] == list(range(1, 9))
+    assert result.summary["steps"] == 8
+
+
+def test_resume_drops_a_partial_log_line_and_adds_up_time_and_tokens(
+        tmp_path, tiny_llama_dir, memorisable, monkeypatch, tokenizer):
+    from layer_analysis.train.tracking import read_train_log
+
+    kwargs = dict(save_every=3, max_steps=8)
+    interrupt_after(monkeypatch, 6)
+    ticks = itertools.count(0, 1000.0)  # a clock that moves 1000 s at each reading
+    monkeypatch.setattr(loop, "clock", lambda: next(ticks))
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, tiny_llama_dir, memorisable, **kwargs))
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    with (out / "train_log.jsonl").open("a") as handle:
+        handle.write('{"step": 7, "epo')  # killed while writing
+    assert [e["step"] for e in read_train_log(out / "train_log.jsonl")] == list(range(1, 7))
+    before = json.loads((out / CHECKPOINTS / "step-6" / loop.STATE).read_text())
+    assert before["seconds"] >= 1000
+    result = train(config(tmp_path, tiny_llama_dir, memorisable, resume=True, **kwargs))
+    assert [e["step"] for e in log(out)] == list(range(1, 9))
+    assert result.summary["seconds"] >= before["seconds"]
+    examples = encode(build_mixture(str(memorisable)).records, tokenizer, 256, Report())
+    assert result.summary["tokens"] == 2 * sum(len(e.input_ids) for e in examples)  # 2 epochs
+
+
+def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path, tiny_llama_dir,
+                                                            memorisable, capsys):
+    out = tmp_path / "out"
+    args = ["train", "--mixture", str(memorisable), "--model", str(tiny_llama_dir), "--output",
+            str(out), "--max-steps", "3", "--batch-size", "4", "--device", "cpu", "--no-progress"]
+    assert main(args) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "finished" in captured.err and "nothing to resume" in captured.err
+    assert "3 steps" in captured.out
+    assert snapshot(out) == before
+    assert strict_json(out / "training.json")["steps"] == 3
+
+
+def test_one_writer_per_training_directory_of_its_own_kind(tmp_path, tiny_llama_dir, memorisable,
+                                                           monkeypatch):
+    from layer_analysis.probe.errors import StoreError
+    from layer_analysis.probe.files import writer_lock
+    from layer_analysis.train.sweep import SweepConfig, run_sweep
+
+    loads = []
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: loads.append(1))
+    out = tmp_path / "out"
+    with writer_lock(out), pytest.raises(StoreError, match="another layer-analysis process"):
+        train(config(tmp_path, tiny_llama_dir, memorisable))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        train(config(tmp_path, tiny_llama_dir, memorisable, output=tmp_path / "file"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"kind": "lens"}))
+    with pytest.raises(DataError, match="kind: lens"):
+        train(config(tmp_path, tiny_llama_dir, memorisable, output=run))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match=r"notes\.txt"):
+        train(config(tmp_path, tiny_llama_dir, memorisable, output=other))
+    assert loads == [] and (other / "notes.txt").read_text() == "mine"
+    sweep = SweepConfig(["de"], [0], tmp_path / "sweep", TrainConfig(mixture="-", output=out))
+    with writer_lock(tmp_path / "sweep"), pytest.raises(StoreError, match="another"):
+        run_sweep(sweep)
+    assert not (tmp_path / "sweep" / "sweep.json").exists()
+    with pytest.raises(DataError, match=r"not a sweep's \(notes\.txt\)"):
+        run_sweep(SweepConfig(["de"], [0], other, TrainConfig(mixture="-", output=out)))
+
+
+def test_log_readers_leave_out_a_partial_last_line_and_name_a_bad_one(tmp_path):
+    import pandas as pd
+
+    from layer_analysis.train.tracking import (
+        COLUMNS,
+        read_alignment_log,
+        read_tracked,
+        read_train_log,
+    )
+
+    row = dict.fromkeys(COLUMNS, 1)
+    (tmp_path / "alignment_log.csv").write_text(
+        pd.DataFrame([row, {**row, "step": 2}]).to_csv(index=False) + "3,1,1,")
+    assert read_alignment_log(tmp_path / "alignment_log.csv").step.tolist() == [1, 2]
+    (tmp_path / "train_log.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    alignment, losses = read_tracked(tmp_path)
+    assert len(alignment) == 2 and losses.step.tolist() == [1]
+    (tmp_path / "train_log.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(DataError, match=r"train_log\.jsonl, line 2: not a training log entry"):
+        read_train_log(tmp_path / "train_log.jsonl")
 
 
 def test_an_unknown_evaluation_task_is_refused_not_read_as_xquad():

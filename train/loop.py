@@ -1,10 +1,32 @@
 """One training loop for every recipe: LoRA (peft) or full fine-tuning of a causal LM on a
 mixture, loss on responses only, gradient accumulation, cosine schedule with warm-up,
 resumable checkpoints. Runs as one process or under ``accelerate launch`` / ``torchrun``
-(DDP; FSDP for full fine-tuning via an accelerate config)."""
+(DDP; FSDP for full fine-tuning via an accelerate config).
+
+Robustness (each one tested):
+
+- One writer: the main process holds ``probe.files.writer_lock(OUTPUT)`` for the whole run; an
+  OUTPUT that is a file, another kind of directory, a finished run (without ``resume``) or an
+  unfinished one (without ``resume``) is refused before the model loads.
+- Divergence: a non-finite loss or gradient (checked at every optimizer step, the verdict
+  reduced over the processes) or non-finite weights at a checkpoint stop the run with a
+  ``ModelError`` naming the step; the checkpoints saved before it are kept and nothing final
+  (weights, ``training.json``) is written. A logged loss above ``RISE`` times the first logged
+  loss is said once (a notice, and in ``training.json``'s ``warnings``).
+- Checkpoints: each one's ``checksums.json`` (SHA-256 of every file) is written last. On resume
+  a damaged one (a file missing, truncated or changed, or no checksums) is set aside as
+  ``checkpoints/damaged-step-N`` with a notice and the previous good one is used; with none
+  good, training starts again from step 0 (a notice; the damaged ones stay set aside).
+- Resume: log lines after the checkpoint, and a partial last line, are dropped; time, tokens
+  and tracking time are carried in each checkpoint, so ``training.json`` counts every session
+  (the work redone after a kill counted once). Resuming a finished run changes nothing and says
+  so.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
@@ -13,6 +35,7 @@ import resource
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,9 +46,10 @@ from torch import nn
 from tqdm import tqdm
 
 from layer_analysis.probe.architecture import find_decoder
-from layer_analysis.probe.errors import DataError, ModelError
-from layer_analysis.probe.files import atomic_write_text
-from layer_analysis.probe.models import load_model
+from layer_analysis.probe.errors import DataError, ModelError, notice
+from layer_analysis.probe.files import WRITER_LOCK, atomic_write_text, writer_lock
+from layer_analysis.probe.models import first_non_finite, load_model
+from layer_analysis.probe.runs import run_kind
 
 from .encode import IGNORE, batches, collate, encode
 from .mixture import Mixture, build_mixture
@@ -35,6 +59,7 @@ from .tracking import (
     ALIGNMENT_LOG,
     AlignmentTracker,
     TrackingConfig,
+    read_train_log,
     tracked_languages,
     tracking_hook,
     write_report,
@@ -42,6 +67,11 @@ from .tracking import (
 
 CHECKPOINTS = "checkpoints"
 STATE = "trainer_state.json"
+CHECKSUMS = "checksums.json"  # written last in a checkpoint: SHA-256 of each of its files
+LOG = "train_log.jsonl"
+SUMMARY = "training.json"  # written last: a directory holding it is a finished run
+RISE = 10.0  # a logged loss above RISE x the first logged loss is said (once per session)
+clock = time.perf_counter  # the training time's clock (tests replace it)
 
 
 @dataclass
@@ -83,9 +113,12 @@ class TrainConfig:
         bad = [f"{name} {value}" for name, value in at_least_one.items() if value < 1]
         if bad:
             raise DataError(f"must be at least 1: {', '.join(bad)}")
-        if not (self.lr > 0 and self.epochs > 0 and 0 <= self.warmup < 1):
-            raise DataError(f"need lr > 0, epochs > 0 and 0 <= warmup < 1 (got lr {self.lr}, "
-                            f"epochs {self.epochs}, warmup {self.warmup})")
+        if not (0 < self.lr < math.inf and 0 < self.epochs < math.inf and 0 <= self.warmup < 1):
+            raise DataError(f"need lr > 0, epochs > 0 (both finite) and 0 <= warmup < 1 (got "
+                            f"lr {self.lr}, epochs {self.epochs}, warmup {self.warmup})")
+        if not (0 <= self.lora_dropout < 1 and 0 <= self.weight_decay < math.inf):
+            raise DataError(f"need 0 <= lora dropout < 1 and a finite weight decay >= 0 (got "
+                            f"{self.lora_dropout}, {self.weight_decay})")
         if self.max_length < 8:
             raise DataError(f"max length must be at least 8 tokens, got {self.max_length}")
 
@@ -143,29 +176,100 @@ def _peak_memory_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KB on Linux
 
 
-def latest_checkpoint(output: Path) -> Path | None:
-    done = [p for p in (output / CHECKPOINTS).glob("step-*") if (p / STATE).exists()]
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+def checkpoints(output: Path) -> list[Path]:
+    """The checkpoint directories of ``output`` (``checkpoints/step-N``), newest first, not
+    verified."""
+    found = [p for p in (output / CHECKPOINTS).glob("step-*")
+             if p.is_dir() and p.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def checkpoint_damage(directory: Path) -> str | None:
+    """Why ``directory`` is no good checkpoint (no checksums, a file missing or changed), or
+    None when every file it recorded has its SHA-256."""
+    try:
+        recorded = json.loads((directory / CHECKSUMS).read_text())
+    except FileNotFoundError:
+        return f"no {CHECKSUMS}"
+    except (OSError, ValueError):
+        return f"{CHECKSUMS} unreadable"
+    if not isinstance(recorded, dict) or STATE not in recorded:
+        return f"{CHECKSUMS} is not a checkpoint's"
+    for name, digest in sorted(recorded.items()):
+        try:
+            actual = _sha256(directory / name)
+        except OSError:
+            return f"{name} missing"
+        if actual != digest:
+            return f"{name} fails its checksum"
+    return None
+
+
+def usable_checkpoint(output: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest good checkpoint (None: none), and the damaged ones newer than it, with why."""
+    damaged = []
+    for directory in checkpoints(output):
+        why = checkpoint_damage(directory)
+        if why is None:
+            return directory, damaged
+        damaged.append((directory, why))
+    return None, damaged
 
 
 @dataclass
 class TrainResult:
     summary: dict  # what training.json holds
-    model: nn.Module  # the trained model (PEFT-wrapped for LoRA), unwrapped from accelerate
+    model: nn.Module | None  # the trained model (PEFT-wrapped for LoRA), unwrapped from
+    # accelerate; None when a finished run was asked to resume (nothing trained)
     report: Report  # records kept and rejected, per component
     main_process: bool = True  # False in the other processes of a multi-process run
 
 
-def check_output(config: TrainConfig) -> None:
-    """A finished run is never overwritten; checkpoints are resumed only when asked to."""
+NEW, FINISHED, UNFINISHED = "new", "finished", "unfinished"  # what an OUTPUT holds
+
+
+def check_output(config: TrainConfig) -> str:
+    """What ``config.output`` holds — ``NEW`` (nothing, or only the log of a run killed before
+    its first checkpoint), ``FINISHED`` or ``UNFINISHED`` (checkpoints) — checked against
+    ``resume``: a finished run is never overwritten, checkpoints are resumed only when asked
+    to, and a directory of another kind (a probe run, unrelated files) is refused."""
     output = config.output
-    if (output / "training.json").exists() and not config.resume:
-        raise DataError(f"{output} holds a finished training run; choose another --output")
-    if config.resume and latest_checkpoint(output) is None:
+    names = {p.name for p in output.iterdir()} - {WRITER_LOCK} if output.is_dir() else set()
+    if not names:
+        if config.resume:
+            raise DataError(f"--resume: {output} holds no checkpoint to resume from")
+        return NEW
+    kind = run_kind(output)
+    if kind is not None:
+        raise DataError(f"{output} holds a probe run (kind: {kind}), not a training run; "
+                        "choose another --output")
+    if not names & {SUMMARY, LOG, CHECKPOINTS}:
+        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+        raise DataError(f"{output} holds files that are not a training run's ({shown}); "
+                        "choose a new or empty --output")
+    if (output / SUMMARY).exists():
+        if not config.resume:
+            raise DataError(f"{output} holds a finished training run; choose another --output")
+        return FINISHED
+    if checkpoints(output):
+        if not config.resume:
+            raise DataError(f"{output} holds checkpoints of an unfinished run: pass --resume "
+                            "to continue it, or choose another --output")
+        return UNFINISHED
+    if config.resume:
         raise DataError(f"--resume: {output} holds no checkpoint to resume from")
-    if not config.resume and latest_checkpoint(output) is not None:
-        raise DataError(f"{output} holds checkpoints of an unfinished run: pass --resume to "
-                        "continue it, or choose another --output")
+    notice(f"{output} holds the log of a run stopped before its first checkpoint: training "
+           "starts again")
+    return NEW
 
 
 def make_trainable(model: nn.Module, config: TrainConfig) -> tuple[nn.Module, str]:
@@ -188,28 +292,49 @@ def resume_settings(config: TrainConfig) -> dict:
                          "output", "device", "tracking")}
 
 
-def resume_step(state: TrainingState, output: Path, settings: dict) -> int:
-    """Load the latest checkpoint into ``state`` and return its step; other settings than the
-    checkpoint's are an error naming each difference."""
-    checkpoint = latest_checkpoint(output)
+def checkpoint_record(checkpoint: Path, settings: dict) -> dict:
+    """A checkpoint's ``trainer_state.json`` (step, settings, and what the run had done);
+    other settings than the checkpoint's are an error naming each difference."""
     saved = json.loads((checkpoint / STATE).read_text())
     changed = {k: (saved["settings"].get(k), v) for k, v in json.loads(
         json.dumps(settings, default=str)).items() if saved["settings"].get(k) != v}
     if changed:
         raise DataError(f"--resume with other settings than {checkpoint}: " + "; ".join(
             f"{k} was {a!r}, now {b!r}" for k, (a, b) in changed.items()))
-    state.load(checkpoint)
-    return saved["step"]
+    return saved
 
 
 def trim_log(path: Path, step: int) -> None:
-    """Drop log lines written after ``step`` (a run killed between checkpoints)."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
-        atomic_write_text(path, "".join(kept))
+    """Drop log lines written after ``step`` (a run killed between checkpoints) and a partial
+    last line."""
+    kept = [entry for entry in read_train_log(path) if entry["step"] <= step]
+    text = "".join(json.dumps(entry) + "\n" for entry in kept)
+    if path.exists() and path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+
+
+@dataclass
+class Progress:
+    """What a run has done; ``done`` is carried across resumes in each checkpoint."""
+
+    step: int = 0
+    done: dict = field(default_factory=lambda: {"seconds": 0.0, "tokens": 0,
+                                                "tracking_seconds": 0.0})  # up to ``step``
+    tokens: int = 0  # trained on in this session, by this process
+    first_loss: float | None = None  # the first logged loss of the run
+    last_loss: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def rose(self, loss: float, step: int) -> None:
+        """Say it (once) when a logged loss rises above ``RISE`` x the first one."""
+        if self.first_loss is None:
+            self.first_loss = loss
+        elif not self.warnings and self.first_loss > 0 and loss > RISE * self.first_loss:
+            self.warnings.append(
+                f"the training loss rose to {loss:.4g} at step {step}, "
+                f"{loss / self.first_loss:.0f}x its first logged value ({self.first_loss:.4g}):"
+                " the learning rate may be too high")
+            notice(self.warnings[-1])
 
 
 @dataclass
@@ -247,20 +372,38 @@ class Schedule:
     total: int
 
 
+def check_finite(accelerator, step: int, problem: str | None, output: Path) -> None:
+    """Stop the run when any process found ``problem`` at ``step``: a ``ModelError`` in every
+    process alike (the verdict is reduced over them)."""
+    flag = torch.tensor([0.0 if problem is None else 1.0], device=accelerator.device)
+    if float(accelerator.reduce(flag, "sum")) == 0:
+        return
+    kept = checkpoints(output)
+    raise ModelError(
+        f"training diverged at step {step}: {problem or 'non-finite values in another process'}"
+        f". Nothing final was written; the last checkpoint before it is kept "
+        f"({kept[0] if kept else 'none was saved yet'}). Lower the learning rate (or check the "
+        "data) and train into another --output")
+
+
 def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedule: Schedule,
-              step: int, pad_id: int, settings: dict,
+              progress: Progress, pad_id: int, record: Callable[[], dict],
               on_step: Callable[[int], None] | None = None,
-              pairs: PairBatches | None = None) -> tuple[int, float]:
+              pairs: PairBatches | None = None) -> Progress:
     """The loop: length-bucketed batches, every process its share, accumulation, logging to
-    train_log.jsonl (the LM loss, and the alignment loss when ``pairs`` are drawn), checkpoints;
-    ``on_step(step)`` after each optimizer step. Returns the final step and the last logged
-    LM loss."""
+    train_log.jsonl (the LM loss, and the alignment loss when ``pairs`` are drawn), a check
+    that loss, gradients and (at checkpoints) weights are finite, checkpoints holding
+    ``record()``; ``on_step(step)`` after each optimizer step. Updates and returns
+    ``progress``."""
     accelerator, wrapper, optimizer = state.accelerator, state.wrapper, state.optimizer
     world, rank = accelerator.num_processes, accelerator.process_index
-    log_path = config.output / "train_log.jsonl"
+    log_path = config.output / LOG
+    step = progress.step
+    trained = [(n.removeprefix("model."), p)
+               for n, p in accelerator.unwrap_model(wrapper).named_parameters() if p.requires_grad]
     bar = tqdm(total=schedule.total, initial=step, unit="step",
                disable=not (config.progress and accelerator.is_main_process))
-    window, last_loss = LogWindow(), float("nan")
+    window, bad_loss = LogWindow(), None
     micro = step * config.grad_accum * world  # micro-batches done, all processes together
     while step < schedule.total:
         epoch, done = divmod(micro, schedule.per_epoch)
@@ -273,15 +416,27 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(wrapper):
                 losses = wrapper(**batch)
+                loss = losses["loss"].item()
+                if bad_loss is None and not math.isfinite(loss):
+                    bad_loss = f"loss is {loss}"
                 accelerator.backward(losses["loss"])
+                if accelerator.sync_gradients:  # the gradients of the whole step are there
+                    bad = bad_loss
+                    if bad is None:
+                        grad = first_non_finite((n, p.grad) for n, p in trained)
+                        bad = grad and f"the gradient of {grad} is not finite"
+                    check_finite(accelerator, step + 1, bad, config.output)
                 optimizer.step()
                 optimizer.zero_grad()
             micro += world
-            window.add(losses, int(batch["attention_mask"].sum()) * world)
+            tokens = int(batch["attention_mask"].sum())
+            progress.tokens += tokens
+            window.add(losses, tokens * world)
             if not accelerator.sync_gradients:
                 continue
             state.scheduler.step()
             step += 1
+            progress.step = step
             bar.update(1)
             if step % config.log_every == 0 or step == schedule.total:
                 entry = window.entry(step, micro / schedule.per_epoch,
@@ -289,14 +444,18 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
                                      accelerator.device)
                 if pairs is None:
                     del entry["alignment_loss"]
-                last_loss = entry["loss"]
+                progress.last_loss = entry["loss"]
+                progress.rose(entry["loss"], step)
                 if accelerator.is_main_process:
                     with log_path.open("a") as log:
                         log.write(json.dumps(entry) + "\n")
-                bar.set_postfix(loss=f"{last_loss:.3f}")
+                bar.set_postfix(loss=f"{entry['loss']:.3f}")
                 window = LogWindow()
             if step % config.save_every == 0 or step == schedule.total:
-                _checkpoint(state, config.output, step, config.keep_checkpoints, settings)
+                bad = first_non_finite(trained)
+                check_finite(accelerator, step, bad and f"the weight {bad} is not finite",
+                             config.output)
+                _checkpoint(state, config.output, step, config.keep_checkpoints, record())
             if on_step is not None:
                 on_step(step)
             if step >= schedule.total:
@@ -304,7 +463,7 @@ def run_steps(state: TrainingState, examples: list, config: TrainConfig, schedul
         else:
             micro = (epoch + 1) * schedule.per_epoch  # a remainder smaller than the processes
     bar.close()
-    return step, last_loss
+    return progress
 
 
 def prepare_alignment(config: TrainConfig, mixture: Mixture, tokenizer) -> PairBatches | None:
@@ -320,15 +479,65 @@ def prepare_alignment(config: TrainConfig, mixture: Mixture, tokenizer) -> PairB
     return PairBatches(pairs, tokenizer, config.max_length, objective.batch, config.seed)
 
 
+def _main_process() -> bool:
+    """Whether this is the main process (before accelerate starts: the launcher's ``RANK``)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train, write OUTPUT/{adapter or model files, training.json, train_log.jsonl, and
-    alignment_log.csv when alignment is tracked}."""
+    alignment_log.csv when alignment is tracked}. The main process holds OUTPUT's writer lock
+    throughout (a second writer fails at once); an OUTPUT this call created is removed again
+    when the call fails before anything was written into it."""
+    output = config.output
+    if not _main_process():
+        return _train(config, on_step)
+    created = not output.exists()
+    with writer_lock(output):
+        try:
+            return _train(config, on_step)
+        except BaseException:
+            if created and {p.name for p in output.iterdir()} == {WRITER_LOCK}:
+                with contextlib.suppress(OSError):
+                    (output / WRITER_LOCK).unlink()
+                    output.rmdir()
+            raise
+
+
+def _finished(output: Path) -> TrainResult:
+    """A finished run asked to resume: its summary and report, nothing touched."""
+    try:
+        summary = json.loads((output / SUMMARY).read_text())
+        data = summary["data"]
+        report = Report(Counter(data["kept"]), Counter(
+            {tuple(key.rsplit(": ", 1)): n for key, n in data["rejected"].items()}))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{output / SUMMARY} is not a training summary this version reads "
+                        f"({exc})") from None
+    notice(f"{output} holds a finished training run ({summary.get('steps')} steps): nothing to "
+           "resume, nothing changed")
+    return TrainResult(summary, None, report, _main_process())
+
+
+def _train(config: TrainConfig, on_step: Callable[[int], None] | None) -> TrainResult:
     from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
-    started = time.perf_counter()
+    started = clock()
     output = config.output
-    check_output(config)
+    holds = check_output(config)
+    if holds == FINISHED:
+        return _finished(output)
+    settings = resume_settings(config)
+    checkpoint, damaged = usable_checkpoint(output) if holds == UNFINISHED else (None, [])
+    for directory, why in damaged:
+        notice(f"checkpoint {directory} is damaged ({why}): set aside as damaged-{directory.name}")
+    saved = checkpoint_record(checkpoint, settings) if checkpoint is not None else None
+    if saved is not None:
+        notice(f"resuming from step {saved['step']} ({checkpoint})")
+    elif holds == UNFINISHED:
+        notice(f"no usable checkpoint in {output / CHECKPOINTS}: training starts again from "
+               "step 0")
     mixture = build_mixture(config.mixture, config.seed)  # bad components fail before the model
     track_languages = (tracked_languages(config.tracking, mixture.languages)
                        if config.tracking else [])
@@ -358,44 +567,70 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
                                                 schedule.total)
     wrapper, optimizer = accelerator.prepare(wrapper, optimizer)
     state = TrainingState(accelerator, wrapper, optimizer, scheduler)
-    settings = resume_settings(config)
-    step = 0
-    if config.resume:
-        step = resume_step(state, output, settings)
+    progress = Progress()
+    accelerator.wait_for_everyone()  # every process has verified the checkpoints
+    if accelerator.is_main_process:
+        for directory, _ in damaged:
+            aside = directory.with_name(f"damaged-{directory.name}")
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(directory, aside)
+        for staging in (output / CHECKPOINTS).glob(".tmp-step-*"):  # of a kill while saving
+            shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    if saved is not None:
+        state.load(checkpoint)
+        progress.step = saved["step"]
+        progress.done.update({k: saved[k] for k in progress.done if k in saved})
         if accelerator.is_main_process:
-            trim_log(output / "train_log.jsonl", step)
+            trim_log(output / LOG, progress.step)
+        accelerator.wait_for_everyone()
+        entries = read_train_log(output / LOG)
+        if entries:
+            progress.first_loss, progress.last_loss = entries[0]["loss"], entries[-1]["loss"]
     elif accelerator.is_main_process:
         output.mkdir(parents=True, exist_ok=True)
-        for log in ("train_log.jsonl", ALIGNMENT_LOG):
+        for log in (LOG, ALIGNMENT_LOG):
             (output / log).unlink(missing_ok=True)
+
+    def record() -> dict:
+        """What a checkpoint says the run has done (every process calls it: a reduction)."""
+        tokens = accelerator.reduce(torch.tensor([progress.tokens], device=accelerator.device),
+                                    "sum")
+        tracking = tracker.seconds if tracker else 0.0
+        return {"settings": settings,
+                "seconds": round(progress.done["seconds"] + clock() - started, 1),
+                "tokens": progress.done["tokens"] + int(tokens),
+                "tracking_seconds": round(progress.done["tracking_seconds"] + tracking, 1)}
+
     hooks = [on_step] if on_step else []
     if tracker is not None:
         track = tracking_hook(tracker, schedule.total, accelerator.is_main_process,
                               accelerator.wait_for_everyone)
-        logged = tracker.logged(step)  # every process decides alike: the probe waits for all
+        logged = tracker.logged(progress.step)  # every process alike: the probe waits for all
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            tracker.trim(step)
+            tracker.trim(progress.step)
         if not logged:
-            track(step)  # before training, or where a killed run left off
+            track(progress.step)  # before training, or where a killed run left off
         hooks.insert(0, track)
-    step, last_loss = run_steps(state, examples, config, schedule, step,
-                                loaded.tokenizer.pad_token_id, settings,
-                                lambda s: [hook(s) for hook in hooks], pairs)
+    run_steps(state, examples, config, schedule, progress, loaded.tokenizer.pad_token_id, record,
+              lambda s: [hook(s) for hook in hooks], pairs)
     if tracker is not None and accelerator.is_main_process:
         write_report(output)
+    done = record()
     summary = {
         "config": {**asdict(config), "output": str(output)},
         "model": loaded.name, "trainable": trainable, "trainable_parameters": n_trainable,
         "mixture": str(mixture.spec), "examples": len(examples), "data": mixture.report.as_dict(),
-        "notes": mixture.notes, "steps": step, "final_loss": last_loss,
+        "notes": mixture.notes, "steps": progress.step, "final_loss": progress.last_loss,
+        "warnings": progress.warnings,
         "alignment_objective": {"layers": list(align_layers), "pairs": len(pairs)}
         if pairs else None,
-        "tracking": {"languages": track_languages, "seconds": round(tracker.seconds, 1)}
+        "tracking": {"languages": track_languages, "seconds": done["tracking_seconds"]}
         if tracker else None,
         "processes": accelerator.num_processes, "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": done["seconds"], "tokens": done["tokens"],  # every session's, added up
         "peak_memory_gb": round(_peak_memory_gb(accelerator.device), 3),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
@@ -477,22 +712,23 @@ class TrainingState:
                 torch.cuda.set_rng_state(states["cuda"])
 
 
-def _checkpoint(state: TrainingState, output: Path, step: int, keep: int, settings: dict) -> None:
-    """Save the training state under a temporary name, then rename."""
+def _checkpoint(state: TrainingState, output: Path, step: int, keep: int, record: dict) -> None:
+    """Save the training state under a temporary name, ``trainer_state.json`` (``step`` and
+    ``record``) and then the checksums of every file last, then rename; keep the newest
+    ``keep``."""
     accelerator = state.accelerator
     root = output / CHECKPOINTS
     staging = root / f".tmp-step-{step}"
     state.save(staging)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        atomic_write_text(staging / STATE, json.dumps({"step": step, "settings": settings},
-                                                      default=str))
+        atomic_write_text(staging / STATE, json.dumps({"step": step, **record}, default=str))
+        atomic_write_text(staging / CHECKSUMS, json.dumps(
+            {name: _sha256(staging / name) for name in _files(staging)}, indent=1))
         final = root / f"step-{step}"
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
-        done = sorted((p for p in root.glob("step-*") if (p / STATE).exists()),
-                      key=lambda p: int(p.name.split("-")[1]))
-        for old in done[:-keep]:
+        for old in checkpoints(output)[keep:]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
@@ -516,5 +752,6 @@ def _save_final(accelerator, wrapper, tokenizer, output: Path, full: bool, summa
         for path in files:
             os.replace(path, output / path.name)
         staging.rmdir()
-        atomic_write_text(output / "training.json", json.dumps(summary, indent=2, default=str))
+        atomic_write_text(output / SUMMARY, json.dumps(summary, indent=2, default=str,
+                                                      allow_nan=False))
     accelerator.wait_for_everyone()

@@ -13,7 +13,8 @@ growing numbers of English -> L pairs, each evaluated, collected in one tidy tab
 over-length (``requested`` keeps the asked-for size); the law is fitted on ``pairs``.
 
 An interrupted sweep resumes: finished points are kept, a point with checkpoints continues from
-its last one, and the table is rebuilt from the points on disk.
+its last good one, and the table is rebuilt from the points on disk. One process at a time
+writes a sweep: ``run_sweep`` holds OUTPUT's writer lock throughout.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import pandas as pd
 
 from layer_analysis.probe.analysis import AnalysisConfig, english_peaks
 from layer_analysis.probe.errors import DataError, notice
-from layer_analysis.probe.files import MANIFEST, atomic_write_text
+from layer_analysis.probe.files import MANIFEST, WRITER_LOCK, atomic_write_text, writer_lock
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name, iso639_1
 from layer_analysis.probe.readers import finite_number, read_csv_rows
 
-from .loop import TrainConfig, latest_checkpoint
+from .loop import TrainConfig, checkpoints
 from .mixture import instruction_translation_spec
-from .tracking import ALIGNMENT_LOG, TrackingConfig, peak_alignment
+from .tracking import ALIGNMENT_LOG, TrackingConfig, peak_alignment, read_alignment_log
 
 # training fields set per point, not settings
 PER_RUN = ("mixture", "output", "resume", "progress", "tracking")
@@ -135,8 +136,14 @@ def measure_similarity(config: SweepConfig) -> dict[str, float]:
 
 
 def _check_settings(config: SweepConfig) -> None:
+    """A sweep's OUTPUT is new, empty or a sweep with the same settings (``sweep.json``,
+    written first)."""
     path = config.output / "sweep.json"
     settings = config.settings()
+    others = sorted({p.name for p in config.output.iterdir()} - {WRITER_LOCK})
+    if others and not path.exists():
+        raise DataError(f"{config.output} holds files that are not a sweep's "
+                        f"({', '.join(others[:5])}); choose a new or empty --output")
     if path.exists():
         saved = json.loads(path.read_text())
         changed = sorted(k for k in settings if k != "languages" and saved.get(k) != settings[k])
@@ -165,7 +172,7 @@ def run_point(config: SweepConfig, language: str, size: int) -> Path:
                                   sentences=config.similarity_sentences, before=False)
         train(replace(config.training, output=directory,
                       mixture=instruction_translation_spec(config.instructions, {language: size}),
-                      resume=latest_checkpoint(directory) is not None, tracking=tracking))
+                      resume=bool(checkpoints(directory)), tracking=tracking))
     if not (directory / "evaluation.json").exists():
         loaded = load_model(str(directory), device=config.training.device,
                             dtype=config.training.dtype)
@@ -185,7 +192,7 @@ def point_alignment(directory: Path) -> dict:
     path = directory / ALIGNMENT_LOG
     if not path.exists():
         return {"alignment": None, "alignment_layer": None}
-    [peak] = peak_alignment(pd.read_csv(path)).itertuples()
+    [peak] = peak_alignment(read_alignment_log(path)).itertuples()
     return {"alignment": float(peak.value), "alignment_layer": int(peak.layer)}
 
 
@@ -226,7 +233,13 @@ def sweep_table(output: Path) -> pd.DataFrame:
 
 
 def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> pd.DataFrame:
-    """Similarity, then every (language, size) point; writes and returns the table."""
+    """Similarity, then every (language, size) point; writes and returns the table. A second
+    process on the same OUTPUT fails at once (the writer lock)."""
+    with writer_lock(config.output):
+        return _run_sweep(config, say)
+
+
+def _run_sweep(config: SweepConfig, say: Callable[[str], None]) -> pd.DataFrame:
     _check_settings(config)
     similarity = measure_similarity(config)
     say("similarity to English (" + SIMILARITY_DEFINITION + "): " + ", ".join(

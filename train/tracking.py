@@ -5,6 +5,8 @@ and X -> English, 95 % bootstrap CIs — and appended to ``OUTPUT/alignment_log.
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,15 +142,16 @@ class AlignmentTracker:
 
     def logged(self, step: int) -> bool:
         """Whether ``step`` is in the log already (read by every process alike)."""
-        return self.path.exists() and bool((pd.read_csv(self.path).step == step).any())
+        return self.path.exists() and bool((read_alignment_log(self.path).step == step).any())
 
     def trim(self, step: int) -> None:
-        """Drop rows logged after ``step`` (a run killed after its last checkpoint)."""
+        """Drop rows logged after ``step`` (a run killed after its last checkpoint), and a
+        partial last line."""
         if not self.path.exists():
             return
-        log = pd.read_csv(self.path)
+        log = read_alignment_log(self.path)
         kept = log[log.step <= step]
-        if len(kept) != len(log):
+        if len(kept) != len(log) or not self.path.read_text(encoding="utf-8").endswith("\n"):
             atomic_write(self.path, lambda tmp: kept.to_csv(tmp, index=False))
 
 
@@ -200,18 +203,50 @@ def discover_tracked(root: Path) -> list[Path]:
     return [p.parent for p in sorted(logs, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
-def read_tracked(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(alignment log, training log) of one training output; the training log may be empty."""
-    import json
-
-    path = output / ALIGNMENT_LOG
+def _complete_lines(path: Path) -> list[str]:
+    """The lines of ``path`` that end in a line break (split there only): a partial last line,
+    of a process killed while appending, is left out."""
     try:
-        log = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    return text.split("\n")[:-1]
+
+
+def read_train_log(path: Path) -> list[dict]:
+    """The entries of a ``train_log.jsonl`` (none if it is absent). A partial last line is
+    left out; any other line that is no JSON entry with a step is an error naming it."""
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(_complete_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+            raise DataError(f"{path}, line {number}: not a training log entry")
+        entries.append(entry)
+    return entries
+
+
+def read_alignment_log(path: Path) -> pd.DataFrame:
+    """An alignment log, a partial last line left out; missing columns are an error."""
+    lines = _complete_lines(path)
+    try:
+        log = pd.read_csv(io.StringIO("\n".join(lines))) if lines else pd.DataFrame(
+            columns=COLUMNS)
+    except ValueError as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     missing = [c for c in COLUMNS if c not in log]
     if missing:
         raise DataError(f"{path} lacks the column(s) {', '.join(missing)}")
-    losses = output / "train_log.jsonl"
-    lines = losses.read_text().splitlines() if losses.exists() else []
-    return log, pd.DataFrame([json.loads(line) for line in lines if line.strip()])
+    return log
+
+
+def read_tracked(output: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(alignment log, training log) of one training output; the training log may be empty."""
+    return (read_alignment_log(output / ALIGNMENT_LOG),
+            pd.DataFrame(read_train_log(output / "train_log.jsonl")))
