@@ -24,7 +24,7 @@ import pandas as pd
 
 from . import distributed
 from .data import ParallelCorpus, Side
-from .errors import DataError
+from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
@@ -148,6 +148,9 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length,
                                                    layers=(layer,)))
     timings["load_model"] = time.perf_counter() - clock
+    truncation = extractor.truncation([*sources, *targets])
+    if truncation.serious:
+        notice(truncation.warning())
     corpus = ParallelCorpus(f"{request.source.name}|{request.target.name}", {
         "source": Side("source", src_lang, "source", tuple(sources)),
         "target": Side("target", tgt_lang, "target", tuple(targets))})
@@ -188,7 +191,8 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         "activations": str(acts.directory.resolve()),
         "activations_key": acts.key,
         "store": str(store.root.resolve()),
-        "extraction": acts.manifest.get("extraction"),
+        "extraction": {**(acts.manifest.get("extraction") or {}),
+                       "truncation": truncation.to_dict()},
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }

@@ -28,8 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from . import report
+from .checks import select_capped
 from .data import load_parallel
-from .errors import DataError
+from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .interventions import deactivated
@@ -92,7 +93,7 @@ def check_neuron_request(request: NeuronRequest) -> tuple[list[str], dict, dict]
         missing = [x for x in languages if x not in corpus.languages]
         if missing:
             raise DataError(f"{corpus.name} has no {', '.join(display_name(x) for x in missing)}")
-        chosen = corpus.select(languages, limit)
+        chosen = select_capped(corpus, languages, limit)
         return {side.language: side.sentences for side in chosen.sides.values()}
 
     counted = sentences(request.data, request.sentences)
@@ -168,6 +169,9 @@ def execute_neurons(request: NeuronRequest, command: list[str],
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length))
     activation_modules(extractor.parts)  # a clear error before any pass
+    truncation = extractor.truncation([s for side in counted.values() for s in side])
+    if truncation.serious:
+        notice(truncation.warning())
     timings = {"load_model": time.perf_counter() - clock}
     run_dir = request.claim("neurons", f"{loaded.name}-neurons")
     clock = time.perf_counter()
@@ -213,7 +217,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
                     "blocks": int(masks.shape[1]), "neurons_per_block": int(masks.shape[2]),
                     "eval_data": request.eval_data if held_out else None,
                     "eval_sentences": request.eval_sentences, "bootstrap": request.bootstrap,
-                    "seed": request.seed},
+                    "seed": request.seed, "truncation": truncation.to_dict()},
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .architecture import DecoderParts
+from .checks import OPEN_SHARE, check_numbers
 from .errors import DataError, ModelError
 from .extract import Extractor
 
@@ -63,10 +64,8 @@ class LapeThresholds:
     bar_rate: float = 0.95  # a kept neuron belongs to the languages above this quantile
 
     def __post_init__(self) -> None:
-        for name in ("top_rate", "filter_rate", "bar_rate"):
-            value = getattr(self, name)
-            if not 0 < value < 1:
-                raise DataError(f"LAPE {name.replace('_', '-')} must be in (0, 1), got {value}")
+        check_numbers({f"--{name.replace('_', '-')}": (getattr(self, name), OPEN_SHARE)
+                       for name in ("top_rate", "filter_rate", "bar_rate")})
 
 
 @torch.inference_mode()

@@ -149,3 +149,20 @@ def test_mine_bad_gold_and_layer_are_one_message(tiny_llama_dir, tiny_sentences,
     assert main([*base, "--layer", "9"]) == 2
     assert "layers [9] out of range: this model has layers 0..4" in capsys.readouterr().err
     assert not list((tmp_path / "runs").rglob("mined.tsv"))
+
+
+def test_mine_says_and_records_what_max_length_cuts(tiny_llama_dir, tiny_sentences, tmp_path,
+                                                    capsys):
+    import json
+
+    from layer_analysis.cli import main
+
+    write_bucc(tmp_path, tiny_sentences)
+    assert main(["mine", str(tmp_path / "de.tsv"), str(tmp_path / "en.tsv"), "--source-language",
+                 "de", "--target-language", "en", "--model", str(tiny_llama_dir), "--layer", "3",
+                 "--max-length", "3", "--output", str(tmp_path / "runs"), "--name",
+                 "cut", "--device", "cpu", "--no-progress"]) == 0
+    assert "truncates" in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "runs" / "cut" / "manifest.json").read_text())
+    truncation = manifest["extraction"]["truncation"]
+    assert truncation["max_length"] == 3 and truncation["share"] > 0.05

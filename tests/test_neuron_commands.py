@@ -210,3 +210,15 @@ def test_neuron_runs_compare_by_the_content_of_their_data(intervention_runs, tmp
     assert main(["compare", *map(str, runs), "--output", str(tmp_path / "c2"),
                  "--no-static"]) == 2
     assert "data (by content)" in capsys.readouterr().err
+
+
+def test_neurons_say_and_record_what_max_length_cuts(tiny_llama_dir, tmp_path, capsys):
+    from layer_analysis.probe.neuron_run import NeuronRequest, execute_neurons
+
+    request = NeuronRequest(model=str(tiny_llama_dir), device="cpu", dtype="float32",
+                            output=tmp_path, name="cut", languages=["en", "de"], data="default",
+                            sentences=8, eval_sentences=0, max_length=3, static=False)
+    run = execute_neurons(request, ["neurons"])
+    assert "truncates" in capsys.readouterr().err
+    truncation = json.loads((run / "manifest.json").read_text())["neurons"]["truncation"]
+    assert truncation["max_length"] == 3 and truncation["share"] > 0.05

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from layer_analysis.probe import report
+from layer_analysis.probe.checks import select_capped
 from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
@@ -112,7 +113,7 @@ def check_intervention_request(request: InterventionRequest) -> Prepared:
         missing = [x for x in (language, ENGLISH) if x not in corpus.languages]
         if missing:
             raise DataError(f"{corpus.name} has no {', '.join(display_name(x) for x in missing)}")
-        chosen = corpus.select([language, ENGLISH], limit)
+        chosen = select_capped(corpus, [language, ENGLISH], limit)
         side = {s.language: s.sentences for s in chosen.sides.values()}
         return side[language], side[ENGLISH]
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from layer_analysis.probe.analysis import english_peaks
+from layer_analysis.probe.checks import select_capped
 from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
@@ -87,7 +88,8 @@ class AlignmentTracker:
 
     def __init__(self, config: TrackingConfig, languages: list[str], model: nn.Module,
                  tokenizer, name: str, output: Path) -> None:
-        corpus = load_parallel(config.data).select([ENGLISH, *languages], config.sentences)
+        corpus = select_capped(load_parallel(config.data), [ENGLISH, *languages],
+                               config.sentences, "held-out sentences")
         short = {code: len(side.sentences) for code, side in corpus.sides.items()
                  if len(side.sentences) < 2}
         if short:
