@@ -51,13 +51,13 @@ class LensRequest(RunSettings):
     source: str | None = None  # translation source; default French (German for French targets)
     tasks: tuple[str, ...] = ("translation",)
     words: Path = WORDS
-    limit: int | None = None
+    limit: int | None = None  # concepts (--concepts); None: all
     shots: int = 4
     bootstrap: int = 1000
     seed: int = 0
     batch_size: int = 16
     static: bool = True
-    sentences: int = 50  # per language, for the running-text probe (0: none)
+    sentences: int = 50  # per language, for the running-text probe (--limit; 0: none)
     positions: int = 4  # sampled token positions per sentence
     sentence_data: str | None = None  # default: flores-devtest where present, else the shipped set
     table_data: str | None = None  # token -> language counts; default: flores-dev, else shipped
@@ -84,7 +84,7 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     check_numbers({
         "--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT_OR_NONE),
         "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
-        "--limit": (request.limit, COUNT), "--sentences": (request.sentences, COUNT_OR_NONE),
+        "--concepts": (request.limit, COUNT), "--limit": (request.sentences, COUNT_OR_NONE),
         "--positions": (request.positions, COUNT), "--top-k": (request.top_k, COUNT),
         "--tuned-steps": (request.tuned_steps, COUNT_OR_NONE),
         "--tuned-sentences": (request.tuned_sentences, COUNT),
@@ -106,14 +106,14 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     if unknown or not request.tasks:
         raise DataError(f"unknown lens task {unknown or '(none)'}; choose from {', '.join(TASKS)}")
     if request.limit is not None and request.limit < request.shots + 2:
-        raise DataError(f"--limit {request.limit} leaves too few concepts for {request.shots}-shot "
-                        "prompts")
+        raise DataError(f"--concepts {request.limit} leaves too few concepts for "
+                        f"{request.shots}-shot prompts")
     for target in targets:  # every language of every prompt has its word
         for concept in list(words.words)[: request.limit]:
             for language in {target, source_for(target, source), ENGLISH}:
                 words.word(concept, language)
     if request.tuned_steps and request.sentences == 0:
-        raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
+        raise DataError("the tuned lens is evaluated on the running-text sentences: --limit "
                         "must be above 0")
     return words, targets, source
 

@@ -76,7 +76,7 @@ def check_neuron_request(request: NeuronRequest) -> tuple[list[str], dict, dict]
     if len(set(languages)) != len(languages) or len(languages) < 2:
         raise DataError("LAPE needs at least two different languages")
     if request.sentences < 1 or request.eval_sentences < 0 or request.bootstrap < 1:
-        raise DataError("--sentences and --bootstrap must be at least 1, --eval-sentences 0 or more")
+        raise DataError("--limit and --bootstrap must be at least 1, --eval-sentences 0 or more")
     if request.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {request.batch_size}")
     if request.eval_sentences and request.eval_data == request.data:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -221,13 +222,14 @@ BAD_NUMBERS = [  # command, option, value, what the message says after "argument
     ("lens", "--tuned-steps", "-1", "must be at least 0"),
     ("lens", "--positions", "0", "must be at least 1"),
     ("lens", "--top-k", "nan", "expected a whole number"),
-    ("lens", "--limit", "0", "must be at least 1"),
+    ("lens", "--concepts", "0", "must be at least 1"),
+    ("lens", "--limit", "-1", "must be at least 0"),
     ("lens", "--shots", "-1", "must be at least 0"),
     ("neurons", "--top-rate", "1.5", "must be in (0, 1), got 1.5"),
     ("neurons", "--top-rate", "nan", "must be a finite number in (0, 1), got nan"),
     ("neurons", "--filter-rate", "0", "must be in (0, 1), got 0.0"),
     ("neurons", "--bar-rate", "inf", "must be a finite number"),
-    ("neurons", "--sentences", "0", "must be at least 1"),
+    ("neurons", "--limit", "0", "must be at least 1"),
     ("intervene", "--strengths", "1,inf", "must be a finite number in [-1000, 1000], got inf"),
     ("intervene", "--strengths", "nan", "must be a finite number"),
     ("intervene", "--fit-sentences", "1", "must be at least 2"),
@@ -284,6 +286,72 @@ def test_limits_take_all_and_numbers_keep_their_type():
                               "--strengths", "0.5, -2"]).strengths == (0.5, -2.0)
     assert parser.parse_args(["sweep", "--languages", "el", "--output", "o",
                               "--sizes", "0,250"]).sizes == (0, 250)
+
+
+ALL_COMMANDS = {**COMMANDS, "report": ["report", "r"], "compare": ["compare", "a", "b"],
+                "fit-law": ["fit-law", "s"], "allocate": ["allocate", "law.json", "--budget", "9"]}
+LOADS_A_MODEL = ("run", "lens", "neurons", "intervene", "mine", "train", "evaluate", "sweep")
+SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; commands taking it)
+    "--model": ("model", ("m", "m"), LOADS_A_MODEL),
+    "--device": ("device", ("cuda:1", "cuda:1"), LOADS_A_MODEL),
+    "--dtype": ("dtype", ("bfloat16", "bfloat16"), LOADS_A_MODEL),
+    "--limit": ("limit", ("7", 7), ("run", "lens", "neurons", "evaluate")),
+    "--no-progress": ("no_progress", None, LOADS_A_MODEL),
+    "--no-static": ("no_static", None, ("run", "report", "compare", "lens", "neurons",
+                                        "intervene", "fit-law", "allocate")),
+    "--output": ("output", ("o", Path("o")), tuple(c for c in ALL_COMMANDS if c != "report")),
+    "--name": ("name", ("n", "n"), ("run", "lens", "neurons", "intervene", "mine")),
+}
+
+
+def _options(command: str) -> dict[str, object]:
+    from layer_analysis.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    return {flag: action for action in sub._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("command", sorted(ALL_COMMANDS))
+def test_every_command_shares_one_vocabulary(command):
+    """A shared flag means the same in every command that has it (same dest, same parsed
+    value), and every command that could take it does."""
+    from layer_analysis.cli import build_parser
+
+    options = _options(command)
+    parser = build_parser()
+    for flag, (dest, parsed, commands) in SHARED.items():
+        if command not in commands:
+            assert flag not in options, f"{command} {flag} is not in the table of shared flags"
+            continue
+        assert flag in options, f"{command} lacks {flag}"
+        assert options[flag].dest == dest, (command, flag)
+        given = [flag] if parsed is None else [flag, parsed[0]]
+        args = parser.parse_args([*ALL_COMMANDS[command], *given])
+        assert getattr(args, dest) == (True if parsed is None else parsed[1]), (command, flag)
+        if parsed is None:
+            assert getattr(parser.parse_args(ALL_COMMANDS[command]), dest) is False
+
+
+@pytest.mark.parametrize(("command", "old", "new", "value"), [
+    ("lens", "--sentences", "limit", 7), ("neurons", "--sentences", "limit", 7)])
+def test_old_spellings_still_work_with_a_notice(command, old, new, value, capsys):
+    from layer_analysis.cli import build_parser
+
+    args = build_parser().parse_args([*ALL_COMMANDS[command], old, str(value)])
+    assert getattr(args, new) == value
+    flag = "--" + new.replace("_", "-")
+    assert f"note: {old} is deprecated; use {flag}" in capsys.readouterr().err
+    assert old not in build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_lens_says_its_limit_changed_meaning(capsys):
+    from layer_analysis.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["lens", "--limit", "5", "--concepts", "9"])
+    assert (args.limit, args.concepts) == (5, 9)
+    assert "lens --limit counts the running-text sentences" in capsys.readouterr().err
+    assert parser.parse_args(["lens"]).limit == 50 and capsys.readouterr().err == ""
 
 
 def test_the_library_check_is_the_one_the_options_use():
