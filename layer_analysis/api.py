@@ -102,8 +102,12 @@ class Result:
     def figures(self, metric: str = "p@1", normalisation: str = "centered"
                 ) -> dict[str, go.Figure]:
         """The report's figures as plotly objects, by name (``metric`` and ``normalisation``
-        choose what alignment runs and comparisons draw, as ``report --metric`` does)."""
-        return FIGURES.get(self.kind, lambda *_: {})(self, metric, normalisation)
+        choose what alignment runs and comparisons draw, as ``report --metric`` does); each
+        title names the model and the run, as the exported ones do."""
+        from layer_analysis.probe import report
+
+        figures = FIGURES.get(self.kind, lambda *_: {})(self, metric, normalisation)
+        return report.labelled(figures, report.identity(self.model, self.directory))
 
     def show(self, metric: str = "p@1", normalisation: str = "centered") -> None:
         """Show every figure (inline in Jupyter, in a browser tab elsewhere)."""

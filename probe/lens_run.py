@@ -259,9 +259,8 @@ def execute_lens(request: LensRequest, command: list[str],
         figures[f"latent_{task}{suffix}"] = report.latent_language(rows)
         figures[f"entropy_{task}{suffix}"] = report.latent_entropy(rows)
     summary = [english_summary(table)]
-    report.write_html(figures, run_dir / "report.html", f"Logit lens of {loaded.name}", summary)
-    if request.static:
-        report.write_static(figures, run_dir / "figures")
+    report.export(figures, run_dir, f"Logit lens of {loaded.name}", summary, request.static,
+                  loaded.name)
     manifest = {
         "command": command, "kind": "lens",
         "model": loaded.record(request.adapter),
@@ -404,11 +403,8 @@ def compare_lens_runs(directories: list[Path], output: Path, static: bool = True
     atomic_write(output / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
     figures = {f"latent_{task}": report.latent_language(table[table.task == task])
                for task in dict.fromkeys(table.task)}
-    report.write_html(figures, output / "report.html", "Logit lens: " + " vs ".join(names),
-                      [english_summary(table)])
-    paths = [output / "report.html"]
-    if static:
-        paths += report.write_static(figures, output / "figures")
+    paths = report.export(figures, output, "Logit lens: " + " vs ".join(names),
+                          [english_summary(table)], static, " vs ".join(names))
     atomic_write_text(output / MANIFEST, json.dumps(
         {"kind": "lens", "compare": [str(d) for d in directories], "models": names,
          "versions": versions()}, indent=2))

@@ -193,10 +193,8 @@ def execute_neurons(request: NeuronRequest, command: list[str],
     if len(table):
         figures["deactivation"] = report.deactivation(table)
         summary += deactivation_summary(table)
-    report.write_html(figures, run_dir / "report.html", f"Language neurons of {loaded.name}",
-                      summary)
-    if request.static:
-        report.write_static(figures, run_dir / "figures")
+    report.export(figures, run_dir, f"Language neurons of {loaded.name}", summary, request.static,
+                  loaded.name)
     manifest = {
         "command": command, "kind": "neurons",
         "model": loaded.record(request.adapter),
@@ -254,7 +252,6 @@ def compare_neuron_runs(directories: list[Path], output: Path, static: bool = Tr
     output.mkdir(parents=True, exist_ok=True)
     atomic_write(output / CHANGES_TABLE, lambda tmp: changes.to_csv(tmp, index=False))
     figures = {"neuron_changes": report.neuron_changes(changes)}
-    report.write_html(figures, output / "report.html", "Language neurons: what changed")
-    if static:
-        report.write_static(figures, output / "figures")
+    models = " → ".join(m["model"]["name"] for m, _, _ in runs)
+    report.export(figures, output, "Language neurons: what changed", static=static, model=models)
     return output

@@ -467,3 +467,59 @@ def test_every_requested_pooling_is_analysed(run_args, out_dir, tmp_path, tiny_l
     assert sorted(set(pd.read_parquet(compared / "results.parquet").pooling)) == sorted(poolings)
     assert sorted(set(pd.read_csv(compared / "paired.csv").pooling)) == sorted(poolings)
     assert sorted(set(pd.read_csv(compared / "cka.csv").pooling)) == sorted(poolings)
+
+
+def test_two_runs_exports_carry_their_model_and_run(dashboard_runs, tmp_path, monkeypatch):
+    """Figure titles, PNG/PDF names, the report's camera-button names and its peaks line name
+    the model and the run: two runs' exports never share a title or a file name (the old
+    figures/FIGURE.png stays for a release, the same file)."""
+    import shutil
+
+    import plotly.io as pio
+
+    import layer_analysis as la
+    from layer_analysis.probe import report
+
+    titles: dict[str, str] = {}
+
+    def write_images(fig, file, **_):  # kaleido's work, without a browser: the names and titles
+        for figure, path in zip(fig, file, strict=True):
+            titles[Path(path).name] = figure.layout.title.text
+            Path(path).write_bytes(b"drawn")
+
+    monkeypatch.setattr(pio, "write_images", write_images)
+    monkeypatch.setattr(report, "_use_browser", lambda: None)
+    models = {}
+    for name in ("base", "x-de"):
+        shutil.copytree(dashboard_runs / name, tmp_path / name)
+        assert main(["report", str(tmp_path / name)]) == 0
+        models[name] = la.load(tmp_path / name).model
+        figures = tmp_path / name / "figures"
+        new, old = figures / f"{name}-heatmap_p@1.png", figures / "heatmap_p@1.png"
+        assert new.exists() and old.samefile(new)
+        label = f"{models[name]} · run {name}"
+        assert label in titles[new.name]
+        html = (tmp_path / name / "report.html").read_text()
+        assert f"Peak layer of centered P@1 ({label})" in html
+        assert f'"filename": "{name}-heatmap_p@1"' in html
+        assert label in la.load(tmp_path / name).figures()["heatmap_p@1"].layout.title.text
+    assert models["base"] != models["x-de"]
+    assert titles["base-heatmap_p@1.png"] != titles["x-de-heatmap_p@1.png"]
+    for name in ("base", "x-de"):  # every figure, as PNG and PDF, under its run's name too
+        files = {p.name for p in (tmp_path / name / "figures").iterdir()}
+        assert {f"{name}-{f}" for f in files if not f.startswith(f"{name}-")} == \
+            {f for f in files if f.startswith(f"{name}-")}
+
+
+def test_export_names_and_identity():
+    from layer_analysis.probe import report
+
+    assert report.export_name(Path("runs/base"), "heatmap_p@1", "png") == "base-heatmap_p@1.png"
+    assert report.export_name("x-de", "peaks", ".csv") == "x-de-peaks.csv"
+    assert report.export_name(None, "curves", "pdf") == "curves.pdf"
+    assert report.identity("gemma3-270m", Path("runs/g")) == "gemma3-270m · run g"
+    assert report.identity("a vs b") == "a vs b"
+    fig = report.labelled({"f": report.go.Figure(layout={"title": {"text": "T"}})}, "m · run r")
+    assert fig["f"].layout.title.text == "T<br><sup>m · run r</sup>"
+    again = report.labelled(fig, "m · run r")["f"].layout.title.text
+    assert again.count("run r") == 1
