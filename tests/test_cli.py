@@ -291,6 +291,7 @@ def test_limits_take_all_and_numbers_keep_their_type():
 ALL_COMMANDS = {**COMMANDS, "report": ["report", "r"], "compare": ["compare", "a", "b"],
                 "fit-law": ["fit-law", "s"], "allocate": ["allocate", "law.json", "--budget", "9"]}
 LOADS_A_MODEL = ("run", "lens", "neurons", "intervene", "mine", "train", "evaluate", "sweep")
+RUN_WRITERS = ("run", "lens", "neurons", "intervene", "mine")  # OUTPUT/NAME run directories
 SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; commands taking it)
     "--model": ("model", ("m", "m"), LOADS_A_MODEL),
     "--device": ("device", ("cuda:1", "cuda:1"), LOADS_A_MODEL),
@@ -300,7 +301,14 @@ SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; command
     "--no-static": ("no_static", None, ("run", "report", "compare", "lens", "neurons",
                                         "intervene", "fit-law", "allocate")),
     "--output": ("output", ("o", Path("o")), tuple(c for c in ALL_COMMANDS if c != "report")),
-    "--name": ("name", ("n", "n"), ("run", "lens", "neurons", "intervene", "mine")),
+    "--name": ("name", ("n", "n"), RUN_WRITERS),
+    "--overwrite": ("overwrite", None, RUN_WRITERS),
+    "--adapter": ("adapter", ("a", "a"), RUN_WRITERS),
+    "--batch-size": ("batch_size", ("3", 3), LOADS_A_MODEL),
+    "--seed": ("seed", ("3", 3), ("run", "lens", "neurons", "intervene", "train", "sweep")),
+    "--bootstrap": ("bootstrap", ("3", 3), ("run", "lens", "neurons", "intervene")),
+    "--languages": ("languages", ("de,el", "de,el"), ("run", "lens", "neurons", "train",
+                                                      "evaluate", "sweep")),
 }
 
 
