@@ -420,17 +420,19 @@ def export_name(run: str | Path | None, figure: str, ext: str) -> str:
     return f"{stem}.{ext.lstrip('.')}" if ext else stem
 
 
+def label_figure(fig: go.Figure, label: str, name: str = "") -> go.Figure:
+    """A copy of ``fig`` whose title carries ``label`` (``identity``) on a last, smaller line
+    (unchanged when it already does); ``name`` stands in for a missing title."""
+    copy, shown = go.Figure(fig), html.escape(label)
+    text = copy.layout.title.text or name
+    if shown and shown not in text:
+        copy.update_layout(title_text=f"{text}<br><sup>{shown}</sup>")
+    return copy
+
+
 def labelled(figures: dict[str, go.Figure], label: str) -> dict[str, go.Figure]:
-    """Copies of ``figures`` whose titles carry ``label`` (``identity``) on a last, smaller
-    line; a figure already carrying it is left as it is."""
-    out = {}
-    for name, fig in figures.items():
-        copy = go.Figure(fig)
-        text = copy.layout.title.text or name
-        if label and label not in text:
-            copy.update_layout(title_text=f"{text}<br><sup>{html.escape(label)}</sup>")
-        out[name] = copy
-    return out
+    """``label_figure`` of every figure."""
+    return {name: label_figure(fig, label, name) for name, fig in figures.items()}
 
 
 def export(figures: dict[str, go.Figure], directory: Path, title: str,

@@ -531,3 +531,6 @@ def test_export_names_and_identity():
     assert fig["f"].layout.title.text == "T<br><sup>m · run r</sup>"
     again = report.labelled(fig, "m · run r")["f"].layout.title.text
     assert again.count("run r") == 1
+    odd = report.label_figure(report.go.Figure(), "a<b & c", "name")
+    assert odd.layout.title.text == "name<br><sup>a&lt;b &amp; c</sup>"
+    assert report.label_figure(odd, "a<b & c").layout.title.text == odd.layout.title.text
