@@ -534,3 +534,15 @@ def test_export_names_and_identity():
     odd = report.label_figure(report.go.Figure(), "a<b & c", "name")
     assert odd.layout.title.text == "name<br><sup>a&lt;b &amp; c</sup>"
     assert report.label_figure(odd, "a<b & c").layout.title.text == odd.layout.title.text
+
+
+def test_no_progress_hides_stage_lines_but_not_warnings(capsys):
+    from layer_analysis.cli.options import stage_printer
+
+    for progress in (True, False):
+        say = stage_printer("lens", progress)
+        say("translation -> German (1/2)")
+        say("warning: the ridge chosen is the grid's largest")
+        err = capsys.readouterr().err
+        assert ("lens: translation -> German (1/2)" in err) == progress
+        assert "lens: warning: the ridge chosen" in err
