@@ -102,8 +102,12 @@ class Result:
     def figures(self, metric: str = "p@1", normalisation: str = "centered"
                 ) -> dict[str, go.Figure]:
         """The report's figures as plotly objects, by name (``metric`` and ``normalisation``
-        choose what alignment runs and comparisons draw, as ``report --metric`` does)."""
-        return FIGURES.get(self.kind, lambda *_: {})(self, metric, normalisation)
+        choose what alignment runs and comparisons draw, as ``report --metric`` does); each
+        title names the model and the run, as the exported ones do."""
+        from layer_analysis.probe import report
+
+        figures = FIGURES.get(self.kind, lambda *_: {})(self, metric, normalisation)
+        return report.labelled(figures, report.identity(self.model, self.directory))
 
     def show(self, metric: str = "p@1", normalisation: str = "centered") -> None:
         """Show every figure (inline in Jupyter, in a browser tab elsewhere)."""
@@ -561,8 +565,8 @@ def lens(
     *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
     languages: Sequence[str] | str | None = None, source: str | None = None,
     task: Sequence[str] = ("translation",), cloze_data: str | None = None,
-    words: str | Path = WORDS, limit: int | None = None, shots: int = 4,
-    sentences: int = 50, positions: int = 4, sentence_data: str | None = None,
+    words: str | Path = WORDS, concepts: int | None = None, shots: int = 4,
+    limit: int | None = 50, positions: int = 4, sentence_data: str | None = None,
     table_data: str | None = None, top_k: int = 10, tuned_steps: int = 0,
     tuned_sentences: int = 40, bootstrap: int = 1000, seed: int = 0, batch_size: int = 16,
     max_length: int = 2048, device: str = "auto", dtype: str = "auto",
@@ -571,10 +575,11 @@ def lens(
 ) -> Result:
     """The latent language per layer through the logit lens: ``layer-analysis lens``.
 
-    Options as the command's (``task`` for ``--task``); ``limit`` counts concepts,
-    ``sentences`` the running-text sentences per language.
+    Options as the command's (``task`` for ``--task``); ``concepts`` counts the word list's
+    concepts, ``limit`` the running-text sentences per language (0: none), as ``--limit`` does
+    in every command.
 
-    >>> run = la.lens(model="gemma3-270m", languages=["de", "zh"], limit=20, static=False)
+    >>> run = la.lens(model="gemma3-270m", languages=["de", "zh"], concepts=20, static=False)
     >>> run.show()
     """
     from layer_analysis.probe.lens_run import LensRequest, execute_lens
@@ -584,8 +589,8 @@ def lens(
         model=_named_model(model, "lens"), adapter=adapter, device=device, dtype=dtype,
         output=Path(output), name=name, overwrite=overwrite, targets=_languages(languages),
         source=source, tasks=tuple(task), words=Path(words),
-        limit=limit, shots=shots, bootstrap=bootstrap, seed=seed, batch_size=batch_size,
-        static=static, sentences=sentences, positions=positions, sentence_data=sentence_data,
+        limit=concepts, shots=shots, bootstrap=bootstrap, seed=seed, batch_size=batch_size,
+        static=static, sentences=limit, positions=positions, sentence_data=sentence_data,
         table_data=table_data, top_k=top_k, tuned_steps=tuned_steps,
         tuned_sentences=tuned_sentences, cloze_data=cloze_data, max_length=max_length)
     with _stages("lens", progress) as say:
@@ -596,7 +601,7 @@ def lens(
 def neurons(
     *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
     languages: Sequence[str] | str = DEFAULT_LANGUAGES, data: str = "flores-dev",
-    sentences: int = 200, eval_data: str = "flores-devtest", eval_sentences: int = 50,
+    limit: int = 200, eval_data: str = "flores-devtest", eval_sentences: int = 50,
     top_rate: float = 0.01, filter_rate: float = 0.95, bar_rate: float = 0.95,
     bootstrap: int = 1000, seed: int = 0, batch_size: int = 16, device: str = "auto",
     dtype: str = "auto", output: str | Path = Path("runs"), name: str | None = None,
@@ -605,7 +610,10 @@ def neurons(
     """Language-specific FFN neurons (LAPE) and their deactivation check:
     ``layer-analysis neurons``.
 
-    >>> run = la.neurons(model="smollm2-135m", languages="en,de,zh", sentences=100)
+    ``limit``: sentences per language LAPE counts on; ``eval_sentences``: held-out sentences
+    per language for the deactivation check (0: none).
+
+    >>> run = la.neurons(model="smollm2-135m", languages="en,de,zh", limit=100)
     >>> run.tables["counts"]
     """
     from layer_analysis.probe.neuron_run import NeuronRequest, execute_neurons
@@ -615,7 +623,7 @@ def neurons(
     request = NeuronRequest(
         model=_named_model(model, "neurons"), adapter=adapter, device=device, dtype=dtype,
         output=Path(output), name=name, overwrite=overwrite, languages=_languages(languages),
-        data=data, sentences=sentences, eval_data=eval_data, eval_sentences=eval_sentences,
+        data=data, sentences=limit, eval_data=eval_data, eval_sentences=eval_sentences,
         thresholds=LapeThresholds(top_rate, filter_rate, bar_rate), bootstrap=bootstrap,
         seed=seed, batch_size=batch_size, static=static)
     with _stages("neurons", progress) as say:

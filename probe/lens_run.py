@@ -51,13 +51,13 @@ class LensRequest(RunSettings):
     source: str | None = None  # translation source; default French (German for French targets)
     tasks: tuple[str, ...] = ("translation",)
     words: Path = WORDS
-    limit: int | None = None
+    limit: int | None = None  # concepts (--concepts); None: all
     shots: int = 4
     bootstrap: int = 1000
     seed: int = 0
     batch_size: int = 16
     static: bool = True
-    sentences: int = 50  # per language, for the running-text probe (0: none)
+    sentences: int = 50  # per language, for the running-text probe (--limit; 0: none)
     positions: int = 4  # sampled token positions per sentence
     sentence_data: str | None = None  # default: flores-devtest where present, else the shipped set
     table_data: str | None = None  # token -> language counts; default: flores-dev, else shipped
@@ -84,7 +84,7 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     check_numbers({
         "--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT_OR_NONE),
         "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
-        "--limit": (request.limit, COUNT), "--sentences": (request.sentences, COUNT_OR_NONE),
+        "--concepts": (request.limit, COUNT), "--limit": (request.sentences, COUNT_OR_NONE),
         "--positions": (request.positions, COUNT), "--top-k": (request.top_k, COUNT),
         "--tuned-steps": (request.tuned_steps, COUNT_OR_NONE),
         "--tuned-sentences": (request.tuned_sentences, COUNT),
@@ -106,14 +106,14 @@ def check_lens_request(request: LensRequest) -> tuple[WordList, list[str], str |
     if unknown or not request.tasks:
         raise DataError(f"unknown lens task {unknown or '(none)'}; choose from {', '.join(TASKS)}")
     if request.limit is not None and request.limit < request.shots + 2:
-        raise DataError(f"--limit {request.limit} leaves too few concepts for {request.shots}-shot "
-                        "prompts")
+        raise DataError(f"--concepts {request.limit} leaves too few concepts for "
+                        f"{request.shots}-shot prompts")
     for target in targets:  # every language of every prompt has its word
         for concept in list(words.words)[: request.limit]:
             for language in {target, source_for(target, source), ENGLISH}:
                 words.word(concept, language)
     if request.tuned_steps and request.sentences == 0:
-        raise DataError("the tuned lens is evaluated on the running-text sentences: --sentences "
+        raise DataError("the tuned lens is evaluated on the running-text sentences: --limit "
                         "must be above 0")
     return words, targets, source
 
@@ -260,9 +260,8 @@ def execute_lens(request: LensRequest, command: list[str],
         figures[f"latent_{task}{suffix}"] = report.latent_language(rows)
         figures[f"entropy_{task}{suffix}"] = report.latent_entropy(rows)
     summary = [english_summary(table)]
-    report.write_html(figures, run_dir / "report.html", f"Logit lens of {loaded.name}", summary)
-    if request.static:
-        report.write_static(figures, run_dir / "figures")
+    report.export(figures, run_dir, f"Logit lens of {loaded.name}", summary, request.static,
+                  loaded.name)
     manifest = {
         "command": command, "kind": "lens",
         "model": loaded.record(request.adapter),
@@ -405,11 +404,8 @@ def compare_lens_runs(directories: list[Path], output: Path, static: bool = True
     atomic_write(output / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
     figures = {f"latent_{task}": report.latent_language(table[table.task == task])
                for task in dict.fromkeys(table.task)}
-    report.write_html(figures, output / "report.html", "Logit lens: " + " vs ".join(names),
-                      [english_summary(table)])
-    paths = [output / "report.html"]
-    if static:
-        paths += report.write_static(figures, output / "figures")
+    paths = report.export(figures, output, "Logit lens: " + " vs ".join(names),
+                          [english_summary(table)], static, " vs ".join(names))
     atomic_write_text(output / MANIFEST, json.dumps(
         {"kind": "lens", "compare": [str(d) for d in directories], "models": names,
          "versions": versions()}, indent=2))

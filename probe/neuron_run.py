@@ -84,7 +84,7 @@ def check_neuron_request(request: NeuronRequest) -> tuple[list[str], dict, dict]
     if len(set(languages)) != len(languages) or len(languages) < 2:
         raise DataError("LAPE needs at least two different languages")
     if request.sentences < 1 or request.eval_sentences < 0 or request.bootstrap < 1:
-        raise DataError("--sentences and --bootstrap must be at least 1, --eval-sentences 0 or more")
+        raise DataError("--limit and --bootstrap must be at least 1, --eval-sentences 0 or more")
     if request.batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {request.batch_size}")
 
@@ -204,10 +204,8 @@ def execute_neurons(request: NeuronRequest, command: list[str],
     if len(table):
         figures["deactivation"] = report.deactivation(table)
         summary += deactivation_summary(table)
-    report.write_html(figures, run_dir / "report.html", f"Language neurons of {loaded.name}",
-                      summary)
-    if request.static:
-        report.write_static(figures, run_dir / "figures")
+    report.export(figures, run_dir, f"Language neurons of {loaded.name}", summary, request.static,
+                  loaded.name)
     manifest = {
         "command": command, "kind": "neurons",
         "model": loaded.record(request.adapter),
@@ -270,9 +268,8 @@ def compare_neuron_runs(directories: list[Path], output: Path, static: bool = Tr
     start_run_directory(output)
     atomic_write(output / CHANGES_TABLE, lambda tmp: changes.to_csv(tmp, index=False))
     figures = {"neuron_changes": report.neuron_changes(changes)}
-    report.write_html(figures, output / "report.html", "Language neurons: what changed")
-    if static:
-        report.write_static(figures, output / "figures")
+    models = " → ".join(m["model"]["name"] for m, _, _ in runs)
+    report.export(figures, output, "Language neurons: what changed", static=static, model=models)
     atomic_write_text(output / MANIFEST, json.dumps(
         {"kind": "neurons", "compare": [str(d) for d in directories],
          "models": [m["model"]["name"] for m, _, _ in runs], "versions": versions()}, indent=2))

@@ -1,6 +1,8 @@
 """Plotly figures of an analysis and their export: one self-contained HTML, PNG and PDF files.
 
-Every figure title names its metric and normalisation. Static exports go through one
+Every figure title names its metric and normalisation; an exported figure's title also names the
+model and the run (``identity``), and its file is ``RUN-FIGURE.png`` (``export_name``), so the
+exports of two runs never share a title or a name. Static exports go through one
 ``plotly.io.write_images`` call, so one browser start serves them all.
 """
 
@@ -403,10 +405,55 @@ def scatter(projection: pd.DataFrame, pooling: str | None = None) -> go.Figure:
     return fig
 
 
+def identity(model: str | None, run: str | Path | None = None) -> str:
+    """Which run an export is from, as its titles say it: ``MODEL · run NAME`` (``run``: the
+    run's name or directory; a comparison's ``model`` is ``A vs B``)."""
+    name = None if run is None else Path(run).name
+    return " · ".join(part for part in (model, name and f"run {name}") if part)
+
+
+def export_name(run: str | Path | None, figure: str, ext: str) -> str:
+    """The file name of a figure or table exported from a run: ``RUN-FIGURE.EXT`` (``run``: the
+    run's name or directory; without one, ``FIGURE.EXT``), so two runs' exports never share a
+    name. The dashboard's downloads and ``figures/`` both use it."""
+    stem = figure if run is None else f"{Path(run).name}-{figure}"
+    return f"{stem}.{ext.lstrip('.')}" if ext else stem
+
+
+def label_figure(fig: go.Figure, label: str, name: str = "") -> go.Figure:
+    """A copy of ``fig`` whose title carries ``label`` (``identity``) on a last, smaller line
+    (unchanged when it already does); ``name`` stands in for a missing title."""
+    copy, shown = go.Figure(fig), html.escape(label)
+    text = copy.layout.title.text or name
+    if shown and shown not in text:
+        copy.update_layout(title_text=f"{text}<br><sup>{shown}</sup>")
+    return copy
+
+
+def labelled(figures: dict[str, go.Figure], label: str) -> dict[str, go.Figure]:
+    """``label_figure`` of every figure."""
+    return {name: label_figure(fig, label, name) for name, fig in figures.items()}
+
+
+def export(figures: dict[str, go.Figure], directory: Path, title: str,
+           intro: Sequence[str] = (), static: bool = True, model: str | None = None
+           ) -> list[Path]:
+    """A run's figures as ``DIRECTORY/report.html`` and, when ``static``,
+    ``DIRECTORY/figures/RUN-FIGURE.png|pdf``; every figure's title names ``model`` and the run
+    (the directory's name)."""
+    figures = labelled(figures, identity(model, directory))
+    write_html(figures, directory / "report.html", title, intro, run=directory.name)
+    paths = [directory / "report.html"]
+    if static:
+        paths += write_static(figures, directory / "figures", run=directory.name)
+    return paths
+
+
 def write_html(figures: dict[str, go.Figure], path: Path, title: str,
-               intro: Sequence[str] = ()) -> None:
+               intro: Sequence[str] = (), run: str | None = None) -> None:
     """One self-contained HTML page (plotly.js embedded once), written atomically; each line of
-    ``intro`` is a paragraph above the figures."""
+    ``intro`` is a paragraph above the figures. A figure's camera button saves
+    ``export_name(run, figure)``."""
     from plotly.offline import get_plotlyjs
 
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
@@ -415,7 +462,8 @@ def write_html(figures: dict[str, go.Figure], path: Path, title: str,
              + "".join(f"<p>{html.escape(line)}</p>" for line in intro)]
     for name, fig in figures.items():
         parts.append(f"<h2 id='{name}'>{html.escape(name)}</h2>")
-        parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=False, config={
+            "toImageButtonOptions": {"filename": export_name(run, name, "")}}))
     parts.append("</body></html>")
     atomic_write_text(path, "".join(parts))
 
@@ -446,8 +494,10 @@ def figure_image(fig: go.Figure, fmt: str = "png") -> bytes:
 
 
 def write_static(figures: dict[str, go.Figure], directory: Path,
-                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """PNG/PDF of every figure in one batched kaleido call (one browser start)."""
+                 formats: Sequence[str] = ("png", "pdf"), run: str | None = None) -> list[Path]:
+    """PNG/PDF of every figure in one batched kaleido call (one browser start), named
+    ``export_name(run, figure, format)``. With ``run``, the old name ``FIGURE.FORMAT`` stays
+    for this release as a second link to the same file (not in the returned paths)."""
     import plotly.io as pio
 
     _use_browser()
@@ -455,14 +505,25 @@ def write_static(figures: dict[str, go.Figure], directory: Path,
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".export-"))
     try:
         names = [(name, fmt) for fmt in formats for name in figures]
+        files = {(name, fmt): export_name(run, name, fmt) for name, fmt in names}
         pio.write_images(fig=[figures[name] for name, _ in names],
-                         file=[tmp / f"{name}.{fmt}" for name, fmt in names],
-                         width=1000, height=600)
+                         file=[tmp / files[key] for key in names], width=1000, height=600)
         paths = []
-        for name, fmt in names:
-            final = directory / f"{name}.{fmt}"
-            os.replace(tmp / f"{name}.{fmt}", final)
+        for key in names:
+            final = directory / files[key]
+            os.replace(tmp / files[key], final)
             paths.append(final)
+            if run is not None:  # readers of the old figures/FIGURE.png: one more release
+                _link(final, directory / export_name(None, *key))
         return paths
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _link(source: Path, alias: Path) -> None:
+    """``alias`` as a hard link to ``source`` (a copy where links are not possible)."""
+    alias.unlink(missing_ok=True)
+    try:
+        os.link(source, alias)
+    except OSError:
+        shutil.copyfile(source, alias)

@@ -5,7 +5,7 @@
     RUN/cka.csv             layer x layer linear CKA
     RUN/mexa.csv            MEXA scores aggregated over layers (mean and max) per pair
     RUN/projection.csv      2-D coordinates of sentences at one layer
-    RUN/report.html         self-contained report; RUN/figures/*.png|pdf the static figures
+    RUN/report.html         self-contained report; RUN/figures/RUN-*.png|pdf the static figures
 
 Who may write a directory is decided here, for every command (``check_run_directory``): one
 writer at a time (``files.writer_lock``), never into a directory of another kind (another
@@ -524,12 +524,16 @@ def per_pooling(table: pd.DataFrame, name: str, figure: Any) -> dict[str, Any]:
 
 def build_report(results: RunResults, figures: dict[str, Any], title: str, static: bool = True
                  ) -> list[Path]:
-    """report.html plus, when ``static``, PNG and PDF of every figure under figures/."""
+    """report.html plus, when ``static``, PNG and PDF of every figure under figures/; the
+    figures' titles, their files and the peaks line name the model and the run."""
+    manifest = results.manifest
+    model = (manifest.get("model") or {}).get("name") or " vs ".join(manifest.get("models", []))
+    label = report.identity(model or None, results.directory)
     summary = []
     try:
         peaks = peak_layers(results.table)
         several = "pooling" in peaks and peaks.pooling.nunique() > 1
-        summary.append("Peak layer of centered P@1: " + "; ".join(
+        summary.append(f"Peak layer of centered P@1 ({label}): " + "; ".join(
             f"{r.source.split('@')[0]}→{r.target.split('@')[0]}"
             f"{f' ({r.pooling})' if several else ''} layer {r.layer} ({r.value:.2f})"
             for r in peaks.itertuples()))
@@ -538,12 +542,7 @@ def build_report(results: RunResults, figures: dict[str, Any], title: str, stati
     sinks = results.manifest.get("extraction", {}).get("sinks")
     if sinks:
         summary.append(SinkRecord.from_dict(sinks).summary())
-    html_path = results.directory / "report.html"
-    report.write_html(figures, html_path, title, summary)
-    paths = [html_path]
-    if static:
-        paths += report.write_static(figures, results.directory / "figures")
-    return paths
+    return report.export(figures, results.directory, title, summary, static, model or None)
 
 
 def read_model_run(path: Path) -> RunResults:
@@ -590,6 +589,6 @@ def compare_runs(runs: list[RunResults], output: Path, metric: str = "p@1",
     sources = [str(r.directory) for r in runs]
     write_run(output, {"compare": sources, "models": names, "versions": versions()}, table, cka,
               pd.DataFrame(), {"paired.csv": paired} if not paired.empty else None)
-    merged = RunResults(output, {"runs": sources}, table, cka, pd.DataFrame())
+    merged = RunResults(output, {"runs": sources, "models": names}, table, cka, pd.DataFrame())
     paths = build_report(merged, figures, "comparison: " + " vs ".join(names), static=static)
     return paths, warnings, paired

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -221,13 +222,14 @@ BAD_NUMBERS = [  # command, option, value, what the message says after "argument
     ("lens", "--tuned-steps", "-1", "must be at least 0"),
     ("lens", "--positions", "0", "must be at least 1"),
     ("lens", "--top-k", "nan", "expected a whole number"),
-    ("lens", "--limit", "0", "must be at least 1"),
+    ("lens", "--concepts", "0", "must be at least 1"),
+    ("lens", "--limit", "-1", "must be at least 0"),
     ("lens", "--shots", "-1", "must be at least 0"),
     ("neurons", "--top-rate", "1.5", "must be in (0, 1), got 1.5"),
     ("neurons", "--top-rate", "nan", "must be a finite number in (0, 1), got nan"),
     ("neurons", "--filter-rate", "0", "must be in (0, 1), got 0.0"),
     ("neurons", "--bar-rate", "inf", "must be a finite number"),
-    ("neurons", "--sentences", "0", "must be at least 1"),
+    ("neurons", "--limit", "0", "must be at least 1"),
     ("intervene", "--strengths", "1,inf", "must be a finite number in [-1000, 1000], got inf"),
     ("intervene", "--strengths", "nan", "must be a finite number"),
     ("intervene", "--fit-sentences", "1", "must be at least 2"),
@@ -284,6 +286,80 @@ def test_limits_take_all_and_numbers_keep_their_type():
                               "--strengths", "0.5, -2"]).strengths == (0.5, -2.0)
     assert parser.parse_args(["sweep", "--languages", "el", "--output", "o",
                               "--sizes", "0,250"]).sizes == (0, 250)
+
+
+ALL_COMMANDS = {**COMMANDS, "report": ["report", "r"], "compare": ["compare", "a", "b"],
+                "fit-law": ["fit-law", "s"], "allocate": ["allocate", "law.json", "--budget", "9"]}
+LOADS_A_MODEL = ("run", "lens", "neurons", "intervene", "mine", "train", "evaluate", "sweep")
+RUN_WRITERS = ("run", "lens", "neurons", "intervene", "mine")  # OUTPUT/NAME run directories
+SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; commands taking it)
+    "--model": ("model", ("m", "m"), LOADS_A_MODEL),
+    "--device": ("device", ("cuda:1", "cuda:1"), LOADS_A_MODEL),
+    "--dtype": ("dtype", ("bfloat16", "bfloat16"), LOADS_A_MODEL),
+    "--limit": ("limit", ("7", 7), ("run", "lens", "neurons", "evaluate")),
+    "--no-progress": ("no_progress", None, LOADS_A_MODEL),
+    "--no-static": ("no_static", None, ("run", "report", "compare", "lens", "neurons",
+                                        "intervene", "fit-law", "allocate")),
+    "--output": ("output", ("o", Path("o")), tuple(c for c in ALL_COMMANDS if c != "report")),
+    "--name": ("name", ("n", "n"), RUN_WRITERS),
+    "--overwrite": ("overwrite", None, RUN_WRITERS),
+    "--adapter": ("adapter", ("a", "a"), RUN_WRITERS),
+    "--batch-size": ("batch_size", ("3", 3), LOADS_A_MODEL),
+    "--seed": ("seed", ("3", 3), ("run", "lens", "neurons", "intervene", "train", "sweep")),
+    "--bootstrap": ("bootstrap", ("3", 3), ("run", "lens", "neurons", "intervene")),
+    "--languages": ("languages", ("de,el", "de,el"), ("run", "lens", "neurons", "train",
+                                                      "evaluate", "sweep")),
+}
+
+
+def _options(command: str) -> dict[str, object]:
+    from layer_analysis.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+    return {flag: action for action in sub._actions for flag in action.option_strings}
+
+
+@pytest.mark.parametrize("command", sorted(ALL_COMMANDS))
+def test_every_command_shares_one_vocabulary(command):
+    """A shared flag means the same in every command that has it (same dest, same parsed
+    value), and every command that could take it does."""
+    from layer_analysis.cli import build_parser
+
+    options = _options(command)
+    parser = build_parser()
+    for flag, (dest, parsed, commands) in SHARED.items():
+        if command not in commands:
+            assert flag not in options, f"{command} {flag} is not in the table of shared flags"
+            continue
+        assert flag in options, f"{command} lacks {flag}"
+        assert options[flag].dest == dest, (command, flag)
+        given = [flag] if parsed is None else [flag, parsed[0]]
+        args = parser.parse_args([*ALL_COMMANDS[command], *given])
+        assert getattr(args, dest) == (True if parsed is None else parsed[1]), (command, flag)
+        if parsed is None:
+            assert getattr(parser.parse_args(ALL_COMMANDS[command]), dest) is False
+
+
+@pytest.mark.parametrize(("command", "old", "new", "value"), [
+    ("lens", "--sentences", "limit", 7), ("neurons", "--sentences", "limit", 7)])
+def test_old_spellings_still_work_with_a_notice(command, old, new, value, capsys):
+    from layer_analysis.cli import build_parser
+
+    args = build_parser().parse_args([*ALL_COMMANDS[command], old, str(value)])
+    assert getattr(args, new) == value
+    flag = "--" + new.replace("_", "-")
+    assert f"note: {old} is deprecated; use {flag}" in capsys.readouterr().err
+    assert old not in build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_lens_says_its_limit_changed_meaning(capsys):
+    from layer_analysis.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["lens", "--limit", "5", "--concepts", "9"])
+    assert (args.limit, args.concepts) == (5, 9)
+    assert "lens --limit counts the running-text sentences" in capsys.readouterr().err
+    assert parser.parse_args(["lens"]).limit == 50 and capsys.readouterr().err == ""
 
 
 def test_the_library_check_is_the_one_the_options_use():
@@ -399,3 +475,74 @@ def test_every_requested_pooling_is_analysed(run_args, out_dir, tmp_path, tiny_l
     assert sorted(set(pd.read_parquet(compared / "results.parquet").pooling)) == sorted(poolings)
     assert sorted(set(pd.read_csv(compared / "paired.csv").pooling)) == sorted(poolings)
     assert sorted(set(pd.read_csv(compared / "cka.csv").pooling)) == sorted(poolings)
+
+
+def test_two_runs_exports_carry_their_model_and_run(dashboard_runs, tmp_path, monkeypatch):
+    """Figure titles, PNG/PDF names, the report's camera-button names and its peaks line name
+    the model and the run: two runs' exports never share a title or a file name (the old
+    figures/FIGURE.png stays for a release, the same file)."""
+    import shutil
+
+    import plotly.io as pio
+
+    import layer_analysis as la
+    from layer_analysis.probe import report
+
+    titles: dict[str, str] = {}
+
+    def write_images(fig, file, **_):  # kaleido's work, without a browser: the names and titles
+        for figure, path in zip(fig, file, strict=True):
+            titles[Path(path).name] = figure.layout.title.text
+            Path(path).write_bytes(b"drawn")
+
+    monkeypatch.setattr(pio, "write_images", write_images)
+    monkeypatch.setattr(report, "_use_browser", lambda: None)
+    models = {}
+    for name in ("base", "x-de"):
+        shutil.copytree(dashboard_runs / name, tmp_path / name)
+        assert main(["report", str(tmp_path / name)]) == 0
+        models[name] = la.load(tmp_path / name).model
+        figures = tmp_path / name / "figures"
+        new, old = figures / f"{name}-heatmap_p@1.png", figures / "heatmap_p@1.png"
+        assert new.exists() and old.samefile(new)
+        label = f"{models[name]} · run {name}"
+        assert label in titles[new.name]
+        html = (tmp_path / name / "report.html").read_text()
+        assert f"Peak layer of centered P@1 ({label})" in html
+        assert f'"filename": "{name}-heatmap_p@1"' in html
+        assert label in la.load(tmp_path / name).figures()["heatmap_p@1"].layout.title.text
+    assert models["base"] != models["x-de"]
+    assert titles["base-heatmap_p@1.png"] != titles["x-de-heatmap_p@1.png"]
+    for name in ("base", "x-de"):  # every figure, as PNG and PDF, under its run's name too
+        files = {p.name for p in (tmp_path / name / "figures").iterdir()}
+        assert {f"{name}-{f}" for f in files if not f.startswith(f"{name}-")} == \
+            {f for f in files if f.startswith(f"{name}-")}
+
+
+def test_export_names_and_identity():
+    from layer_analysis.probe import report
+
+    assert report.export_name(Path("runs/base"), "heatmap_p@1", "png") == "base-heatmap_p@1.png"
+    assert report.export_name("x-de", "peaks", ".csv") == "x-de-peaks.csv"
+    assert report.export_name(None, "curves", "pdf") == "curves.pdf"
+    assert report.identity("gemma3-270m", Path("runs/g")) == "gemma3-270m · run g"
+    assert report.identity("a vs b") == "a vs b"
+    fig = report.labelled({"f": report.go.Figure(layout={"title": {"text": "T"}})}, "m · run r")
+    assert fig["f"].layout.title.text == "T<br><sup>m · run r</sup>"
+    again = report.labelled(fig, "m · run r")["f"].layout.title.text
+    assert again.count("run r") == 1
+    odd = report.label_figure(report.go.Figure(), "a<b & c", "name")
+    assert odd.layout.title.text == "name<br><sup>a&lt;b &amp; c</sup>"
+    assert report.label_figure(odd, "a<b & c").layout.title.text == odd.layout.title.text
+
+
+def test_no_progress_hides_stage_lines_but_not_warnings(capsys):
+    from layer_analysis.cli.options import stage_printer
+
+    for progress in (True, False):
+        say = stage_printer("lens", progress)
+        say("translation -> German (1/2)")
+        say("warning: the ridge chosen is the grid's largest")
+        err = capsys.readouterr().err
+        assert ("lens: translation -> German (1/2)" in err) == progress
+        assert "lens: warning: the ridge chosen" in err

@@ -174,11 +174,11 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
     (["--languages", "en"], "English is the reference"),
     (["--languages", "zh"], "no Chinese column"),
     (["--languages", "de,de"], "twice"),
-    (["--limit", "3"], "too few concepts"),
+    (["--concepts", "3"], "too few concepts"),
     (["--name", "../up"], "plain name"),
     (["--languages", "de", "--sentence-data", "nonexistent"], "nonexistent"),
     (["--languages", "de", "--positions", "0"], "--positions"),
-    (["--languages", "de", "--tuned-steps", "5", "--sentences", "0"], "evaluated on the running"),
+    (["--languages", "de", "--tuned-steps", "5", "--limit", "0"], "evaluated on the running"),
 ])
 def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monkeypatch, capsys,
                                                      args, message):

@@ -328,11 +328,9 @@ def execute_intervention(request: InterventionRequest, command: list[str],
                                              strict=False))]
     atomic_write_text(run_dir / GENERATIONS, "\n".join(lines) + "\n")
     figures = {"effect": report.intervention_effects(table)}
-    report.write_html(figures, run_dir / "report.html",
-                      f"{request.kind} {display_name(prepared.language)} in {loaded.name}",
-                      summary_lines(table))
-    if request.static:
-        report.write_static(figures, run_dir / "figures")
+    report.export(figures, run_dir,
+                  f"{request.kind} {display_name(prepared.language)} in {loaded.name}",
+                  summary_lines(table), request.static, loaded.name)
     manifest = {
         "command": command, "kind": "intervention",
         "model": loaded.record(request.adapter),

@@ -10,7 +10,6 @@ import pandas as pd
 
 from layer_analysis.probe.checks import COUNT_OR_NONE, OPEN_SHARE, SEED, Range
 from layer_analysis.probe.languages import display_name
-from layer_analysis.probe.models import DEFAULT_MODEL
 from layer_analysis.probe.neuron_run import (
     DEACTIVATION_TABLE,
     DEFAULT_LANGUAGES,
@@ -30,21 +29,20 @@ from layer_analysis.train.intervene import (
 from .options import (
     DefaultsFormatter,
     add_device_options,
+    add_limit_option,
+    add_model_options,
+    add_progress_option,
     add_run_directory_options,
+    deprecated,
     listed,
     real,
     run_settings,
+    stage_printer,
     whole,
 )
 
 STRENGTH = Range(-1000, 1000)  # the multipliers train.intervene accepts
 PAIRS = Range(2, whole=True)  # sentences to fit or evaluate on: a pair at least
-
-
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="packaged name, model directory, .gguf file, Hub id or PEFT adapter")
-    parser.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -59,11 +57,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "OUTPUT/NAME/{neurons.safetensors,neuron_counts.csv,neuron_overlap.csv,"
                     "deactivation.csv,report.html,manifest.json}. Compare runs of base, x- and "
                     "m-models with `layer-analysis compare`.")
-    _model_options(neurons)
+    add_model_options(neurons)
     neurons.add_argument("--languages", default=",".join(x.split("_")[0] for x in DEFAULT_LANGUAGES),
                          help="comma-separated, at least two")
     neurons.add_argument("--data", default="flores-dev", help="text LAPE counts on")
-    neurons.add_argument("--sentences", type=whole(), default=200, help="per language, for LAPE")
+    deprecated(neurons, "--sentences", add_limit_option(neurons, 200, " LAPE counts on",
+                                                          everything=False))
     neurons.add_argument("--eval-data", default="flores-devtest",
                          help="held-out text for the deactivation check")
     neurons.add_argument("--eval-sentences", type=whole(COUNT_OR_NONE), default=50,
@@ -81,6 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     neurons.add_argument("--batch-size", type=whole(), default=16)
     add_device_options(neurons)
     add_run_directory_options(neurons, "MODEL-neurons")
+    add_progress_option(neurons)
 
     intervene = sub.add_parser(
         "intervene", formatter_class=DefaultsFormatter,
@@ -97,7 +97,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "generations.jsonl,report.html,manifest.json}.")
     intervene.add_argument("kind", choices=KINDS)
     intervene.add_argument("--language", required=True, help="the language X (not English)")
-    _model_options(intervene)
+    add_model_options(intervene)
     intervene.add_argument("--layer", type=whole(COUNT_OR_NONE),
                            help="block output to act on (default: where X and English align "
                                 "best on the fit pairs)")
@@ -119,20 +119,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     intervene.add_argument("--batch-size", type=whole(), default=16)
     add_device_options(intervene)
     add_run_directory_options(intervene, "MODEL-KIND-LANGUAGE")
-
-
-def _say(command: str):
-    return lambda line: print(f"{command}: {line}", file=sys.stderr, flush=True)
+    add_progress_option(intervene)
 
 
 def cmd_neurons(args: argparse.Namespace) -> None:
     request = NeuronRequest(
         **run_settings(args), languages=args.languages.split(","), data=args.data,
-        sentences=args.sentences, eval_data=args.eval_data, eval_sentences=args.eval_sentences,
+        sentences=args.limit, eval_data=args.eval_data, eval_sentences=args.eval_sentences,
         thresholds=LapeThresholds(args.top_rate, args.filter_rate, args.bar_rate),
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
         static=not args.no_static)
-    run_dir = execute_neurons(request, ["layer-analysis", *sys.argv[1:]], _say("neurons"))
+    run_dir = execute_neurons(request, ["layer-analysis", *sys.argv[1:]],
+                              stage_printer("neurons", not args.no_progress))
     counts = pd.read_csv(run_dir / "neuron_counts.csv")
     grid = counts.pivot_table(index="layer", columns="language", values="neurons", sort=False
                               ).astype(int)
@@ -153,7 +151,7 @@ def cmd_intervene(args: argparse.Namespace) -> None:
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
         static=not args.no_static)
     run_dir, table = execute_intervention(request, ["layer-analysis", *sys.argv[1:]],
-                                          _say("intervene"))
+                                          stage_printer("intervene", not args.no_progress))
     print("effects vs no intervention, paired 95 % bootstrap CIs:")
     print("\n".join(summary_lines(table)))
     print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")

@@ -28,8 +28,8 @@ from layer_analysis.train.law import (
 )
 from layer_analysis.train.sweep import read_points
 
-from .options import DefaultsFormatter, add_static_option, listed, whole
-from .training import PAIRS, training_config, training_options
+from .options import DefaultsFormatter, add_model_options, add_static_option, listed, whole
+from .training import PAIRS, TRAIN_MODEL, training_config, training_options
 
 METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_f1_mlqa", "xquad_em", "xquad_contains",
            "alignment")
@@ -50,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="translation pairs per point, comma-separated")
     sweep.add_argument("--instructions", type=whole(COUNT_OR_NONE), default=100,
                        help="Alpaca records per language at every point")
-    sweep.add_argument("--model", default="smollm2-135m", help="base model")
+    add_model_options(sweep, TRAIN_MODEL, "base model", adapter=False)
     sweep.add_argument("--output", type=Path, required=True, help="sweep directory")
     sweep.add_argument("--eval-sentences", type=whole(), default=50, help="FLORES devtest sentences")
     sweep.add_argument("--max-new-tokens", type=whole(), default=100)

@@ -13,15 +13,22 @@ from layer_analysis.probe.extract import MIN_LENGTH
 from layer_analysis.probe.languages import display_name
 from layer_analysis.probe.latent import TASKS, WORDS
 from layer_analysis.probe.lens_run import DEFAULT_TARGETS, LensRequest, execute_lens
-from layer_analysis.probe.models import DEFAULT_MODEL
 
 from .options import (
     DefaultsFormatter,
     add_device_options,
+    add_limit_option,
+    add_model_options,
+    add_progress_option,
     add_run_directory_options,
+    deprecated,
     run_settings,
+    stage_printer,
     whole,
 )
+
+LIMIT_CHANGED = ("lens --limit counts the running-text sentences per language since this "
+                 "release (it counted concepts before; concepts are --concepts)")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "answer's first token, of its English translation's first token, and the "
                     "entropy, with bootstrap CIs over concepts (Wendler et al. 2024). Writes "
                     "OUTPUT/NAME/{lens.csv,lens_words.csv,report.html,figures/,manifest.json}.")
-    lens.add_argument("--model", default=DEFAULT_MODEL,
-                      help="packaged name, model directory, .gguf file, Hub id or PEFT adapter")
-    lens.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+    add_model_options(lens)
     lens.add_argument("--languages", help="target languages, comma-separated (default: "
                       + ",".join(x.split("_")[0] for x in DEFAULT_TARGETS) + ")")
     lens.add_argument("--source", help="language the translation prompts translate from "
@@ -46,12 +51,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lens.add_argument("--words", type=Path, default=WORDS,
                       help="word list: TSV, a header of languages (English among them), one row "
                            "per concept")
-    lens.add_argument("--limit", type=whole(everything=True), metavar="N|all",
-                      help="use the first N concepts (default: all)")
+    lens.add_argument("--concepts", type=whole(everything=True), metavar="N|all",
+                      help="use the first N concepts of the word list (default: all)")
     lens.add_argument("--shots", type=whole(COUNT_OR_NONE), default=4,
                       help="solved examples before each prompt")
-    lens.add_argument("--sentences", type=whole(COUNT_OR_NONE), default=50,
-                      help="sentences per language for the running-text probe (0: none)")
+    limit = add_limit_option(lens, 50, " of the running-text probe (0: none)", COUNT_OR_NONE,
+                             note=LIMIT_CHANGED)
+    deprecated(lens, "--sentences", limit)
     lens.add_argument("--positions", type=whole(), default=4,
                       help="token positions sampled per sentence")
     lens.add_argument("--sentence-data", help="parallel data of the running-text probe "
@@ -73,19 +79,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="tokens per prompt; a longer prompt is an error, never truncated")
     add_device_options(lens)
     add_run_directory_options(lens, "MODEL-lens")
+    add_progress_option(lens)
 
 
 def cmd_lens(args: argparse.Namespace) -> None:
     request = LensRequest(
         **run_settings(args), targets=args.languages.split(",") if args.languages else None,
-        source=args.source, tasks=tuple(args.task), words=args.words, limit=args.limit,
+        source=args.source, tasks=tuple(args.task), words=args.words, limit=args.concepts,
         shots=args.shots, bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size,
-        static=not args.no_static, sentences=args.sentences, positions=args.positions,
+        static=not args.no_static, sentences=args.limit, positions=args.positions,
         sentence_data=args.sentence_data, table_data=args.table_data, top_k=args.top_k,
         tuned_steps=args.tuned_steps, tuned_sentences=args.tuned_sentences,
         cloze_data=args.cloze_data, max_length=args.max_length)
     run_dir, table = execute_lens(request, ["layer-analysis", *sys.argv[1:]],
-                                  lambda line: print(f"lens: {line}", file=sys.stderr, flush=True))
+                                  stage_printer("lens", not args.no_progress))
     for (task, target), rows in table.groupby(["task", "target"], sort=False):
         grid = rows.pivot_table(index="layer", columns="measure", values="value")
         count = int(rows.concepts.iloc[0])

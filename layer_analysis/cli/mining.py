@@ -11,9 +11,16 @@ from layer_analysis.probe.checks import COUNT_OR_NONE
 from layer_analysis.probe.extract import MIN_LENGTH
 from layer_analysis.probe.mining import MARGIN_K
 from layer_analysis.probe.mining_run import SCORES, MiningRequest, execute_mining
-from layer_analysis.probe.models import DEFAULT_MODEL
 
-from .options import DefaultsFormatter, add_device_options, run_settings, whole
+from .options import (
+    DefaultsFormatter,
+    add_device_options,
+    add_model_options,
+    add_progress_option,
+    add_run_directory_options,
+    run_settings,
+    whole,
+)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -35,8 +42,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mine.add_argument("--target-language", required=True)
     mine.add_argument("--gold", type=Path, help="SOURCE_ID<TAB>TARGET_ID lines (plain files: "
                                                  "line numbers from 1)")
-    mine.add_argument("--model", default=DEFAULT_MODEL)
-    mine.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+    add_model_options(mine)
     mine.add_argument("--layer", type=whole(COUNT_OR_NONE),
                       help="layer to pool (default: the middle block's output)")
     mine.add_argument("--k", type=whole(), default=MARGIN_K, help="neighbours of the margin")
@@ -44,11 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mine.add_argument("--batch-size", type=whole(), default=32)
     mine.add_argument("--max-length", type=whole(MIN_LENGTH), default=256)
     mine.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
-    mine.add_argument("--no-progress", action="store_true")
     add_device_options(mine)
-    mine.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
-    mine.add_argument("--name", help="run name (default: MODEL-mine-KEY)")
-    mine.add_argument("--overwrite", action="store_true")
+    add_run_directory_options(mine, "MODEL-mine-KEY", static=False)
+    add_progress_option(mine)
 
 
 def cmd_mine(args: argparse.Namespace) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from layer_analysis.probe.checks import COUNT, Range
+from layer_analysis.probe.errors import notice
+from layer_analysis.probe.models import DEFAULT_MODEL
 from layer_analysis.probe.runs import RunSettings
 
 
@@ -84,6 +87,50 @@ def parse_layers(text: str) -> tuple[int, ...] | None:
     return tuple(layers)
 
 
+class DeprecatedOption(argparse.Action):
+    """An old spelling kept for one release: stores into the new option's ``dest`` and prints
+    ``note: --old is deprecated; use --new``."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        notice(f"{option_string} is deprecated; use {self.new}")
+        setattr(namespace, self.dest, values)
+
+
+class NotedOption(argparse._StoreAction):
+    """A plain option that prints a one-line note when given (an option whose meaning changed
+    in this release)."""
+
+    def __init__(self, option_strings: list[str], dest: str, note: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.note = note
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        notice(self.note)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def deprecated(group: argparse._ActionsContainer, old: str, new: argparse.Action) -> None:
+    """Keep ``old`` working for one release as a spelling of ``new`` (hidden from --help)."""
+    group.add_argument(old, action=DeprecatedOption, new=new.option_strings[0], dest=new.dest,
+                       type=new.type, metavar=new.metavar, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
+
+
+def add_model_options(group: argparse._ActionsContainer, default: str = DEFAULT_MODEL,
+                      help: str = "packaged name, model directory, .gguf file, Hub id or PEFT "
+                                  "adapter", adapter: bool = True) -> None:
+    """``--model`` (and ``--adapter``): what every command that loads a model loads."""
+    group.add_argument("--model", default=default, help=help)
+    if adapter:
+        group.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+
+
 def add_device_options(group: argparse._ActionsContainer) -> None:
     """``--device`` and ``--dtype``, the same for every command that loads a model."""
     group.add_argument("--device", default="auto", help="auto (CUDA when there is one), cpu, "
@@ -92,18 +139,49 @@ def add_device_options(group: argparse._ActionsContainer) -> None:
                        help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16")
 
 
+def add_limit_option(group: argparse._ActionsContainer, default: int | None = None,
+                     what: str = "", valid: Range = COUNT, everything: bool = True,
+                     note: str | None = None) -> argparse.Action:
+    """``--limit``: sentences per language, in every command that reads parallel text (a
+    second size has its own name: ``--concepts``, ``--eval-sentences``). ``what`` says what the
+    sentences are for; ``note`` is printed when the option is given (a changed meaning)."""
+    shown = "all" if default is None else default
+    extra = {"action": NotedOption, "note": note} if note else {}
+    return group.add_argument(
+        "--limit", type=whole(valid, everything), default=default,
+        metavar="N|all" if everything else "N",
+        help=f"sentences per language{what} (default: {shown})", **extra)
+
+
+def add_progress_option(group: argparse._ActionsContainer, help: str = "hide progress bars "
+                        "and stage lines (warnings are still printed)") -> None:
+    group.add_argument("--no-progress", action="store_true", help=help)
+
+
 def add_static_option(group: argparse._ActionsContainer) -> None:
     group.add_argument("--no-static", action="store_true",
                        help="write report.html only, no PNG/PDF (which need Chromium)")
 
 
-def add_run_directory_options(group: argparse._ActionsContainer, default_name: str) -> None:
-    """Where a run goes: ``--output``, ``--name``, ``--overwrite``, ``--no-static``."""
+def add_run_directory_options(group: argparse._ActionsContainer, default_name: str,
+                              static: bool = True) -> None:
+    """Where a run goes: ``--output``, ``--name``, ``--overwrite`` (and ``--no-static`` for a
+    run with figures)."""
     group.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
     group.add_argument("--name", help=f"run name, a plain name (default: {default_name})")
     group.add_argument("--overwrite", action="store_true",
                        help="replace an existing run of the same --name")
-    add_static_option(group)
+    if static:
+        add_static_option(group)
+
+
+def stage_printer(command: str, progress: bool) -> Callable[[str], None]:
+    """The ``say`` of a run that reports its stages: ``COMMAND: line`` on stderr; with
+    ``--no-progress`` only its warnings."""
+    def say(line: str) -> None:
+        if progress or line.startswith("warning:"):
+            print(f"{command}: {line}", file=sys.stderr, flush=True)
+    return say
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -35,6 +35,9 @@ from layer_analysis.probe.runs import build_report, compare_runs, read_model_run
 from .options import (
     DefaultsFormatter,
     add_device_options,
+    add_limit_option,
+    add_model_options,
+    add_progress_option,
     add_run_directory_options,
     add_static_option,
     parse_layers,
@@ -54,16 +57,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "and write OUTPUT/NAME/{results.parquet,results.csv,manifest.json,"
                     "report.html,figures/}.")
     what = run.add_argument_group("model and data")
-    what.add_argument("--model", default=DEFAULT_MODEL,
-                      help="packaged name (see list-models), model directory, .gguf file, Hub id, "
-                           "or a PEFT adapter directory (its base is read from the adapter)")
-    what.add_argument("--adapter", help="PEFT adapter directory to apply on top of --model")
+    add_model_options(what, help="packaged name (see list-models), model directory, .gguf "
+                                 "file, Hub id, or a PEFT adapter directory (its base is read "
+                                 "from the adapter)")
     what.add_argument("--data", default="default",
                       help="named set (see list-data), directory, .tsv/.jsonl file or hf:NAME@SPLIT")
     what.add_argument("--languages", help="comma-separated languages (en, eng, eng_Latn, English); "
                                           "default: all in the data")
-    what.add_argument("--limit", type=whole(everything=True), metavar="N|all",
-                      help="use the first N sentences of each language (default: all)")
+    add_limit_option(what, what=", the first N of each")
     extraction = run.add_argument_group("extraction")
     extraction.add_argument("--pooling", nargs="+", default=["mean"], choices=POOLINGS,
                             help="one or more poolings, all filled in the same forward pass; "
@@ -108,7 +109,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_run_directory_options(output, "model-data-key; an unnamed rerun replaces the run of "
                                       "the same name")
     output.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
-    output.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress_option(output)
 
     rep = sub.add_parser("report", help="rebuild the report and figures of a finished run")
     rep.add_argument("run", type=Path, help="run directory (holds manifest.json)")

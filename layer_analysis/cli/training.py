@@ -25,11 +25,15 @@ from layer_analysis.train.tracking import TrackingConfig
 from .options import (
     DefaultsFormatter,
     add_device_options,
+    add_limit_option,
+    add_model_options,
+    add_progress_option,
     parse_layers,
     real,
     whole,
 )
 
+TRAIN_MODEL = "smollm2-135m"  # train, evaluate and sweep default to a model cheap to tune
 TRAIN_LENGTH = Range(8, whole=True)  # tokens per record: a prompt and a response fit
 PAIRS = Range(2, whole=True)  # sentences or pairs that are compared with each other
 
@@ -44,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "GPUs: `accelerate launch --config_file train/launch/ddp.yaml -m layer_analysis "
                     "train ...` (or torchrun).")
     what = train.add_argument_group("what to train")
-    what.add_argument("--model", default="smollm2-135m", help="packaged name, directory, Hub id")
+    add_model_options(what, TRAIN_MODEL, "packaged name, directory, Hub id", adapter=False)
     what.add_argument("--recipe", choices=RECIPES,
                       help="coit: one language -> x-model; muit: several -> m-model")
     what.add_argument("--languages", help="target languages, comma-separated (en is implied)")
@@ -63,17 +67,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="translation (chrF++, spBLEU) or XQuAD (EM, F1) of a model or adapter",
         description="Greedy decoding with left-padded batches. Translation: English -> each "
                     "language on FLORES devtest; XQuAD: zero-shot, instruction in the language.")
-    ev.add_argument("--model", default="smollm2-135m",
-                    help="packaged name, directory, Hub id or an adapter/training output directory")
+    add_model_options(ev, TRAIN_MODEL, "packaged name, directory, Hub id or an "
+                                       "adapter/training output directory", adapter=False)
     ev.add_argument("--task", choices=TASKS, default="translation")
     ev.add_argument("--languages", required=True, help="comma-separated target languages")
     ev.add_argument("--data", default="flores-devtest", help="parallel data for translation")
-    ev.add_argument("--limit", type=whole(everything=True), default=100, metavar="N|all",
-                    help="sentences / questions per language")
+    add_limit_option(ev, 100, " (XQuAD: questions)")
     ev.add_argument("--batch-size", type=whole(), default=16)
     ev.add_argument("--max-new-tokens", type=whole(), help="default 128 (translation), 32 (XQuAD)")
     add_device_options(ev)
     ev.add_argument("--output", type=Path, help="scores JSON (predictions beside it)")
+    add_progress_option(ev, "accepted as by every command (evaluate prints one line per "
+                            "language and shows no progress bars)")
 
 
 def training_options(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +104,7 @@ def training_options(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--log-every", type=whole(), default=10, help="optimizer steps per log line")
     add_device_options(how)
     how.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    how.add_argument("--no-progress", action="store_true")
+    add_progress_option(how)
     align = parser.add_argument_group(
         "alignment objective", "InfoNCE between mean-pooled states of the mixture's English -> X "
         "translation pairs at middle layers, added to the LM loss (Liu & Niehues 2025)")
