@@ -1,0 +1,197 @@
+"""One ``layer-analysis transfer`` run: SIB-200 (or its layout), checks, states, probes, tables.
+
+States come through the same extraction and activation store as ``run`` (same pooling and
+sink rule; cached, resumable, several processes). Languages are extracted in groups of
+``group_size`` (the source's group first), so memory stays bounded at 205 languages; each group
+is one store key.
+
+    transfer.csv           the tidy table of ``probe.transfer`` (both variants, all layers)
+    summary.csv            per variant and layer, the mean over targets (source left out) of
+                           transfer, ceiling and ratio, accuracy and macro-F1
+    predictions.parquet    every test prediction (paired comparisons between runs)
+    tokenization.csv       ``probe.tokenization`` per language
+    manifest.json          last; lists every probe fit that did not converge
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import distributed
+from .errors import DataError, notice
+from .extract import ExtractionConfig, Extractor, check_layers
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory, writer_lock
+from .languages import canonical
+from .models import block_count, load_model
+from .runs import RunSettings, versions
+from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
+from .store import ENGINE_VERSION, ActivationStore
+from .tokenization import FILE as TOKENIZATION
+from .tokenization import tokenization_table
+from .transfer import COLUMNS, ProbeConfig, SourceProbes
+
+TABLE, SUMMARY, PREDICTIONS = "transfer.csv", "summary.csv", "predictions.parquet"
+KIND = "transfer"
+
+
+@dataclass
+class TransferRequest(RunSettings):
+    """Everything a transfer run needs; the CLI's ``transfer`` options one to one."""
+
+    data: str = NAME
+    languages: list[str] | None = None  # None or ["all"]: every language of the data
+    source: str = "eng_Latn"
+    limit: int | None = None  # the first N rows of every split
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    batch_size: int = 32
+    group_size: int = 16
+    store: Path | None = None
+    progress_bars: bool = True
+
+
+def check_transfer(request: TransferRequest) -> tuple[LabelledCorpus, str]:
+    """Every check that needs no model: the data, its parallelism, the categories, the source
+    and targets, the options. Returns the corpus (the source first) and the source's code."""
+    source = canonical(request.source, "--source")
+    if request.batch_size < 1 or request.group_size < 1:
+        raise DataError("--batch-size and --group-size must be at least 1")
+    if len(request.extraction.poolings) != 1:
+        raise DataError("transfer probes one pooling; pass one --pooling")
+    request.check_name()
+    languages = request.languages
+    if languages is not None and languages != ["all"]:
+        codes = [canonical(x, "--languages") for x in languages]
+        languages = list(dict.fromkeys([source, *codes]))
+    corpus = load_sib(request.data, languages, reference=source)
+    if source not in corpus.splits:
+        raise DataError(f"{corpus.root} has no {source}, the --source (no {source}/train.tsv)")
+    if len(corpus.languages) < 2:
+        raise DataError(f"the transfer source {source} is the only language: name one or more "
+                        "targets (--languages) besides it")
+    corpus = limit_splits(corpus, request.limit)
+    check_categories(corpus, source)
+    return corpus, source
+
+
+def groups_of(languages: list[str], size: int) -> list[list[str]]:
+    """Consecutive groups of at most ``size`` languages (the first holds the source)."""
+    return [languages[i:i + size] for i in range(0, len(languages), size)]
+
+
+def summarise(table: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, layer, setting and metric: the mean over targets (the source left out)."""
+    targets = table[table.target != table.source]
+    keys = ["model", "variant", "layer", "setting", "metric"]
+    return (targets.groupby(keys, sort=False)
+            .agg(mean=("value", "mean"), targets=("target", "nunique"), chance=("chance", "mean"))
+            .reset_index())
+
+
+def best_layers(summary: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Per variant, the layer where the mean transfer ``metric`` over targets peaks."""
+    rows = summary[(summary.setting == "transfer") & (summary.metric == metric)]
+    return rows.loc[rows.groupby("variant", sort=False)["mean"].idxmax()].reset_index(drop=True)
+
+
+def execute_transfer(request: TransferRequest, command: list[str]) -> Path | None:
+    """Run the transfer the request describes; the run directory (main process) or None."""
+    processes = distributed.current()
+    corpus, source = check_transfer(request)
+    sizes = corpus.sizes()
+    train = slice(0, sizes["train"])
+    test = slice(sizes["train"] + sizes["dev"], sum(sizes.values()))
+    y_train, y_test = np.array(corpus.labels("train")), np.array(corpus.labels("test"))
+    blocks = block_count(request.model)
+    if blocks is not None:  # before the weights load
+        check_layers(request.extraction.layers, blocks)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    loaded = load_model(request.model, request.adapter, processes.device(request.device),
+                        request.dtype)
+    extractor = Extractor(loaded, request.extraction)
+    timings["load_model"] = time.perf_counter() - clock
+    store = ActivationStore(request.store or request.output / "store")
+    probes: SourceProbes | None = None
+    rows: list[dict] = []
+    predictions: list[pd.DataFrame] = []
+    nonconverged: list[dict] = []
+    activations: list[str] = []
+    timings.update(extract=0.0, fit_source=0.0, score=0.0)
+    for group in groups_of(corpus.languages, request.group_size):
+        clock = time.perf_counter()
+        acts = store.extract(extractor, corpus.subset(group).parallel(), request.batch_size,
+                             progress=request.progress_bars, processes=processes)
+        timings["extract"] += time.perf_counter() - clock
+        if acts is None:  # not the main process: its shard is stored
+            continue
+        activations.append(str(acts.directory.resolve()))
+        clock = time.perf_counter()
+        if probes is None:
+            probes = SourceProbes(source, acts.get(source).numpy(), acts.layers, train, y_train,
+                                  request.probe, loaded.name)
+            nonconverged += probes.nonconverged
+            timings["fit_source"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+        for language in group:
+            scored = probes.score(language, acts.get(language).numpy(), test, y_test)
+            rows += scored.rows
+            predictions.append(scored.predictions)
+            nonconverged += scored.nonconverged
+        timings["score"] += time.perf_counter() - clock
+        del acts
+    if not processes.main:
+        return None
+    layers = probes.layers
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    summary = summarise(table)
+    tokenization = tokenization_table(loaded.tokenizer, loaded.name, corpus.parallel())
+    run_dir = request.run_directory(f"{loaded.name}-transfer-{corpus.name}-{source}")
+    if nonconverged:
+        notice(f"{len(nonconverged)} probe fit(s) did not converge within {request.probe.max_iter} "
+               f"iterations (listed in {run_dir / MANIFEST}); raise --max-iter or lower --c")
+    manifest = {
+        "command": command, "kind": KIND, "engine": ENGINE_VERSION,
+        "model": loaded.record(request.adapter),
+        "data": {"name": corpus.name, "root": str(corpus.root), "source": source,
+                 "languages": corpus.languages, "splits": sizes, "limit": request.limit,
+                 "categories": sorted(set(y_train))},
+        "extraction": {**asdict(request.extraction), "layers": layers,
+                       "batch_size": request.batch_size, "group_size": request.group_size},
+        "probe": {**asdict(request.probe), "classifier": "StandardScaler + LogisticRegression"},
+        "nonconverged": nonconverged,
+        "best_layers": best_layers(summary).to_dict("records"),
+        "activations": activations,
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    with writer_lock(run_dir):
+        start_run_directory(run_dir)
+        atomic_write(run_dir / TABLE, lambda tmp: table.to_csv(tmp, index=False))
+        atomic_write(run_dir / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
+        frame = pd.concat(predictions, ignore_index=True)
+        atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
+        atomic_write(run_dir / TOKENIZATION, lambda tmp: tokenization.to_csv(tmp, index=False))
+        atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    return run_dir
+
+
+def read_transfer(directory: Path) -> tuple[pd.DataFrame, dict]:
+    """The table and manifest of a finished transfer run, or one clear error."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{directory} is not a finished run (no readable {MANIFEST})") from None
+    if not isinstance(manifest, dict) or manifest.get("kind") != KIND:
+        raise DataError(f"{directory} is not a transfer run")
+    try:
+        return pd.read_csv(directory / TABLE), manifest
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{directory / TABLE} is unreadable ({exc})") from None
