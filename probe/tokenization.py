@@ -23,7 +23,9 @@ from typing import Any
 import pandas as pd
 from scipy.stats import spearmanr
 
+from .analysis import english_peaks
 from .data import ParallelCorpus
+from .errors import DataError
 from .languages import ENGLISH
 
 FILE = "tokenization.csv"
@@ -105,3 +107,14 @@ def confound(alignment: Mapping[str, float], tokenization: pd.DataFrame,
     return (f"{what} and tokenizer fertility are strongly correlated across the "
             f"{len(shared)} languages (Spearman {rho:+.2f}): a confound; see tokenization.csv "
             "and 'layer-analysis correlate' (partial correlations)")
+
+
+def run_confound(table: pd.DataFrame, tokenization: pd.DataFrame) -> str | None:
+    """``confound`` for an alignment run: each language's peak-layer centered P@1 (with
+    English, both directions averaged) against its fertility."""
+    try:
+        peaks = english_peaks(table[(table.metric == "p@1") & (table.normalisation == "centered")])
+    except DataError:
+        return None
+    return confound(dict(zip(peaks.language, peaks.value, strict=True)), tokenization,
+                    what="peak-layer centered P@1")

@@ -33,7 +33,7 @@ from .runs import RunSettings, versions
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, ActivationStore
 from .tokenization import FILE as TOKENIZATION
-from .tokenization import tokenization_table
+from .tokenization import confound, tokenization_table
 from .transfer import COLUMNS, ProbeConfig, SourceProbes
 
 TABLE, SUMMARY, PREDICTIONS = "transfer.csv", "summary.csv", "predictions.parquet"
@@ -100,6 +100,21 @@ def best_layers(summary: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame
     return rows.loc[rows.groupby("variant", sort=False)["mean"].idxmax()].reset_index(drop=True)
 
 
+def transfer_confound(table: pd.DataFrame, summary: pd.DataFrame, tokenization: pd.DataFrame
+                      ) -> str | None:
+    """``tokenization.confound`` for transfer accuracy at the best centered layer."""
+    best = best_layers(summary)
+    best = best[best.variant == "centered"]
+    if best.empty:
+        return None
+    layer = int(best.layer.iloc[0])
+    rows = table[(table.variant == "centered") & (table.layer == layer)
+                 & (table.setting == "transfer") & (table.metric == "accuracy")
+                 & (table.target != table.source)]
+    return confound(dict(zip(rows.target, rows.value, strict=True)), tokenization,
+                    what=f"transfer accuracy (centered, layer {layer})")
+
+
 def execute_transfer(request: TransferRequest, command: list[str]) -> Path | None:
     """Run the transfer the request describes; the run directory (main process) or None."""
     processes = distributed.current()
@@ -153,6 +168,9 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     summary = summarise(table)
     tokenization = tokenization_table(loaded.tokenizer, loaded.name, corpus.parallel())
     run_dir = request.run_directory(f"{loaded.name}-transfer-{corpus.name}-{source}")
+    warnings = [w for w in [transfer_confound(table, summary, tokenization)] if w]
+    for warning in warnings:
+        notice(warning)
     if nonconverged:
         notice(f"{len(nonconverged)} probe fit(s) did not converge within {request.probe.max_iter} "
                f"iterations (listed in {run_dir / MANIFEST}); raise --max-iter or lower --c")
@@ -166,6 +184,7 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
                        "batch_size": request.batch_size, "group_size": request.group_size},
         "probe": {**asdict(request.probe), "classifier": "StandardScaler + LogisticRegression"},
         "nonconverged": nonconverged,
+        "warnings": warnings,
         "best_layers": best_layers(summary).to_dict("records"),
         "activations": activations,
         "versions": versions(),
