@@ -1,4 +1,5 @@
-"""``transfer``: zero-shot cross-lingual transfer of a linear probe per layer (SIB-200)."""
+"""``transfer`` (zero-shot transfer of a linear probe per layer, SIB-200), ``correlate``
+(alignment vs downstream scores across languages) and ``export-mexa`` (MEXA-format JSON)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from layer_analysis.probe.correlate import (
+    METHODS,
+    REPORT,
+    CorrelationConfig,
+    execute_correlate,
+    read_alignment,
+    read_scores,
+)
+from layer_analysis.probe.correlate import (
+    TABLE as CORRELATION,
+)
+from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, ExtractionConfig
+from layer_analysis.probe.mexa_export import export_mexa
 from layer_analysis.probe.models import DEFAULT_MODEL
+from layer_analysis.probe.runs import read_model_run
+from layer_analysis.probe.tokenization import COVARIATES
 from layer_analysis.probe.transfer import ProbeConfig
 from layer_analysis.probe.transfer_run import (
     SUMMARY,
@@ -63,6 +79,46 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     transfer.add_argument("--name", help="run name (default: MODEL-transfer-DATA-SOURCE)")
     transfer.add_argument("--overwrite", action="store_true")
 
+    corr = sub.add_parser(
+        "correlate", formatter_class=DefaultsFormatter,
+        help="does alignment predict downstream scores? correlation across languages per layer",
+        description="Per layer of an alignment run (and for MEXA's mean and max over layers): "
+                    "Pearson and Spearman across languages between alignment with English and "
+                    "each downstream score table, with bootstrap CIs over languages, permutation "
+                    "p-values, and partial correlations controlling for the run's tokenization "
+                    "(tokenization.csv). Writes OUTPUT/{correlation.csv,scores.csv,"
+                    "correlation.html,manifest.json}.")
+    corr.add_argument("alignment", type=Path,
+                      help="an alignment run directory, or a directory of MEXA <code>.json files")
+    corr.add_argument("--scores", type=Path, nargs="+", required=True,
+                      help="transfer run directories, 'evaluate' .json outputs, or CSVs with "
+                           "language and score columns")
+    corr.add_argument("--metric", default="p@1", help="alignment metric of the run's table "
+                                                      "(p@1, mexa, mrr, ...)")
+    corr.add_argument("--normalisation", default="centered")
+    corr.add_argument("--score-column", default="score", help="the CSVs' score column")
+    corr.add_argument("--transfer-variant", default="centered", choices=["raw", "centered"])
+    corr.add_argument("--transfer-metric", default="accuracy", choices=["accuracy", "macro_f1"])
+    corr.add_argument("--transfer-layer", type=int,
+                      help="transfer score at this layer (default: the variant's best layer)")
+    corr.add_argument("--covariates", default=",".join(COVARIATES),
+                      help="tokenization covariates to partial out (also: script), or none")
+    corr.add_argument("--layer", type=int, help="layer of the labelled scatter (default: the "
+                                                "alignment's peak, averaged over languages)")
+    corr.add_argument("--bootstrap", type=int, default=1000)
+    corr.add_argument("--permutations", type=int, default=2000)
+    corr.add_argument("--seed", type=int, default=0)
+    corr.add_argument("--output", type=Path, required=True, help="directory to write")
+
+    export = sub.add_parser(
+        "export-mexa", formatter_class=DefaultsFormatter,
+        help="write a run's scores as MEXA's per-language JSON files (every run does so too)",
+        description="OUTPUT/strict/<code>.json (MEXA's strict score on raw cosines) and "
+                    "OUTPUT/centered_p1/<code>.json (centered P@1), each {layer: score}, as "
+                    "cisnlp/Mexa's compute_mexa.py writes them.")
+    export.add_argument("run", type=Path, help="an alignment run directory")
+    export.add_argument("--output", type=Path, help="default: RUN/mexa_export")
+
 
 def cmd_transfer(args: argparse.Namespace) -> None:
     request = TransferRequest(
@@ -90,4 +146,33 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     print(f"\nrun: {run_dir}\ntable: {run_dir / TABLE}")
 
 
-HANDLERS = {"transfer": cmd_transfer}
+def cmd_correlate(args: argparse.Namespace) -> None:
+    covariates = () if args.covariates in ("", "none") else tuple(args.covariates.split(","))
+    config = CorrelationConfig(bootstrap=args.bootstrap, permutations=args.permutations,
+                               seed=args.seed, covariates=covariates)
+    scores = [table for path in args.scores for table in read_scores(
+        path, args.score_column, args.transfer_variant, args.transfer_metric, args.transfer_layer)]
+    alignment = read_alignment(args.alignment, args.metric, args.normalisation)
+    if alignment.tokenization is None and covariates:
+        raise DataError(f"{args.alignment} has no tokenization.csv for the partial "
+                        "correlations; pass --covariates none")
+    output, table = execute_correlate(alignment, scores, args.output, config, args.layer,
+                                      ["layer-analysis", *sys.argv[1:]])
+    shown = table[table.method.isin(METHODS)]
+    grid = shown.pivot_table(index=["score", "aggregation", "layer"], columns="method",
+                             values="r", dropna=False, sort=False)
+    print(f"Correlation across languages with {alignment.name} (r):")
+    print(grid.to_string(float_format=lambda v: f"{v:+.2f}"))
+    print(f"\ntable: {output / CORRELATION}\nreport: {output / REPORT}")
+
+
+def cmd_export_mexa(args: argparse.Namespace) -> None:
+    results = read_model_run(args.run)
+    pooling = results.manifest.get("analysis", {}).get("pooling") or (
+        results.manifest.get("extraction", {}).get("poolings") or [None])[0]
+    target = export_mexa(args.run, results.table, pooling, args.output)
+    if target is not None:
+        print(target)
+
+
+HANDLERS = {"transfer": cmd_transfer, "correlate": cmd_correlate, "export-mexa": cmd_export_mexa}
