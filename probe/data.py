@@ -57,6 +57,7 @@ class ParallelCorpus:
                ) -> ParallelCorpus:
         """Keep the sides of ``languages`` (any spelling) and the first ``limit`` lines of each."""
         sides = dict(self.sides)
+        languages = None if languages is None or list(languages) == ["all"] else list(languages)
         if languages is not None:
             wanted = [canonical(name, "--languages") for name in languages]
             if not wanted:

@@ -28,6 +28,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text, start_run_director
 from .metrics import linear_cka
 from .models import DEFAULT_MODEL
 from .paired import paired_differences
+from .ranking import many_language_figures
 from .store import Activations, ActivationStore
 
 RESULTS = "results.parquet"
@@ -278,7 +279,8 @@ def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "
         "projection": report.scatter(results.projection) if not results.projection.empty
         else None,
     }
-    return {name: fig for name, fig in figures.items() if fig is not None}
+    figures = {name: fig for name, fig in figures.items() if fig is not None}
+    return many_language_figures(figures, table, results.manifest, metric, normalisation)
 
 
 def build_report(results: RunResults, figures: dict[str, Any], title: str, static: bool = True

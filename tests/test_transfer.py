@@ -256,3 +256,17 @@ def test_sib200_shared_data_reads_parallel(shared_data):
     assert corpus.sizes() == {"train": 701, "dev": 99, "test": 204}
     assert len(set(corpus.labels("train"))) == 7
     assert len(load_parallel("sib200").languages) == 205
+
+
+def test_run_reads_a_sib_layout_with_languages_all(tiny_llama_dir, tmp_path, capsys):
+    from layer_analysis.cli import main
+
+    root = write_sib(tmp_path / "sib")
+    args = ["run", "--model", str(tiny_llama_dir), "--data", str(root), "--languages", "all",
+            "--limit", "12", "--device", "cpu", "--bootstrap", "20", "--projection", "none",
+            "--output", str(tmp_path / "runs"), "--name", "r", "--no-static", "--no-progress"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "runs" / "r" / "manifest.json").read_text())
+    assert manifest["data"]["languages"] == ["deu_Latn", "eng_Latn", "zho_Hans"]
+    assert manifest["data"]["sides"] == {"deu_Latn": 12, "eng_Latn": 12, "zho_Hans": 12}
+    assert (tmp_path / "runs" / "r" / "mexa_export" / "strict" / "zho_Hans.json").exists()
