@@ -173,6 +173,10 @@ def check_parallel(splits: dict[str, dict[str, Split]]) -> None:
 def check_categories(corpus: LabelledCorpus, source: str) -> None:
     """Every test category of every language must occur in ``source``'s training split."""
     seen = set(corpus.splits[source]["train"].categories)
+    test = corpus.splits[source]["test"]
+    if len(set(test.categories)) < 2:
+        raise DataError(f"{test.path}: the test rows used hold one category only "
+                        f"({test.categories[0]!r}); chance would be 100 %")
     for code, own in corpus.splits.items():
         test = own["test"]
         for i, category in enumerate(test.categories):
@@ -185,15 +189,23 @@ def check_categories(corpus: LabelledCorpus, source: str) -> None:
             raise DataError(f"{train.path}: one category only; the in-language probe needs two")
 
 
+def spread(n: int, limit: int) -> list[int]:
+    """``limit`` row indices of ``n`` spread evenly, in order (all of them if limit >= n)."""
+    return list(range(n)) if limit >= n else [i * n // limit for i in range(limit)]
+
+
 def limit_splits(corpus: LabelledCorpus, limit: int | None) -> LabelledCorpus:
-    """The first ``limit`` rows of every split (a quick look; categories may then go missing)."""
+    """At most ``limit`` rows of every split, spread evenly over it (the same rows in every
+    language): SIB-200's test split is sorted by category, so its first rows are one topic."""
     if limit is None:
         return corpus
     if limit < 1:
         raise DataError(f"the sentence limit must be at least 1, got {limit}")
 
     def cut(s: Split) -> Split:
-        return Split(s.path, s.ids[:limit], s.categories[:limit], s.texts[:limit])
+        keep = spread(len(s.ids), limit)
+        return Split(s.path, *(tuple(column[i] for i in keep)
+                               for column in (s.ids, s.categories, s.texts)))
 
     return LabelledCorpus(corpus.name, corpus.root, {
         code: {k: cut(s) for k, s in splits.items()} for code, splits in corpus.splits.items()})

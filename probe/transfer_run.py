@@ -47,7 +47,7 @@ class TransferRequest(RunSettings):
     data: str = NAME
     languages: list[str] | None = None  # None or ["all"]: every language of the data
     source: str = "eng_Latn"
-    limit: int | None = None  # the first N rows of every split
+    limit: int | None = None  # N rows of every split, spread evenly over it
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     batch_size: int = 32

@@ -270,3 +270,30 @@ def test_run_reads_a_sib_layout_with_languages_all(tiny_llama_dir, tmp_path, cap
     assert manifest["data"]["languages"] == ["deu_Latn", "eng_Latn", "zho_Hans"]
     assert manifest["data"]["sides"] == {"deu_Latn": 12, "eng_Latn": 12, "zho_Hans": 12}
     assert (tmp_path / "runs" / "r" / "mexa_export" / "strict" / "zho_Hans.json").exists()
+
+
+def sort_test_by_topic(root: Path) -> None:
+    """SIB-200's own test split is sorted by category: do the same, in every language."""
+    for directory in root.iterdir():
+        lines = (directory / "test.tsv").read_text(encoding="utf-8").splitlines()
+        body = sorted(lines[1:], key=lambda line: (TOPICS.index(line.split("\t")[1]),
+                                                   line.split("\t")[0]))
+        (directory / "test.tsv").write_text("\n".join([lines[0], *body]) + "\n", encoding="utf-8")
+
+
+def test_limit_spreads_over_a_split_sorted_by_topic(tmp_path):
+    from layer_analysis.probe.sib200 import check_categories, limit_splits
+
+    root = write_sib(tmp_path / "sib")
+    sort_test_by_topic(root)
+    corpus = limit_splits(load_sib(root, "all", reference="eng_Latn"), 6)
+    assert corpus.labels("test") == ["science", "science", "travel", "travel", "sports",
+                                     "sports"]
+    assert corpus.sizes() == {"train": 6, "dev": 6, "test": 6}
+    first = corpus.splits["deu_Latn"]["test"].ids
+    assert first == corpus.splits["zho_Hans"]["test"].ids  # the same rows in every language
+    check_categories(corpus, "eng_Latn")
+    one_topic = limit_splits(load_sib(root, "all", reference="eng_Latn"), 1)
+    with pytest.raises(DataError, match=r"eng_Latn/test.tsv: the test rows used hold one "
+                                        r"category only \('science'\)"):
+        check_categories(one_topic, "eng_Latn")

@@ -57,7 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     transfer.add_argument("--languages", default="all",
                           help="comma-separated languages (any accepted spelling), or all")
     transfer.add_argument("--source", default="en", help="the language the probe is trained on")
-    transfer.add_argument("--limit", type=int, help="the first N rows of every split")
+    transfer.add_argument("--limit", type=int, help="N rows of every split, spread evenly over "
+                                                    "it (SIB-200's test split is sorted by topic)")
     transfer.add_argument("--c", type=float, default=1.0, help="LogisticRegression's C")
     transfer.add_argument("--max-iter", type=int, default=1000, help="solver iterations")
     transfer.add_argument("--no-ceiling", action="store_true",
