@@ -10,6 +10,7 @@ is one store key.
                            transfer, ceiling and ratio, accuracy and macro-F1
     predictions.parquet    every test prediction (paired comparisons between runs)
     tokenization.csv       ``probe.tokenization`` per language
+    report.html            mean curves with ceiling and chance; targets ranked at the best layer
     manifest.json          last; lists every probe fit that did not converge
 """
 
@@ -19,6 +20,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,7 @@ from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory, writer_lock
 from .languages import canonical
 from .models import block_count, load_model
+from .report import write_html
 from .runs import RunSettings, versions
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, ActivationStore
@@ -37,6 +40,7 @@ from .tokenization import confound, tokenization_table
 from .transfer import COLUMNS, ProbeConfig, SourceProbes
 
 TABLE, SUMMARY, PREDICTIONS = "transfer.csv", "summary.csv", "predictions.parquet"
+REPORT = "report.html"
 KIND = "transfer"
 
 
@@ -98,6 +102,55 @@ def best_layers(summary: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame
     """Per variant, the layer where the mean transfer ``metric`` over targets peaks."""
     rows = summary[(summary.setting == "transfer") & (summary.metric == metric)]
     return rows.loc[rows.groupby("variant", sort=False)["mean"].idxmax()].reset_index(drop=True)
+
+
+def curves_figure(summary: pd.DataFrame, metric: str = "accuracy") -> Any:
+    """Mean over targets per layer: transfer and ceiling of both variants, and chance."""
+    import plotly.graph_objects as go
+
+    from .report import PALETTE
+
+    rows = summary[summary.metric == metric]
+    fig = go.Figure()
+    chance = rows[rows.setting == "transfer"].groupby("layer").chance.mean()
+    fig.add_trace(go.Scatter(x=chance.index, y=chance.values, mode="lines", name="chance "
+                             "(majority class)", line={"color": "black", "dash": "dash"}))
+    for i, variant in enumerate(("raw", "centered")):
+        for setting, dash in (("transfer", "solid"), ("ceiling", "dot")):
+            line = rows[(rows.variant == variant) & (rows.setting == setting)].sort_values("layer")
+            if not line.empty:
+                fig.add_trace(go.Scatter(x=line.layer, y=line["mean"], mode="lines+markers",
+                                         name=f"{variant}: {setting}",
+                                         line={"color": PALETTE[i], "dash": dash}))
+    fig.update_layout(title=f"{metric} per layer, mean over targets (transfer from the source; "
+                            "ceiling: trained in the target)", xaxis_title="layer",
+                      yaxis_title=metric)
+    return fig
+
+
+def targets_figure(table: pd.DataFrame, layer: int, variant: str = "centered",
+                   metric: str = "accuracy") -> Any:
+    """Targets ranked by transfer at ``layer`` (95 % CI), their ceiling beside, and chance."""
+    import plotly.graph_objects as go
+
+    rows = table[(table.layer == layer) & (table.variant == variant) & (table.metric == metric)
+                 & (table.target != table.source)]
+    transfer = rows[rows.setting == "transfer"].sort_values("value", ascending=False)
+    ceiling = rows[rows.setting == "ceiling"].set_index("target").reindex(transfer.target)
+    fig = go.Figure(go.Bar(
+        x=transfer.value, y=transfer.target, orientation="h", name="transfer",
+        error_x={"type": "data", "symmetric": False, "array": transfer.ci_high - transfer.value,
+                 "arrayminus": transfer.value - transfer.ci_low}))
+    if not ceiling.empty:
+        fig.add_trace(go.Scatter(x=ceiling.value, y=transfer.target, mode="markers",
+                                 name="ceiling", marker={"symbol": "line-ns-open", "size": 14}))
+    if not transfer.empty:
+        fig.add_vline(x=float(transfer.chance.mean()), line={"color": "black", "dash": "dash"},
+                      annotation_text="chance")
+    fig.update_layout(title=f"{metric} at layer {layer} ({variant}), {len(transfer)} targets "
+                            "ranked", yaxis_autorange="reversed", yaxis_automargin=True,
+                      height=max(360, 16 * len(transfer) + 160), xaxis_title=metric)
+    return fig
 
 
 def transfer_confound(table: pd.DataFrame, summary: pd.DataFrame, tokenization: pd.DataFrame
@@ -197,6 +250,13 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
         frame = pd.concat(predictions, ignore_index=True)
         atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
         atomic_write(run_dir / TOKENIZATION, lambda tmp: tokenization.to_csv(tmp, index=False))
+        best = best_layers(summary)
+        layer = int(best[best.variant == "centered"].layer.iloc[0])
+        write_html({"transfer_curves": curves_figure(summary),
+                    f"targets_layer_{layer}": targets_figure(table, layer)},
+                   run_dir / REPORT, f"{loaded.name}: transfer from {source}",
+                   [f"best transfer layer ({r.variant}): {r.layer} (mean accuracy {r.mean:.3f}; "
+                    f"chance {r.chance:.3f})" for r in best.itertuples()] + warnings)
         atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     return run_dir
 

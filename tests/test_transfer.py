@@ -245,6 +245,7 @@ def test_transfer_command_end_to_end(tiny_llama_dir, tmp_path, capsys):
     tokenization = pd.read_csv(run / "tokenization.csv")
     assert list(tokenization.language) == ["eng_Latn", "deu_Latn", "zho_Hans"]
     assert tokenization.set_index("language").fertility["eng_Latn"] == 1.0
+    assert "targets_layer_" in (run / "report.html").read_text()
     # a rerun loads the states from the store
     assert main([*args, "--overwrite"]) == 0
 
