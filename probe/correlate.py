@@ -451,3 +451,15 @@ def execute_correlate(alignment: Alignment, scores: list[Scores], output: Path,
                    [*notes, *summary])
         atomic_write_text(output / MANIFEST, json.dumps(manifest, indent=2, default=str))
     return output, table
+
+
+def read_correlation(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """The table, plotted points and manifest of a finished ``correlate`` output."""
+    directory = Path(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+        if manifest.get("kind") != "correlation":
+            raise DataError(f"{directory} is not a correlate output")
+        return (pd.read_csv(directory / TABLE), pd.read_csv(directory / INPUTS), manifest)
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"{directory} is not a readable correlate output ({exc})") from None
