@@ -172,3 +172,36 @@ def test_correlate_command_writes_tables_and_report(tmp_path, capsys):
     bad.write_text("language,score\nde,1\nde,2\n")
     assert main([*args[:3], str(bad), *args[4:]]) == 2
     assert re.search(r"bad.csv, line 3: deu_Latn again", capsys.readouterr().err)
+
+
+def test_evaluate_outputs_and_transfer_runs_are_score_tables(tmp_path):
+    import json
+
+    from layer_analysis.probe.correlate import read_scores
+
+    evaluation = tmp_path / "eval.json"
+    evaluation.write_text(json.dumps([
+        {"task": "translation", "source": "eng_Latn", "target": "deu_Latn", "chrf++": 41.5},
+        {"task": "translation", "source": "eng_Latn", "target": "zho_Hans", "chrf++": 12.0},
+        {"task": "xquad", "language": "de", "f1": 30.25}]))
+    tables = {t.name: t.values for t in read_scores(evaluation)}
+    assert tables == {"eval translation chrf++": {"deu_Latn": 41.5, "zho_Hans": 12.0},
+                      "eval xquad f1": {"deu_Latn": 30.25}}
+    evaluation.write_text(json.dumps([{"task": "xquad", "language": "de", "f1": None}]))
+    with pytest.raises(DataError, match=r"eval.json, record 1: score None is not a number"):
+        read_scores(evaluation)
+    run = tmp_path / "transfer"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"kind": "transfer"}))
+    rows = [{"model": "m", "layer": layer, "variant": variant, "source": "eng_Latn",
+             "target": target, "setting": "transfer", "metric": "accuracy",
+             "value": value + layer / 10 + (variant == "centered") / 100, "ci_low": 0,
+             "ci_high": 1, "chance": 0.25, "n": 10}
+            for layer in (1, 2) for variant in ("raw", "centered")
+            for target, value in (("eng_Latn", 0.9), ("deu_Latn", 0.5), ("zho_Hans", 0.3))]
+    pd.DataFrame(rows).to_csv(run / "transfer.csv", index=False)
+    (scores,) = read_scores(run)
+    assert scores.name == "transfer accuracy (centered, layer 2)"
+    assert scores.values == pytest.approx({"deu_Latn": 0.71, "zho_Hans": 0.51})
+    (scores,) = read_scores(run, variant="raw", layer=1)
+    assert scores.values == pytest.approx({"deu_Latn": 0.6, "zho_Hans": 0.4})
