@@ -176,6 +176,8 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     train = slice(0, sizes["train"])
     test = slice(sizes["train"] + sizes["dev"], sum(sizes.values()))
     y_train, y_test = np.array(corpus.labels("train")), np.array(corpus.labels("test"))
+    groups = groups_of(corpus.languages, request.group_size)
+    processes.check(min(len(g) for g in groups) * sum(sizes.values()))  # every group's share
     blocks = block_count(request.model)
     if blocks is not None:  # before the weights load
         check_layers(request.extraction.layers, blocks)
@@ -192,7 +194,7 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     nonconverged: list[dict] = []
     activations: list[str] = []
     timings.update(extract=0.0, fit_source=0.0, score=0.0)
-    for group in groups_of(corpus.languages, request.group_size):
+    for group in groups:
         clock = time.perf_counter()
         acts = store.extract(extractor, corpus.subset(group).parallel(), request.batch_size,
                              progress=request.progress_bars, processes=processes)
