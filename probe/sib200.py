@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .data import ParallelCorpus, Side, read_lines, shared_data_root
 from .errors import DataError
 from .languages import canonical, is_language
@@ -26,12 +28,17 @@ HEADER = ("index_id", "category", "text")
 
 @dataclass(frozen=True)
 class Split:
-    """One split of one language; ``path`` names the file for messages (row i is line i + 2)."""
+    """One split of one language; ``path`` and ``lines`` (each row's line number in it) name
+    the file and line in messages."""
 
     path: Path
     ids: tuple[str, ...]
     categories: tuple[str, ...]
     texts: tuple[str, ...]
+    lines: tuple[int, ...] = ()
+
+    def line(self, row: int) -> int:
+        return self.lines[row] if self.lines else row + 2
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,8 @@ def read_split(path: Path) -> Split:
         if index in seen:
             raise DataError(f"{path}, line {number}: index_id {index} repeats line {seen[index]}")
         seen[index] = number
-    return Split(path, tuple(ids), tuple(categories), tuple(texts))
+    return Split(path, tuple(ids), tuple(categories), tuple(texts),
+                 tuple(range(2, len(ids) + 2)))
 
 
 def select_languages(available: Iterable[str], languages: Iterable[str] | str | None,
@@ -165,7 +173,7 @@ def check_parallel(splits: dict[str, dict[str, Split]]) -> None:
                 a_id, b_id, a_cat, b_cat = pair
                 if a_id != b_id or a_cat != b_cat:
                     raise DataError(
-                        f"{other.path}, line {i + 2}: index_id {b_id} ({b_cat}) but "
+                        f"{other.path}, line {other.line(i)}: index_id {b_id} ({b_cat}) but "
                         f"{ref.path} has {a_id} ({a_cat}) on that line; the splits must be "
                         "parallel (same index_ids and categories in the same order)")
 
@@ -181,7 +189,7 @@ def check_categories(corpus: LabelledCorpus, source: str) -> None:
         test = own["test"]
         for i, category in enumerate(test.categories):
             if category not in seen:
-                raise DataError(f"{test.path}, line {i + 2}: category {category!r} never occurs "
+                raise DataError(f"{test.path}, line {test.line(i)}: category {category!r} never occurs "
                                 f"in {corpus.splits[source]['train'].path} (training split); "
                                 "a probe cannot predict it")
         train = own["train"]
@@ -189,23 +197,27 @@ def check_categories(corpus: LabelledCorpus, source: str) -> None:
             raise DataError(f"{train.path}: one category only; the in-language probe needs two")
 
 
-def spread(n: int, limit: int) -> list[int]:
-    """``limit`` row indices of ``n`` spread evenly, in order (all of them if limit >= n)."""
-    return list(range(n)) if limit >= n else [i * n // limit for i in range(limit)]
+def sample_rows(n: int, limit: int, seed: int = 0) -> list[int]:
+    """``limit`` of ``n`` row indices drawn at random (seeded), in file order; all if
+    limit >= n. Not the first rows: SIB-200's test split is sorted by category."""
+    if limit >= n:
+        return list(range(n))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
-def limit_splits(corpus: LabelledCorpus, limit: int | None) -> LabelledCorpus:
-    """At most ``limit`` rows of every split, spread evenly over it (the same rows in every
-    language): SIB-200's test split is sorted by category, so its first rows are one topic."""
+def limit_splits(corpus: LabelledCorpus, limit: int | None, seed: int = 0) -> LabelledCorpus:
+    """At most ``limit`` rows of every split, a seeded random sample in file order (the same
+    rows in every language)."""
     if limit is None:
         return corpus
     if limit < 1:
         raise DataError(f"the sentence limit must be at least 1, got {limit}")
 
     def cut(s: Split) -> Split:
-        keep = spread(len(s.ids), limit)
+        keep = sample_rows(len(s.ids), limit, seed)
         return Split(s.path, *(tuple(column[i] for i in keep)
-                               for column in (s.ids, s.categories, s.texts)))
+                               for column in (s.ids, s.categories, s.texts)),
+                     tuple(s.line(i) for i in keep))
 
     return LabelledCorpus(corpus.name, corpus.root, {
         code: {k: cut(s) for k, s in splits.items()} for code, splits in corpus.splits.items()})

@@ -16,6 +16,7 @@ is one store key.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text, start_run_director
 from .languages import canonical
 from .models import block_count, load_model
 from .report import write_html
-from .runs import RunSettings, versions
+from .runs import RunSettings, slug, versions
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, ActivationStore
 from .tokenization import FILE as TOKENIZATION
@@ -51,7 +52,7 @@ class TransferRequest(RunSettings):
     data: str = NAME
     languages: list[str] | None = None  # None or ["all"]: every language of the data
     source: str = "eng_Latn"
-    limit: int | None = None  # N rows of every split, spread evenly over it
+    limit: int | None = None  # a seeded random sample of N rows of every split
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     batch_size: int = 32
@@ -222,7 +223,11 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     table = pd.DataFrame(rows, columns=COLUMNS)
     summary = summarise(table)
     tokenization = tokenization_table(loaded.tokenizer, loaded.name, corpus.parallel())
-    run_dir = request.run_directory(f"{loaded.name}-transfer-{corpus.name}-{source}")
+    settings = json.dumps([corpus.languages, request.limit, asdict(request.extraction),
+                           asdict(request.probe), loaded.identity], sort_keys=True, default=str)
+    digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
+    prefix = slug(f"{loaded.name}-transfer-{corpus.name}-{source}")[:51]  # slug keeps 60
+    run_dir = request.run_directory(f"{prefix}-{digest}")
     warnings = [w for w in [transfer_confound(table, summary, tokenization)] if w]
     for warning in warnings:
         notice(warning)

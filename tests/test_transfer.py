@@ -246,8 +246,11 @@ def test_transfer_command_end_to_end(tiny_llama_dir, tmp_path, capsys):
     assert list(tokenization.language) == ["eng_Latn", "deu_Latn", "zho_Hans"]
     assert tokenization.set_index("language").fertility["eng_Latn"] == 1.0
     assert "targets_layer_" in (run / "report.html").read_text()
-    # a rerun loads the states from the store
+    # a rerun loads the states from the store; unnamed runs are named by their settings
     assert main([*args, "--overwrite"]) == 0
+    unnamed = [a for a in args if a not in ("--name", "t")]
+    assert main(unnamed) == 0 and main([*unnamed, "--limit", "20"]) == 0
+    assert len([p for p in out.iterdir() if p.name not in ("t", "store")]) == 2
 
 
 def test_sib200_shared_data_reads_parallel(shared_data):
@@ -282,19 +285,23 @@ def sort_test_by_topic(root: Path) -> None:
         (directory / "test.tsv").write_text("\n".join([lines[0], *body]) + "\n", encoding="utf-8")
 
 
-def test_limit_spreads_over_a_split_sorted_by_topic(tmp_path):
-    from layer_analysis.probe.sib200 import check_categories, limit_splits
+def test_limit_samples_every_split_and_keeps_its_line_numbers(tmp_path):
+    from layer_analysis.probe.sib200 import check_categories, limit_splits, sample_rows
 
     root = write_sib(tmp_path / "sib")
     sort_test_by_topic(root)
-    corpus = limit_splits(load_sib(root, "all", reference="eng_Latn"), 6)
-    assert corpus.labels("test") == ["science", "science", "travel", "travel", "sports",
-                                     "sports"]
-    assert corpus.sizes() == {"train": 6, "dev": 6, "test": 6}
-    first = corpus.splits["deu_Latn"]["test"].ids
-    assert first == corpus.splits["zho_Hans"]["test"].ids  # the same rows in every language
+    full = load_sib(root, "all", reference="eng_Latn")
+    corpus = limit_splits(full, 12)
+    assert corpus.sizes() == {"train": 12, "dev": 10, "test": 12}
+    keep = sample_rows(30, 12)
+    assert keep == sorted(keep) and len(set(keep)) == 12 and keep != list(range(12))
+    assert corpus.labels("test") == [full.labels("test")[i] for i in keep]
+    assert len(set(corpus.labels("test"))) == 3  # not the first rows: one topic
+    test = corpus.splits["deu_Latn"]["test"]
+    assert test.ids == corpus.splits["zho_Hans"]["test"].ids  # the same rows in every language
+    lines = test.path.read_text(encoding="utf-8").splitlines()
+    assert all(lines[test.line(i) - 1].startswith(f"{test.ids[i]}\t") for i in range(12))
     check_categories(corpus, "eng_Latn")
-    one_topic = limit_splits(load_sib(root, "all", reference="eng_Latn"), 1)
     with pytest.raises(DataError, match=r"eng_Latn/test.tsv: the test rows used hold one "
-                                        r"category only \('science'\)"):
-        check_categories(one_topic, "eng_Latn")
+                                        r"category only"):
+        check_categories(limit_splits(full, 1), "eng_Latn")

@@ -57,8 +57,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     transfer.add_argument("--languages", default="all",
                           help="comma-separated languages (any accepted spelling), or all")
     transfer.add_argument("--source", default="en", help="the language the probe is trained on")
-    transfer.add_argument("--limit", type=int, help="N rows of every split, spread evenly over "
-                                                    "it (SIB-200's test split is sorted by topic)")
+    transfer.add_argument("--limit", type=int, help="a seeded random sample of N rows of every "
+                                                    "split (SIB-200's test split is sorted by topic)")
     transfer.add_argument("--c", type=float, default=1.0, help="LogisticRegression's C")
     transfer.add_argument("--max-iter", type=int, default=1000, help="solver iterations")
     transfer.add_argument("--no-ceiling", action="store_true",
@@ -77,7 +77,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     transfer.add_argument("--store", type=Path, help="activation store (default: OUTPUT/store)")
     transfer.add_argument("--no-progress", action="store_true")
     transfer.add_argument("--output", type=Path, default=Path("runs"), help="directory of runs")
-    transfer.add_argument("--name", help="run name (default: MODEL-transfer-DATA-SOURCE)")
+    transfer.add_argument("--name", help="run name (default: MODEL-transfer-DATA-SOURCE-KEY)")
     transfer.add_argument("--overwrite", action="store_true")
 
     corr = sub.add_parser(
