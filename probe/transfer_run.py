@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import distributed
 from .errors import DataError, notice
@@ -281,3 +282,45 @@ def read_transfer(directory: Path) -> tuple[pd.DataFrame, dict]:
         return pd.read_csv(directory / TABLE), manifest
     except (OSError, ValueError) as exc:
         raise DataError(f"{directory / TABLE} is unreadable ({exc})") from None
+
+
+PAIRED_COLUMNS = ["variant", "target", "setting", "layer", "difference", "ci_low", "ci_high",
+                  "p_value", "q_value", "n"]
+
+
+def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1000,
+                    seed: int = 0) -> pd.DataFrame:
+    """Run B minus run A per test sentence (correct or not), per variant, target, setting and
+    layer: mean difference of accuracy, 95 % bootstrap CI over sentences, sign-flip p and
+    Benjamini-Hochberg q over each curve's layers (``probe.paired``'s statistics). The runs
+    must hold the same targets, layers and test sentences (base vs adapters: same data)."""
+    from scipy.stats import false_discovery_control
+
+    from .metrics import bootstrap_ci
+    from .paired import sign_flip_p
+
+    frames = []
+    for path in (a, b):
+        read_transfer(path)  # a clear error if it is no transfer run
+        frames.append(pd.read_parquet(Path(path) / PREDICTIONS))
+    keys = ["variant", "target", "setting", "layer", "row"]
+    merged = frames[0].merge(frames[1], on=keys, suffixes=("_a", "_b"), how="outer",
+                             indicator=True)
+    if (merged._merge != "both").any() or (merged.label_a != merged.label_b).any():
+        raise DataError(f"{a} and {b} differ in their targets, layers or test sentences; "
+                        "paired differences need the same (run both on the same data)")
+    merged["difference"] = ((merged.prediction_b == merged.label_b).astype(float)
+                            - (merged.prediction_a == merged.label_a).astype(float))
+    rows = []
+    for (variant, target, setting), part in merged.groupby(["variant", "target", "setting"],
+                                                           observed=True, sort=False):
+        grid = part.pivot(index="layer", columns="row", values="difference")
+        values = torch.tensor(grid.to_numpy(), dtype=torch.float32)
+        low, high = bootstrap_ci(values, samples, seed=seed)
+        p = sign_flip_p(values, permutations, seed)
+        q = false_discovery_control(p.numpy(), method="bh")
+        for i, layer in enumerate(grid.index):
+            rows.append([variant, target, setting, int(layer), float(values[i].mean()),
+                         float(low[i]), float(high[i]), float(p[i]), float(q[i]),
+                         values.shape[1]])
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)

@@ -305,3 +305,35 @@ def test_limit_samples_every_split_and_keeps_its_line_numbers(tmp_path):
     with pytest.raises(DataError, match=r"eng_Latn/test.tsv: the test rows used hold one "
                                         r"category only"):
         check_categories(limit_splits(full, 1), "eng_Latn")
+
+
+def fake_transfer_run(directory: Path, correct: dict[int, list[bool]]) -> Path:
+    """A transfer run directory holding predictions only: per layer, which of the test
+    sentences the probe got right."""
+    directory.mkdir(parents=True)
+    (directory / "manifest.json").write_text(json.dumps({"kind": "transfer"}))
+    pd.DataFrame(columns=["layer"]).to_csv(directory / "transfer.csv", index=False)
+    rows = [{"layer": layer, "variant": "centered", "target": "deu_Latn", "setting": "transfer",
+             "row": i, "label": "a", "prediction": "a" if ok else "b"}
+            for layer, oks in correct.items() for i, ok in enumerate(oks)]
+    pd.DataFrame(rows).to_parquet(directory / "predictions.parquet", index=False)
+    return directory
+
+
+def test_transfer_compare_pairs_sentences(tmp_path, capsys):
+    from layer_analysis.cli import main
+    from layer_analysis.probe.transfer_run import paired_transfer
+
+    base = [True] * 10 + [False] * 30
+    a = fake_transfer_run(tmp_path / "a", {1: base, 2: base})
+    b = fake_transfer_run(tmp_path / "b", {1: base, 2: [True] * 30 + [False] * 10})
+    table = paired_transfer(a, b, samples=200, permutations=200).set_index("layer")
+    assert table.difference[1] == 0 and table.difference[2] == pytest.approx(0.5)
+    assert table.p_value[2] < 0.01 and table.p_value[1] == 1.0
+    assert table.ci_low[2] > 0.3 and table.n[2] == 40
+    c = fake_transfer_run(tmp_path / "c", {1: base})
+    with pytest.raises(DataError, match="differ in their targets, layers or test sentences"):
+        paired_transfer(a, c)
+    assert main(["transfer-compare", str(a), str(b), "--output", str(tmp_path / "p.csv")]) == 0
+    assert "1 of 2 transfer curves' layers moved" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 2

@@ -22,6 +22,7 @@ from layer_analysis.probe.correlate import (
 )
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import POOLINGS, SINK_MODES, SINK_RATIO, ExtractionConfig
+from layer_analysis.probe.files import atomic_write
 from layer_analysis.probe.mexa_export import export_mexa
 from layer_analysis.probe.models import DEFAULT_MODEL
 from layer_analysis.probe.runs import read_model_run
@@ -33,6 +34,7 @@ from layer_analysis.probe.transfer_run import (
     TransferRequest,
     best_layers,
     execute_transfer,
+    paired_transfer,
 )
 
 from .options import DefaultsFormatter, add_device_options, parse_layers, run_settings
@@ -111,6 +113,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     corr.add_argument("--seed", type=int, default=0)
     corr.add_argument("--output", type=Path, required=True, help="directory to write")
 
+    paired = sub.add_parser(
+        "transfer-compare", formatter_class=DefaultsFormatter,
+        help="two transfer runs on the same data (base vs adapter): paired per-sentence "
+             "differences of accuracy per layer",
+        description="Run B minus run A per test sentence (correct or not), per variant, target "
+                    "and layer: the mean difference with a 95 %% bootstrap CI over sentences, a "
+                    "sign-flip p-value and Benjamini-Hochberg q over layers. Writes OUTPUT.")
+    paired.add_argument("a", type=Path, help="the reference transfer run (e.g. the base model)")
+    paired.add_argument("b", type=Path, help="the other transfer run (e.g. an adapter)")
+    paired.add_argument("--output", type=Path, required=True, help="CSV to write")
+    paired.add_argument("--bootstrap", type=int, default=1000)
+    paired.add_argument("--seed", type=int, default=0)
+
     export = sub.add_parser(
         "export-mexa", formatter_class=DefaultsFormatter,
         help="write a run's scores as MEXA's per-language JSON files (every run does so too)",
@@ -167,6 +182,17 @@ def cmd_correlate(args: argparse.Namespace) -> None:
     print(f"\ntable: {output / CORRELATION}\nreport: {output / REPORT}")
 
 
+def cmd_transfer_compare(args: argparse.Namespace) -> None:
+    table = paired_transfer(args.a, args.b, args.bootstrap, seed=args.seed)
+    atomic_write(args.output, lambda tmp: table.to_csv(tmp, index=False))
+    moved = table[(table.setting == "transfer") & (table.q_value < 0.05)]
+    print(f"{len(moved)} of {int((table.setting == 'transfer').sum())} transfer curves' layers "
+          "moved (q < 0.05):")
+    if not moved.empty:
+        print(moved.to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+    print(f"\ntable: {args.output}")
+
+
 def cmd_export_mexa(args: argparse.Namespace) -> None:
     results = read_model_run(args.run)
     pooling = results.manifest.get("analysis", {}).get("pooling") or (
@@ -176,4 +202,5 @@ def cmd_export_mexa(args: argparse.Namespace) -> None:
         print(target)
 
 
-HANDLERS = {"transfer": cmd_transfer, "correlate": cmd_correlate, "export-mexa": cmd_export_mexa}
+HANDLERS = {"transfer": cmd_transfer, "transfer-compare": cmd_transfer_compare,
+            "correlate": cmd_correlate, "export-mexa": cmd_export_mexa}
