@@ -434,13 +434,22 @@ def execute_correlate(alignment: Alignment, scores: list[Scores], output: Path,
     inputs = pd.DataFrame(points)
     figures = {"correlation_curve": curve_figure(table),
                f"scatter_layer_{layer}": scatter_figure(inputs, layer)}
-    summary = [f"{row.score}: {row.method} r = {row.r:+.2f} [{row.ci_low:+.2f}, "
+    peak = scatter_layer(alignment)
+    summary = [f"alignment, averaged over languages, peaks at layer {peak}"]
+    for name, part in table[(table.aggregation == "layer") & (table.method == "pearson")].groupby(
+            "score", sort=False):
+        top = part.loc[part.r.idxmax()] if part.r.notna().any() else None
+        if top is not None:
+            summary.append(f"{name}: Pearson r peaks at layer {int(top.layer)} ({top.r:+.2f} "
+                           f"[{top.ci_low:+.2f}, {top.ci_high:+.2f}])")
+    summary += [f"{row.score}: {row.method} r = {row.r:+.2f} [{row.ci_low:+.2f}, "
                f"{row.ci_high:+.2f}], p = {row.p:.3g}, layers' {row.aggregation} (n = {row.n})"
                for row in table[table.aggregation != "layer"].itertuples()]
     manifest = {"kind": "correlation", "command": list(command), "alignment": alignment.info,
                 "scores": [{"name": s.name, "from": s.where} for s in scores],
                 "config": {**config.__dict__, "covariates": list(config.covariates)},
-                "scatter_layer": layer, "notes": notes, "versions": versions()}
+                "scatter_layer": layer, "alignment_peak_layer": peak, "summary": summary,
+                "notes": notes, "versions": versions()}
     from .report import write_html
 
     with writer_lock(output):

@@ -162,6 +162,7 @@ def test_correlate_command_writes_tables_and_report(tmp_path, capsys):
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "ita_Latn" in captured.err and "left out" in captured.err
+    assert "Pearson r peaks at layer 1 (+1.00" in captured.out
     table = pd.read_csv(out / "correlation.csv")
     at1 = table[(table.layer == 1) & (table.method == "pearson")]
     assert at1.r.item() == pytest.approx(1.0) and at1.n.item() == 8

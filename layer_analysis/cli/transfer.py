@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -179,6 +180,7 @@ def cmd_correlate(args: argparse.Namespace) -> None:
                              values="r", dropna=False, sort=False)
     print(f"Correlation across languages with {alignment.name} (r):")
     print(grid.to_string(float_format=lambda v: f"{v:+.2f}"))
+    print("\n".join(json.loads((output / "manifest.json").read_text())["summary"]))
     print(f"\ntable: {output / CORRELATION}\nreport: {output / REPORT}")
 
 
