@@ -232,6 +232,35 @@ def residuals(v: np.ndarray, covariates: np.ndarray | None) -> np.ndarray:
     return v - design @ coef
 
 
+def weighted_residuals(v: np.ndarray, design: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per row of ``weights`` (resample counts, (samples, n)), ``v`` minus its weighted
+    least-squares fit on ``design`` ((n, k) or (samples, n, k), an intercept column included):
+    the residuals of the resample that repeats row i ``weights[s, i]`` times."""
+    samples, n = weights.shape
+    design = np.broadcast_to(design, (samples, n, design.shape[-1]))
+    v = np.broadcast_to(v, (samples, n))
+    weighted = design.transpose(0, 2, 1) * weights[:, None, :]  # (samples, k, n)
+    gram = weighted @ design
+    beta = np.linalg.pinv(gram, rcond=1e-10, hermitian=True) @ (weighted @ v[..., None])
+    return v - (design @ beta)[..., 0]
+
+
+def weighted_partial(x: np.ndarray, y: np.ndarray, covariates: np.ndarray, weights: np.ndarray,
+                     rank: bool = False) -> np.ndarray:
+    """``partial_correlation`` of every weighted resample at once (ranks re-taken within each
+    resample with ``rank``): what the loop over resamples gives, in a few batched products."""
+    covariates = (covariates - covariates.mean(0)) / np.where(covariates.std(0) > 0,
+                                                              covariates.std(0), 1.0)
+    if rank:
+        x, y = weighted_ranks(x, weights), weighted_ranks(y, weights)
+        columns = [weighted_ranks(c, weights) for c in covariates.T]
+        design = np.stack([np.ones_like(x), *columns], axis=-1)
+    else:
+        design = np.column_stack([np.ones(len(x)), covariates])
+    return weighted_pearson(weighted_residuals(x, design, weights),
+                            weighted_residuals(y, design, weights), weights)
+
+
 def partial_correlation(x: np.ndarray, y: np.ndarray, covariates: np.ndarray,
                         rank: bool = False) -> float:
     """Pearson (or, with ``rank``, Spearman) correlation of x and y given the covariates."""
@@ -273,11 +302,9 @@ def correlation_rows(x: np.ndarray, y: np.ndarray, covariates: np.ndarray | None
                                                  weighted_ranks(y, counts), counts),
                  _permutation_p(rx, ry, r, config)))
     if covariates is not None:
-        index = [np.repeat(np.arange(n), c.astype(int)) for c in counts]
         for method, rank in (("partial_pearson", False), ("partial_spearman", True)):
             r = partial_correlation(x, y, covariates, rank)
-            samples = np.array([partial_correlation(x[i], y[i], covariates[i], rank)
-                                for i in index])
+            samples = weighted_partial(x, y, covariates, counts, rank)
             if rank:
                 z = np.column_stack([rankdata(c) for c in covariates.T])
                 ex, ey = residuals(rankdata(x), z), residuals(rankdata(y), z)

@@ -206,3 +206,22 @@ def test_evaluate_outputs_and_transfer_runs_are_score_tables(tmp_path):
     assert scores.values == pytest.approx({"deu_Latn": 0.71, "zho_Hans": 0.51})
     (scores,) = read_scores(run, variant="raw", layer=1)
     assert scores.values == pytest.approx({"deu_Latn": 0.6, "zho_Hans": 0.4})
+
+
+def test_batched_partial_bootstrap_equals_the_loop_over_resamples():
+    from layer_analysis.probe.correlate import weighted_partial
+
+    rng = np.random.default_rng(6)
+    z = np.column_stack([rng.normal(size=15), np.full(15, 2.0), rng.integers(0, 3, 15)])
+    x = z[:, 0] + rng.normal(size=15)
+    y = 0.5 * x - z[:, 2] + rng.normal(size=15)
+    x[2] = x[7]  # ties
+    counts = _resample_counts(15, 60, 1).numpy()
+    index = [np.repeat(np.arange(15), c.astype(int)) for c in counts]
+    for rank in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hand = np.array([partial_correlation(x[i], y[i], z[i], rank) for i in index])
+        batched = weighted_partial(x, y, z, counts, rank)
+        finite = np.isfinite(hand)
+        np.testing.assert_allclose(batched[finite], hand[finite], atol=1e-8)
