@@ -33,6 +33,7 @@ pages = [
     st.Page("views/training.py", title="Training", icon=":material/trending_up:"),
     st.Page("views/neurons.py", title="Language neurons", icon=":material/hub:"),
     st.Page("views/interventions.py", title="Interventions", icon=":material/tune:"),
+    st.Page("views/transfer.py", title="Transfer", icon=":material/swap_horiz:"),
     st.Page("views/new_run.py", title="New run", icon=":material/play_arrow:"),
 ]
 st.navigation(pages).run()

@@ -57,6 +57,7 @@ class ParallelCorpus:
                ) -> ParallelCorpus:
         """Keep the sides of ``languages`` (any spelling) and the first ``limit`` lines of each."""
         sides = dict(self.sides)
+        languages = None if languages is None or list(languages) == ["all"] else list(languages)
         if languages is not None:
             wanted = [canonical(name, "--languages") for name in languages]
             if not wanted:
@@ -281,11 +282,18 @@ def named_datasets() -> dict[str, tuple[Path | None, str]]:
         "flores-devtest": (under("flores200/devtest"), "FLORES-200 devtest, 1012 lines (CC BY-SA 4.0)"),
         "flores-dev": (under("flores200/dev"), "FLORES-200 dev, 997 lines (CC BY-SA 4.0)"),
         "tatoeba": (under("tatoeba"), "LASER/XTREME Tatoeba xxx-eng pairs (CC BY 2.0 FR)"),
+        "sib200": (under("sib200"), "SIB-200 train+dev+test, 1004 lines × 205 languages, "
+                   "topic-labelled (CC BY-SA 4.0)"),
     }
 
 
 def load_parallel(source: str = "default") -> ParallelCorpus:
     """Load a named data set, a directory, a .tsv/.jsonl file, or ``hf:NAME[:CONFIG]@SPLIT``."""
+    from .sib200 import sib_parallel  # SIB-200 and its layout (a module built on this one)
+
+    sib = sib_parallel(source)
+    if sib is not None:
+        return sib
     if source.startswith("hf:"):
         spec, _, split = source[3:].partition("@")
         name, _, config = spec.partition(":")

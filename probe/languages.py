@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import DataError
 
 # FLORES-200 code -> (English name, ISO 639-1, other accepted codes such as ISO 639-3 macro codes)
@@ -46,11 +48,15 @@ for _code, (_name, _iso1, _others) in _LANGUAGES.items():
         _ALIASES[_alias.lower()] = _code
 
 ENGLISH = "eng_Latn"
+FLORES_CODE = re.compile(r"[a-z]{3}_[A-Z][a-z]{3}")
+"""Any FLORES-200 code (``ace_Arab``) is accepted as itself, also beyond the named table above."""
 
 
 def canonical(name: str, where: str = "") -> str:
     """Resolve ``name`` (``en``, ``eng``, ``eng_Latn``, ``English``) to its FLORES-200 code."""
     code = _ALIASES.get(name.strip().lower().replace("-", "_"), _ALIASES.get(name.strip().lower()))
+    if code is None and FLORES_CODE.fullmatch(name.strip()):
+        code = name.strip()
     if code is None:
         place = f" ({where})" if where else ""
         raise DataError(
@@ -63,12 +69,13 @@ def canonical(name: str, where: str = "") -> str:
 def is_language(name: str) -> bool:
     """Whether ``name`` is any accepted spelling of a known language."""
     key = name.strip().lower()
-    return key in _ALIASES or key.replace("-", "_") in _ALIASES
+    return (key in _ALIASES or key.replace("-", "_") in _ALIASES
+            or FLORES_CODE.fullmatch(name.strip()) is not None)
 
 
 def display_name(code: str) -> str:
-    """English name of a canonical code."""
-    return _LANGUAGES[code][0]
+    """English name of a canonical code (a FLORES code outside the table: the code itself)."""
+    return _LANGUAGES[code][0] if code in _LANGUAGES else code
 
 
 def iso639_1(code: str) -> str:

@@ -19,6 +19,7 @@ from .data import ParallelCorpus, load_parallel
 from .errors import DataError
 from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write_text
+from .mexa_export import export_mexa
 from .models import LoadedModel, block_count, load_model
 from .projection import METHODS, project
 from .runs import (
@@ -32,6 +33,8 @@ from .runs import (
     writes_runs,
 )
 from .store import ENGINE_VERSION, ActivationStore
+from .tokenization import FILE as TOKENIZATION
+from .tokenization import run_confound, tokenization_table
 
 Progress = Callable[[str, float], None]
 """Called with what is happening and the fraction of the run done (0..1)."""
@@ -186,7 +189,11 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
         "warnings": warnings,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    write_run(run_dir, manifest, analysis.table, analysis.cka, projection)
+    tokenization = tokenization_table(loaded.tokenizer, loaded.name, corpus)  # item 4 of #25
+    warnings += [w for w in [run_confound(analysis.table, tokenization)] if w]
+    write_run(run_dir, manifest, analysis.table, analysis.cka, projection,
+              {TOKENIZATION: tokenization})
+    export_mexa(run_dir, analysis.table, config.poolings[0])
     results = read_run(run_dir)
     say("writing the report", 0.95)
     clock = time.perf_counter()

@@ -42,6 +42,7 @@ from .languages import display_name
 from .metrics import linear_cka
 from .models import DEFAULT_MODEL
 from .paired import paired_differences
+from .ranking import many_language_figures
 from .store import Activations, ActivationStore
 
 RESULTS = "results.parquet"
@@ -509,7 +510,8 @@ def run_figures(results: RunResults, metric: str = "p@1", normalisation: str = "
     figures.update(per_pooling(results.cka, "cka_layers", lambda rows, p: report.cka_heatmap(
         rows, f"linear CKA between layers{f' ({p} pooling)' if p else ''}")))
     figures.update(per_pooling(results.projection, "projection", report.scatter))
-    return {name: fig for name, fig in figures.items() if fig is not None}
+    figures = {name: fig for name, fig in figures.items() if fig is not None}
+    return many_language_figures(figures, table, results.manifest, metric, normalisation)
 
 
 def per_pooling(table: pd.DataFrame, name: str, figure: Any) -> dict[str, Any]:

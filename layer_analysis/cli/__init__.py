@@ -8,7 +8,7 @@ import sys
 
 from layer_analysis.probe.errors import ProbeError
 
-from . import interventions, law, lens, mining, probing, training
+from . import interventions, law, lens, mining, probing, training, transfer
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -24,6 +24,7 @@ Probe how a language model aligns languages layer by layer.
   layer-analysis lens --model smollm2-135m   # latent language per layer (logit lens)
   layer-analysis neurons --model smollm2-135m --languages en,de,zh,el
   layer-analysis intervene steer --language el   # or: intervene map --language el
+  layer-analysis transfer --data sib200 --languages en,de,zh,sw --limit 40  # probe transfer
 
 Train and evaluate x-models (CoIT) and m-models (MuIT), fit the translation-data scaling law:
   layer-analysis train --recipe coit --languages zh --output out/x-zh
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layer-analysis", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (probing, mining, lens, interventions, training, law):
+    for commands in (probing, mining, lens, interventions, training, law, transfer):
         commands.add_parsers(sub)
     return parser
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse printed the usage and one error line (or the help)
         return exc.code if isinstance(exc.code, int) else 2
     handlers = {**probing.HANDLERS, **mining.HANDLERS, **lens.HANDLERS, **interventions.HANDLERS,
-                **training.HANDLERS, **law.HANDLERS}
+                **training.HANDLERS, **law.HANDLERS, **transfer.HANDLERS}
     try:
         handlers[args.command](args)
     except ProbeError as exc:
