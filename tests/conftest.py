@@ -116,7 +116,7 @@ def intervention_runs(dashboard_runs, tiny_llama_dir, shared_data) -> Path:
 
     root = dashboard_runs.parent / "interventions"
     common = ["--output", str(root), "--no-static", "--device", "cpu"]
-    lape = ["--languages", "en,de,el", "--data", "default", "--sentences", "20",
+    lape = ["--languages", "en,de,el", "--data", "default", "--limit", "20",
             "--eval-sentences", "6", "--bootstrap", "50"]
     for name, model in (("neurons-base", str(tiny_llama_dir)),
                         ("neurons-x-de", str(dashboard_runs.parent / "x-de"))):

@@ -194,11 +194,10 @@ def _write_law(args: argparse.Namespace, out: Path, points: pd.DataFrame, fits: 
                                         zip(points.language, points.pairs, strict=True)])
     figures = {"law_curves": law_curves(points, fits, args.metric),
                "law_predicted_vs_measured": predicted_vs_measured(measured, args.metric)}
-    report.write_html(figures, out / "report.html", f"Scaling law of {args.metric}",
-                      "s_L: " + ", ".join(f"{display_name(x)} {s:.3f}"
-                                          for x, s in similarity.items()))
-    if not args.no_static:
-        report.write_static(figures, out / "figures")
+    report.export(figures, out, f"Scaling law of {args.metric}",
+                  ["s_L: " + ", ".join(f"{display_name(x)} {s:.3f}"
+                                       for x, s in similarity.items())],
+                  static=not args.no_static, model="x-models (sweep)")
     atomic_write_text(out / "law.json", json.dumps(
         {"metric": args.metric, "best": fits[0].family, "fits": [
             {**f.as_dict(), "explained_within": null.explained(f)} for f in fits],
@@ -253,9 +252,8 @@ def _write_allocation(args: argparse.Namespace, out: Path, fit: LawFit, caps: di
           f"{even.value:.2f}")
     print(f"spec: {specs['allocated']}")
     figures = {"allocation": allocation_bars(best, even, args.budget)}
-    report.write_html(figures, out / "report.html", "Budgeted allocation of translation data")
-    if not args.no_static:
-        report.write_static(figures, out / "figures")
+    report.export(figures, out, "Budgeted allocation of translation data",
+                  static=not args.no_static, model=f"{fit.family} law of {args.law}")
     atomic_write_text(out / "allocation.json", json.dumps({
         "law": str(args.law), "family": fit.family, "budget": args.budget, "caps": caps,
         "objective": args.objective, "allocated": best.rows(), "uniform": even.rows(),
