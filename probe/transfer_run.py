@@ -27,14 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import distributed
+from . import distributed, report
 from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor, check_layers
-from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory, writer_lock
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
 from .models import block_count, load_model
-from .report import write_html
-from .runs import RunSettings, slug, versions
+from .runs import RunSettings, slug, versions, writes_runs
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, ActivationStore
 from .tokenization import FILE as TOKENIZATION
@@ -70,7 +69,7 @@ def check_transfer(request: TransferRequest) -> tuple[LabelledCorpus, str]:
         raise DataError("--batch-size and --group-size must be at least 1")
     if len(request.extraction.poolings) != 1:
         raise DataError("transfer probes one pooling; pass one --pooling")
-    request.check_name()
+    request.check_name(KIND)
     languages = request.languages
     if languages is not None and languages != ["all"]:
         codes = [canonical(x, "--languages") for x in languages]
@@ -170,6 +169,7 @@ def transfer_confound(table: pd.DataFrame, summary: pd.DataFrame, tokenization: 
                     what=f"transfer accuracy (centered, layer {layer})")
 
 
+@writes_runs
 def execute_transfer(request: TransferRequest, command: list[str]) -> Path | None:
     """Run the transfer the request describes; the run directory (main process) or None."""
     processes = distributed.current()
@@ -228,7 +228,7 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
                            asdict(request.probe), loaded.identity], sort_keys=True, default=str)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     prefix = slug(f"{loaded.name}-transfer-{corpus.name}-{source}")[:51]  # slug keeps 60
-    run_dir = request.run_directory(f"{prefix}-{digest}")
+    run_dir = request.claim(KIND, f"{prefix}-{digest}", content_named=True)
     warnings = [w for w in [transfer_confound(table, summary, tokenization)] if w]
     for warning in warnings:
         notice(warning)
@@ -251,21 +251,21 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
     }
-    with writer_lock(run_dir):
-        start_run_directory(run_dir)
-        atomic_write(run_dir / TABLE, lambda tmp: table.to_csv(tmp, index=False))
-        atomic_write(run_dir / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
-        frame = pd.concat(predictions, ignore_index=True)
-        atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
-        atomic_write(run_dir / TOKENIZATION, lambda tmp: tokenization.to_csv(tmp, index=False))
-        best = best_layers(summary)
-        layer = int(best[best.variant == "centered"].layer.iloc[0])
-        write_html({"transfer_curves": curves_figure(summary),
-                    f"targets_layer_{layer}": targets_figure(table, layer)},
-                   run_dir / REPORT, f"{loaded.name}: transfer from {source}",
-                   [f"best transfer layer ({r.variant}): {r.layer} (mean accuracy {r.mean:.3f}; "
-                    f"chance {r.chance:.3f})" for r in best.itertuples()] + warnings)
-        atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    start_run_directory(run_dir)
+    atomic_write(run_dir / TABLE, lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(run_dir / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
+    frame = pd.concat(predictions, ignore_index=True)
+    atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(run_dir / TOKENIZATION, lambda tmp: tokenization.to_csv(tmp, index=False))
+    best = best_layers(summary)
+    layer = int(best[best.variant == "centered"].layer.iloc[0])
+    report.export({"transfer_curves": curves_figure(summary),
+                   f"targets_layer_{layer}": targets_figure(table, layer)},
+                  run_dir, f"{loaded.name}: transfer from {source}",
+                  [f"best transfer layer ({r.variant}): {r.layer} (mean accuracy {r.mean:.3f}; "
+                   f"chance {r.chance:.3f})" for r in best.itertuples()] + warnings,
+                  static=False, model=loaded.name)
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     return run_dir
 
 

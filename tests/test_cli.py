@@ -289,26 +289,34 @@ def test_limits_take_all_and_numbers_keep_their_type():
 
 
 ALL_COMMANDS = {**COMMANDS, "report": ["report", "r"], "compare": ["compare", "a", "b"],
-                "fit-law": ["fit-law", "s"], "allocate": ["allocate", "law.json", "--budget", "9"]}
-LOADS_A_MODEL = ("run", "lens", "neurons", "intervene", "mine", "train", "evaluate", "sweep")
-RUN_WRITERS = ("run", "lens", "neurons", "intervene", "mine")  # OUTPUT/NAME run directories
+                "fit-law": ["fit-law", "s"], "allocate": ["allocate", "law.json", "--budget", "9"],
+                "transfer": ["transfer"], "correlate": ["correlate", "r", "--scores", "s",
+                                                        "--output", "o"],
+                "transfer-compare": ["transfer-compare", "a", "b", "--output", "o"],
+                "export-mexa": ["export-mexa", "r"]}
+LOADS_A_MODEL = ("run", "lens", "neurons", "intervene", "mine", "train", "evaluate", "sweep",
+                 "transfer")
+RUN_WRITERS = ("run", "lens", "neurons", "intervene", "mine", "transfer")  # OUTPUT/NAME runs
+STATISTICS = ("correlate", "transfer-compare")  # resampled, but load no model
 SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; commands taking it)
     "--model": ("model", ("m", "m"), LOADS_A_MODEL),
     "--device": ("device", ("cuda:1", "cuda:1"), LOADS_A_MODEL),
     "--dtype": ("dtype", ("bfloat16", "bfloat16"), LOADS_A_MODEL),
-    "--limit": ("limit", ("7", 7), ("run", "lens", "neurons", "evaluate")),
+    "--limit": ("limit", ("7", 7), ("run", "lens", "neurons", "evaluate", "transfer")),
     "--no-progress": ("no_progress", None, LOADS_A_MODEL),
     "--no-static": ("no_static", None, ("run", "report", "compare", "lens", "neurons",
                                         "intervene", "fit-law", "allocate")),
     "--output": ("output", ("o", Path("o")), tuple(c for c in ALL_COMMANDS if c != "report")),
     "--name": ("name", ("n", "n"), RUN_WRITERS),
-    "--overwrite": ("overwrite", None, RUN_WRITERS),
+    "--overwrite": ("overwrite", None, (*RUN_WRITERS, "compare", "fit-law", "allocate")),
     "--adapter": ("adapter", ("a", "a"), RUN_WRITERS),
     "--batch-size": ("batch_size", ("3", 3), LOADS_A_MODEL),
-    "--seed": ("seed", ("3", 3), ("run", "lens", "neurons", "intervene", "train", "sweep")),
-    "--bootstrap": ("bootstrap", ("3", 3), ("run", "lens", "neurons", "intervene")),
+    "--seed": ("seed", ("3", 3), ("run", "lens", "neurons", "intervene", "train", "sweep",
+                                  "transfer", *STATISTICS)),
+    "--bootstrap": ("bootstrap", ("3", 3), ("run", "lens", "neurons", "intervene", "transfer",
+                                            *STATISTICS)),
     "--languages": ("languages", ("de,el", "de,el"), ("run", "lens", "neurons", "train",
-                                                      "evaluate", "sweep")),
+                                                      "evaluate", "sweep", "transfer")),
 }
 
 
