@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -50,6 +51,24 @@ def array(value):
     return np.asarray(value)
 
 
+def missing_axis_titles(chart: dict) -> list[str]:
+    """A figure's axes without a title (or hidden): none, when it has an x and a y title."""
+    layout = chart["layout"]
+    axes = {name: axis for name, axis in layout.items() if re.fullmatch(r"[xy]axis\d*", name)}
+    hidden = [name for name, axis in axes.items() if axis.get("visible") is False]
+    titled = {name[0] for name, axis in axes.items() if (axis.get("title") or {}).get("text")}
+    return hidden + [f"{a}axis" for a in "xy" if a not in titled]
+
+
+def check_figures(at: AppTest) -> None:
+    """Every figure on the page has axis titles and draws the CI bands its title promises."""
+    for chart in charts(at):
+        title = chart["layout"]["title"]["text"]
+        assert not missing_axis_titles(chart), (title, missing_axis_titles(chart))
+        if "band" in title:
+            assert any(t.get("fill") == "toself" for t in chart["data"]), title
+
+
 def select_all_runs(at: AppTest) -> None:
     picker = at.sidebar.multiselect[0]
     picker.set_value(picker.options).run()
@@ -88,6 +107,26 @@ def test_overview_widgets_change_the_figures(dashboard_runs, monkeypatch):
     peaks = at.dataframe[0].value
     assert {"source", "target", "layer", "value"} <= set(peaks.columns)
     assert len(at.get("download_button")) >= 3
+    check_figures(at)
+
+
+def test_overview_symmetric_metrics_offer_no_direction(dashboard_runs, monkeypatch):
+    at = goto(app(dashboard_runs, monkeypatch), "overview")
+    direction = at.selectbox(key="overview-direction")
+    direction.set_value(direction.options[1]).run()  # X → eng: a direction P@1 has
+    assert direction.options[1].startswith("X →") and not at.error
+    languages = at.multiselect(key="overview-pairs").value
+    for metric in ("cosine", "cosine_adjusted", "mexa", "mutual_knn@10"):
+        at.selectbox(key="overview-metric").set_value(metric).run()
+        assert not at.exception and not at.error, (metric, [e.value for e in at.error])
+        assert "overview-direction" not in [s.key for s in at.selectbox]  # no choice offered
+        assert at.selectbox(key="overview-no-direction").disabled
+        assert at.multiselect(key="overview-pairs").value == languages  # the box stays filled
+        assert len(charts(at)[0]["data"][0]["y"]) == len(languages)  # heatmap: a row per pair
+        check_figures(at)  # mutual kNN has no CIs: its title promises none
+    at.selectbox(key="overview-metric").set_value("p@1").run()
+    assert not at.error and at.multiselect(key="overview-pairs").value == languages
+    assert at.selectbox(key="overview-direction").options[0].startswith("eng →")
 
 
 def test_compare_base_and_adapter(dashboard_runs, monkeypatch):
@@ -103,6 +142,25 @@ def test_compare_base_and_adapter(dashboard_runs, monkeypatch):
     other = next(name for name in base.options if name != base.value)
     base.set_value(other).run()
     assert any(f"vs {other}" in c["layout"]["title"]["text"] for c in charts(at))
+    check_figures(at)
+
+
+def test_compare_unpaired_difference_line_is_no_difference(dashboard_runs, monkeypatch,
+                                                           tmp_path):
+    root = tmp_path / "runs"
+    for name in ("base", "x-de"):  # runs whose activations are gone: no pairing, plain difference
+        shutil.copytree(dashboard_runs / name, root / name)
+        manifest = json.loads((root / name / "manifest.json").read_text())
+        del manifest["activations"]
+        (root / name / "manifest.json").write_text(json.dumps(manifest))
+    at = app(root, monkeypatch)
+    select_all_runs(at)
+    at.switch_page("views/compare.py").run()
+    assert not at.exception and not at.error
+    [difference] = [c for c in charts(at) if "not paired" in c["layout"]["title"]["text"]]
+    names = {t.get("name") for t in difference["data"]}
+    assert "no difference" in names and "chance (random pairs)" not in names
+    check_figures(at)
 
 
 def test_model_minus_base_keeps_models_apart_and_aligns_depths():
