@@ -102,9 +102,10 @@ WRITTEN = ("writing the report", "done")
 JOB = "new-job"
 
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=2)
 def _progress() -> None:
-    """The running job's progress and its Cancel button, redrawn twice a second."""
+    """The running job's progress and its Cancel button, redrawn every 2 s (more often slows
+    the job: each redraw competes with it for the interpreter)."""
     job: Job = st.session_state[JOB]
     if not job.running:
         st.rerun()  # the whole page: the outcome, the sidebar's selection
