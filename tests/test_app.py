@@ -272,7 +272,7 @@ def test_neighbours_show_failed_queries(dashboard_runs, monkeypatch):
     assert (failures["rank"] > 1).all() and (failures.gap >= 0).all()
     assert (failures["query"].str.len() > 0).all()  # sentences, not indices
     inspect = at.selectbox(key="neighbours-row")
-    inspect.select(len(failures) - 1).run()
+    inspect.set_value(inspect.options[-1]).run()
     assert f"**Query** (eng_Latn): {failures['query'].iloc[-1]}" in at.markdown[1].value
     assert "Retrieved instead" in at.markdown[1].value
     summary = at.markdown[0].value
@@ -280,6 +280,10 @@ def test_neighbours_show_failed_queries(dashboard_runs, monkeypatch):
     other = next(layer for layer in slider.options if int(layer) != slider.value)
     slider.set_value(int(other)).run()
     assert at.markdown[0].value != summary and f"layer {other}" in at.markdown[0].value
+    inspect = at.selectbox(key="neighbours-row")  # another layer: label and query agree
+    query = at.dataframe[0].value["query"]
+    shown = next(i for i, q in enumerate(query) if inspect.value == f"{i + 1}. {q[:90]}")
+    assert f"**Query** (eng_Latn): {query.iloc[shown]}" in at.markdown[1].value
 
 
 def test_projection_layer_method_and_languages(dashboard_runs, monkeypatch):
