@@ -4,12 +4,14 @@ figures and tables with download buttons. The work itself is done by the ``probe
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -18,8 +20,9 @@ import streamlit as st
 from layer_analysis.probe import report
 from layer_analysis.probe.errors import DataError, ProbeError, StoreError
 from layer_analysis.probe.files import MANIFEST, atomic_directory
-from layer_analysis.probe.runs import RESULTS, RunResults, load_activations, read_run
+from layer_analysis.probe.runs import RESULTS, RunResults, load_activations, read_run, run_kind
 from layer_analysis.probe.store import Activations
+from layer_analysis.train.tracking import discover_tracked
 
 RUNS_ENV = "LAYER_ANALYSIS_RUNS"
 T = TypeVar("T")
@@ -29,19 +32,63 @@ UPLOADS = "uploaded"
 # ----------------------------------------------------------------------------------- runs
 
 
+def default_root() -> Path:
+    """$LAYER_ANALYSIS_RUNS, else ./runs."""
+    return Path(os.environ.get(RUNS_ENV) or "runs")
+
+
 def runs_root() -> Path:
     """The directory of runs: the sidebar's choice, else $LAYER_ANALYSIS_RUNS, else ./runs."""
-    return Path(st.session_state.get("runs_root") or os.environ.get(RUNS_ENV) or "runs")
+    return Path(st.session_state.get("runs_root") or default_root())
+
+
+ALIGNMENT, COMPARISON, TRAINING = "alignment", "comparison", "training"
+UNREADABLE = "unreadable"
+
+
+def output_kind(directory: Path) -> str | None:
+    """A finished output's kind (``probe.runs.run_kind``: alignment, lens, neurons,
+    intervention, mining, ...), ``comparison`` (or ``lens comparison``, ...) for the output of
+    a ``compare``, ``unreadable`` for a broken manifest; None when ``directory`` is no finished
+    output (an activation store, say)."""
+    kind = run_kind(directory)
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except OSError:
+        return None
+    except ValueError:
+        return UNREADABLE
+    if kind is None:
+        return UNREADABLE
+    if "compare" in manifest:
+        compared = manifest.get("kind", ALIGNMENT)
+        return COMPARISON if compared == ALIGNMENT else f"{compared} {COMPARISON}"
+    if kind == ALIGNMENT and not (directory / RESULTS).exists():
+        return None  # a manifest without results: not a run (e.g. the activation store's)
+    return kind
+
+
+def discover_outputs(root: Path) -> list[tuple[Path, str]]:
+    """Every finished output under ``root`` (and one level below, e.g. uploads) with its kind,
+    newest first: runs of every command, comparisons, and tracked training outputs."""
+    if not root.is_dir():
+        return []
+    manifests = {*root.glob(f"*/{MANIFEST}"), *root.glob(f"*/*/{MANIFEST}"),
+                 *root.glob(f"{UPLOADS}/*/*/{MANIFEST}")}
+    found = [(m.parent, kind) for m in manifests if (kind := output_kind(m.parent))]
+    found += [(p, TRAINING) for p in discover_tracked(root)]
+    return sorted(found, key=lambda pk: _stamp(pk[0]), reverse=True)
+
+
+def _stamp(directory: Path) -> float:
+    marker = directory / MANIFEST
+    return (marker if marker.exists() else directory).stat().st_mtime
 
 
 def discover_runs(root: Path) -> list[Path]:
-    """Finished runs under ``root`` (and one level below, e.g. uploads), newest first."""
-    if not root.is_dir():
-        return []
-    manifests = [*root.glob(f"*/{MANIFEST}"), *root.glob(f"*/*/{MANIFEST}"),
-                 *root.glob(f"{UPLOADS}/*/*/{MANIFEST}")]
-    runs = [m.parent for m in manifests if (m.parent / RESULTS).exists()]
-    return sorted(runs, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+    """The alignment runs (``layer-analysis run``; not comparisons) under ``root``, newest
+    first: what the sidebar offers to the pages that show one model's run."""
+    return [path for path, kind in discover_outputs(root) if kind == ALIGNMENT]
 
 
 def run_label(path: Path | str) -> str:
@@ -97,16 +144,39 @@ def pick_run(key: str, label: str = "Run") -> RunResults | None:
     return load_run(path)
 
 
+def url_selection(key: str, options: list[str], default: list[str], url_key: str | None = None
+                  ) -> list[str]:
+    """The selection a widget ``key`` starts from: its value this session (what is still
+    offered), else the run labels the URL holds under ``url_key`` (default ``key``; a reload),
+    else ``default``."""
+    if key in st.session_state:
+        return [p for p in st.session_state[key] if p in options]
+    wanted = set(st.query_params.get_all(url_key or key))
+    return [p for p in options if run_label(p) in wanted] or default
+
+
+def keep_in_url(key: str, chosen: list[str]) -> None:
+    """Write the chosen runs' labels to the URL under ``key``, so a reload keeps them."""
+    labels = [run_label(p) for p in chosen]
+    if labels != st.query_params.get_all(key):
+        if labels:
+            st.query_params[key] = labels
+        else:
+            del st.query_params[key]
+
+
 def pick_outputs(found: list[Path], read: Callable[[Path], T], label: str, key: str,
                  empty: str, help: str | None = None) -> dict[str, T]:
-    """A multiselect over ``found`` (the newest preselected); each chosen one read, labelled;
-    one that cannot be read becomes an error message, the others are still shown. Nothing
-    found: the ``empty`` hint (how to make one) and no selection."""
+    """A multiselect over ``found`` (the newest preselected; the choice kept in the URL); each
+    chosen one read, labelled; one that cannot be read becomes an error message, the others are
+    still shown. Nothing found: the ``empty`` hint (how to make one) and no selection."""
     if not found:
         st.info(empty)
         return {}
-    chosen = st.multiselect(label, [str(p) for p in found], default=[str(p) for p in found[:1]],
-                            format_func=run_label, key=key, help=help)
+    options = [str(p) for p in found]
+    st.session_state[key] = url_selection(key, options, options[:1])
+    chosen = st.multiselect(label, options, format_func=run_label, key=key, help=help)
+    keep_in_url(key, chosen)
     out = {}
     for path in chosen:
         try:
@@ -156,6 +226,65 @@ def _check_members(names: list[str]) -> None:
         parts = PurePosixPath(name).parts
         if name.startswith(("/", "\\")) or ".." in parts:
             raise StoreError(f"refusing archive member {name!r} (outside the run directory)")
+
+
+# ------------------------------------------------------------------------ background jobs
+
+
+class Cancelled(Exception):
+    """Raised inside a cancelled job at its next progress report: the library call unwinds, and
+    writes nothing more (a run's manifest is written last, so a cancelled run has none)."""
+
+
+Progress = Callable[[str, float], None]
+
+
+class Job:
+    """A long library call (``work(progress)``) in a thread, so the page stays live: its last
+    progress report, its result or error, and a stop flag that the next progress report obeys
+    (unless ``stoppable(stage)`` says the work is past the point where stopping is clean)."""
+
+    def __init__(self, work: Callable[[Progress], Any],
+                 stoppable: Callable[[str], bool] = lambda stage: True) -> None:
+        self.stage, self.done = "starting", 0.0
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._work, self._stoppable = work, stoppable
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dashboard-job", daemon=True)
+
+    def start(self) -> Job:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.result = self._work(self._report)
+        except BaseException as exc:  # kept for the page to show; the thread ends either way
+            self.error = exc
+
+    def _report(self, stage: str, done: float) -> None:
+        if self._stop.is_set() and self._stoppable(stage):
+            raise Cancelled(stage)
+        self.stage, self.done = stage, min(max(done, 0.0), 1.0)
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set() and self.running
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.error, Cancelled)
 
 
 # ------------------------------------------------------------------------ figures, tables

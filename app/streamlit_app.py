@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import streamlit as st
 
-from layer_analysis.app.dashboard import discover_runs, run_label, runs_root
+from layer_analysis.app.dashboard import (
+    default_root,
+    discover_runs,
+    keep_in_url,
+    run_label,
+    runs_root,
+    url_selection,
+)
 
 st.set_page_config(page_title="layer-analysis", page_icon="📈",  # an emoji: no font download
                    layout="wide")
 
-with st.sidebar:
-    st.text_input("Runs directory", value=str(runs_root()), key="runs_root",
+with st.sidebar:  # what it shows lives in the URL (?root=…&run=…), so a reload keeps it
+    if "runs_root" not in st.session_state:
+        st.session_state["runs_root"] = st.query_params.get("root") or str(default_root())
+    st.text_input("Runs directory", key="runs_root",
                   help="where `layer-analysis run --output` wrote its runs")
+    if runs_root() != default_root():
+        st.query_params["root"] = str(runs_root())
+    else:
+        st.query_params.pop("root", None)
     found = [str(p) for p in discover_runs(runs_root())]
-    chosen = [p for p in st.session_state.get("selected_runs", []) if p in found]
+    chosen = url_selection("selected_runs", found, [], url_key="run")
     pending = st.session_state.pop("pending_select", None)  # a run the New run page finished
     if pending in found and pending not in chosen:
         chosen.insert(0, pending)
-    st.session_state["selected_runs"] = chosen or found[:1]
+    st.session_state["selected_runs"] = chosen or found[:1]  # default: the newest run
     st.multiselect("Runs shown", found, key="selected_runs", format_func=run_label,
-                   help="the runs the pages work on; Compare uses all of them")
+                   help="alignment runs (`layer-analysis run`) the pages work on; Compare uses "
+                        "all of them")
+    keep_in_url("run", st.session_state["selected_runs"])
     if not found:
         st.caption(f"No finished runs under `{runs_root()}` yet.")
 

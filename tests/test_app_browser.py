@@ -180,3 +180,79 @@ def test_new_run_shows_progress_and_locks_the_form(server, chromium, tiny_llama_
     assert len({v for v in seen if 0 < v < 100}) >= 3, seen  # it moved during the run
     assert seen == sorted(seen), seen  # and only forward
     assert not _outside(requested, url)
+
+
+def _select(page, label: str, option: str) -> None:
+    """Pick ``option`` in the selectbox labelled ``label`` (picked again if a rerun lost it)."""
+    box = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text(label, exact=True))
+    for _ in range(3):
+        box.click()
+        page.get_by_role("option", name=option).click()
+        page.wait_for_timeout(1500)
+        if box.get_by_role("combobox").input_value() == option:
+            return
+    raise AssertionError(f"{label}: {option} was not kept")
+
+
+def _wait_idle(page) -> None:
+    """Wait until the app has finished its rerun (no 'running' indicator) and plotly drew."""
+    page.get_by_test_id("stStatusWidget").wait_for(state="detached", timeout=60_000)
+    page.wait_for_timeout(1000)
+
+
+def test_symmetric_metric_after_a_direction(server, chromium):
+    """Overview: X → eng chosen for P@1, then a symmetric metric: no error, no direction to
+    choose, the languages kept, the figures drawn."""
+    _, url = server
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{url}/overview", timeout=60_000)
+    page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    languages = page.get_by_test_id("stMultiSelect").filter(
+        has=page.get_by_text("Languages", exact=True)).get_by_label("Selected values")
+    shown = languages.locator("[data-tag]").count()
+    assert shown >= 2
+    _select(page, "Direction", "X → eng")
+    _select(page, "Metric", "MEXA (top in row and column)")
+    _wait_idle(page)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("[data-testid='stAlertContentError']").count() == 0
+    direction = page.get_by_test_id("stSelectbox").filter(
+        has=page.get_by_text("Direction", exact=True))
+    assert direction.get_by_role("combobox").input_value() == "none: symmetric"
+    assert direction.get_by_role("combobox").is_disabled()
+    assert languages.locator("[data-tag]").count() == shown  # the languages are kept
+    assert page.locator(".js-plotly-plot").count() == 2
+    assert "MEXA" in page.locator(".js-plotly-plot").first.inner_text()
+
+
+def test_a_reload_keeps_the_selection(server, chromium):
+    """A run chosen in the sidebar is in the URL; reloading the page keeps it."""
+    _, url = server
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, timeout=60_000)
+    page.get_by_role("heading", name="Runs").wait_for(timeout=60_000)
+    sidebar = page.get_by_test_id("stSidebar")
+    picker = sidebar.get_by_test_id("stMultiSelect")
+    picker.get_by_label("Selected values").locator("[data-tag]").first.wait_for(timeout=60_000)
+    [newest] = picker.get_by_label("Selected values").inner_text().split()  # by default
+    assert newest != "base" and f"run={newest}" in page.url
+    picker.get_by_role("combobox").click()
+    page.get_by_role("option", name="base").click()
+    page.keyboard.press("Escape")
+    _wait_idle(page)
+    picker.get_by_role("button", name=f"Remove {newest}").click()  # (none chosen: the newest)
+    _wait_idle(page)
+    assert picker.get_by_label("Selected values").inner_text().split() == ["base"]
+    assert "run=base" in page.url and newest not in page.url
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert "/overview" in page.url and "run=base" in page.url
+    page.reload()
+    page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
+    _wait_idle(page)
+    picker = page.get_by_test_id("stSidebar").get_by_test_id("stMultiSelect")
+    assert picker.get_by_label("Selected values").inner_text().split() == ["base"]
+    run = page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Run", exact=True))
+    assert run.get_by_role("combobox").input_value() == "base"

@@ -93,7 +93,9 @@ def plain_difference(rows: pd.DataFrame, base: str, metric: str, normalisation: 
     if diff.empty:
         st.info("The runs share no language pair and layer to subtract.")
         return
-    fig = report.curves(diff, metric, normalisation)
+    fig = report.curves(diff, metric, normalisation)  # its dashed line: 0 (the null set above)
+    fig.update_traces(name="no difference", selector={"name": "chance (random pairs)"})
+    fig.update_layout(yaxis_title=f"Δ {report.metric_label(metric)} (model − {base})")
     aligned = "; aligned by relative depth" if notes else ""
     fig.update_layout(title=f"{METRIC_NAMES[metric]}: model minus {base} ({normalisation}; "
                             f"dashed: no difference; not paired, no CIs{aligned})")

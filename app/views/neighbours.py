@@ -56,9 +56,10 @@ def page() -> None:
     text = st.column_config.TextColumn(width="medium")
     show_table(found.round(4), f"failures-{short(source)}-{short(target)}-L{layer}",
                column_config={"query": text, "translation": text, "retrieved": text})
-    row = st.selectbox("Inspect one", range(len(found)), key="neighbours-row",
-                       format_func=lambda i: f"{i + 1}. {found.loc[i, 'query'][:90]}")
-    failure = found.loc[row]
+    labels = [f"{i + 1}. {query[:90]}" for i, query in enumerate(found["query"])]
+    # the queries themselves as options: another pair or layer never keeps a stale label
+    chosen = st.selectbox("Inspect one", labels, key="neighbours-row")
+    failure = found.loc[labels.index(chosen)]
     st.markdown(f"**Query** ({short(source)}): {failure['query']}\n\n"
                 f"**Translation** ({short(target)}, score {failure.translation_score:.4f}, "
                 f"rank {failure['rank']}): {failure.translation}\n\n"

@@ -1,5 +1,6 @@
 """New run: start an analysis on a packaged (or local) model and a data set, with a progress
-bar; the finished run is selected in the sidebar."""
+bar and a Cancel button (the run works in a thread; cancelled, it writes no run); the finished
+run is selected in the sidebar."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import streamlit as st
 
-from layer_analysis.app.dashboard import guarded, run_label, runs_root
+from layer_analysis.app.dashboard import Job, guarded, run_label, runs_root
 from layer_analysis.probe.analysis import AnalysisConfig
 from layer_analysis.probe.data import load_parallel, named_datasets
 from layer_analysis.probe.errors import ProbeError
@@ -28,7 +29,8 @@ def languages_of(data: str) -> list[str]:
 
 def page() -> None:
     st.title("New run")
-    running = st.session_state.get("new-running", False)  # the form is read-only while it runs
+    job: Job | None = st.session_state.get(JOB)
+    running = job is not None and job.running  # the form is read-only while it runs
     models = list(PACKAGED)
     model = st.selectbox("Model", [*models, OTHER], index=models.index(DEFAULT_MODEL),
                          key="new-model", disabled=running,
@@ -73,29 +75,63 @@ def page() -> None:
         if len(languages) < 2 or not normalisations:
             st.error("Choose at least two languages and one normalisation.")
             return
-        st.session_state["new-running"] = True  # draw the form read-only, then run
-        st.rerun()
-    if not running:
+        request = RunRequest(
+            model=model, adapter=adapter, data=data, languages=languages, limit=limit or None,
+            extraction=ExtractionConfig(poolings=(pooling,)),
+            analysis=AnalysisConfig(pivot=None if all_pairs else pivot,
+                                    normalisations=tuple(normalisations)),
+            projection=projection, output=runs_root(), name=name, static=static,
+            progress_bars=False)
+        started = time.perf_counter()
+        st.session_state[JOB] = Job(
+            lambda progress: (execute(request, ["dashboard", "new run"], progress=progress),
+                              time.perf_counter() - started),
+            stoppable=lambda stage: stage not in WRITTEN).start()
+        st.rerun()  # draw the form read-only, with the progress
+    if job is None:
         _show_last()
-        return
-    request = RunRequest(
-        model=model, adapter=adapter, data=data, languages=languages, limit=limit or None,
-        extraction=ExtractionConfig(poolings=(pooling,)),
-        analysis=AnalysisConfig(pivot=None if all_pairs else pivot,
-                                normalisations=tuple(normalisations)),
-        projection=projection, output=runs_root(), name=name, static=static,
-        progress_bars=False)
-    bar = st.progress(0.0, text="starting")
-    started = time.perf_counter()
-    try:
-        outcome = execute(request, ["dashboard", "new run"],
-                          progress=lambda stage, done: bar.progress(min(done, 1.0), text=stage))
-    finally:
-        st.session_state["new-running"] = False
-    path = str(outcome.results.directory)
-    st.session_state["pending_select"] = path
-    st.session_state["last_run"] = (path, time.perf_counter() - started)
-    st.rerun()
+    elif running:
+        _progress()
+    else:
+        _finish(job)
+
+
+# The run's manifest is written before these stages: stopping there would leave a run without
+# its report, so a Cancel that comes this late lets it finish.
+WRITTEN = ("writing the report", "done")
+JOB = "new-job"
+
+
+@st.fragment(run_every=2)
+def _progress() -> None:
+    """The running job's progress and its Cancel button, redrawn every 2 s (more often slows
+    the job: each redraw competes with it for the interpreter)."""
+    job: Job = st.session_state[JOB]
+    if not job.running:
+        st.rerun()  # the whole page: the outcome, the sidebar's selection
+    st.progress(job.done, text=job.stage)
+    if st.button("Cancel", key="new-cancel", disabled=job.stopping,
+                 help="stops the run at its next step; it then writes nothing"):
+        job.cancel()
+    if job.stopping:
+        st.caption("Cancelling: the run stops at its next step and writes nothing.")
+
+
+def _finish(job: Job) -> None:
+    """The job's outcome: the finished run selected, or why there is none."""
+    del st.session_state[JOB]
+    if job.cancelled:
+        st.warning(f"Cancelled while {job.error}: no run was written.")
+    elif isinstance(job.error, ProbeError):
+        st.error(str(job.error))
+    elif job.error is not None:
+        st.error(f"Unexpected error ({type(job.error).__name__}): {job.error}")
+    else:
+        outcome, seconds = job.result
+        path = str(outcome.results.directory)
+        st.session_state["pending_select"] = path
+        st.session_state["last_run"] = (path, seconds)
+        st.rerun()
 
 
 def _show_last() -> None:

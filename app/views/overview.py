@@ -25,14 +25,22 @@ def page() -> None:
                             key=lambda n: (n != "centered", n))
     normalisation = middle.selectbox("Normalisation", normalisations, key="overview-norm")
     pivot = results.manifest.get("analysis", {}).get("pivot")
-    directions = [f"{pivot[:3]} → X", f"X → {pivot[:3]}", "both"] if pivot else ["all"]
-    direction = right.selectbox("Direction", directions, key="overview-direction",
-                                disabled=not pivot, help="one curve per direction and language")
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
-    if direction.endswith("→ X"):
-        rows = rows[rows.source.str.startswith(pivot)]
-    elif direction.startswith("X →"):
-        rows = rows[rows.target.str.startswith(pivot)]
+    directed = bool(pivot) and rows.source.str.startswith(pivot).any() \
+        and rows.target.str.startswith(pivot).any()
+    if directed:  # retrieval ranks queries of one side among the other's: two directions
+        direction = right.selectbox("Direction", [f"{pivot[:3]} → X", f"X → {pivot[:3]}", "both"],
+                                    key="overview-direction",
+                                    help="one curve per direction and language")
+        if direction.endswith("→ X"):
+            rows = rows[rows.source.str.startswith(pivot)]
+        elif direction.startswith("X →"):
+            rows = rows[rows.target.str.startswith(pivot)]
+    else:  # cosine, MEXA, mutual kNN: one value per pair
+        right.selectbox("Direction", ["none: symmetric" if pivot else "all pairs"],
+                        key="overview-no-direction", disabled=True,
+                        help="this metric is the same both ways: one curve per language pair"
+                        if pivot else "every pair of languages, no pivot")
     if pivot:  # pick languages, which every direction shares
         other = rows.target.where(rows.source.str.startswith(pivot), rows.source).map(short)
     else:
@@ -44,7 +52,11 @@ def page() -> None:
     rows = rows[other.isin(chosen or shown)]
 
     show_figure(report.heatmap(rows, metric, normalisation), f"heatmap-{metric}-{normalisation}")
-    show_figure(report.curves(rows, metric, normalisation), f"curves-{metric}-{normalisation}")
+    curves = report.curves(rows, metric, normalisation)
+    if rows.ci_low.isna().all():  # e.g. mutual kNN: no per-sentence values to resample
+        curves.update_layout(title=f"{report.metric_label(metric)} per layer ({normalisation}; "
+                                   "no CI: one value per layer, not resampled)")
+    show_figure(curves, f"curves-{metric}-{normalisation}")
 
     st.subheader("Peak layer per language pair")
     peaks = peak_layers(rows, metric, normalisation)

@@ -25,6 +25,20 @@ def projection(directory: str, _results: RunResults, layer: int, method: str, pe
     return project(acts, layer, method, per_side=per_side)
 
 
+DEFAULT_CAP = 200  # sentences per language shown by default (what a run stores, too)
+
+
+def axis_titles(coords: pd.DataFrame, method: str) -> tuple[str, str]:
+    """PCA: each component's share of the variance, where the projection records it (columns
+    ``explained_x``, ``explained_y``); UMAP's axes have no such share."""
+    if method != "pca":
+        return f"{method.upper()} 1", f"{method.upper()} 2"
+    shares = [coords[c].iloc[0] if c in coords else float("nan")
+              for c in ("explained_x", "explained_y")]
+    return tuple(f"PC {i} ({share:.1%} of the variance)" if share == share else f"PC {i}"
+                 for i, share in enumerate(shares, 1))
+
+
 def page() -> None:
     st.title("Projection")
     results = pick_run("projection-run")
@@ -32,15 +46,20 @@ def page() -> None:
         return
     layers = sorted(set(results.table.layer))
     stored = results.projection
+    sentences = max(results.manifest["data"].get("sides", {"": 1}).values())
     default_layer = int(stored.layer.iloc[0]) if not stored.empty else layers[len(layers) // 2]
     default_method = stored.method.iloc[0] if not stored.empty else "pca"
-    default_n = int(stored.groupby("side").size().max()) if not stored.empty else 200  # reuse it
     left, middle, right = st.columns(3)
     layer = left.select_slider("Layer", layers, value=default_layer, key="projection-layer")
     method = middle.radio("Method", METHODS, index=METHODS.index(default_method),
                           format_func=str.upper, horizontal=True, key="projection-method")
-    per_side = right.number_input("Sentences per language", 1, 2000, default_n, step=50,
-                                  key="projection-n")
+    per_side = right.number_input(
+        "Sentences per language", 1, sentences, min(sentences, DEFAULT_CAP), step=50,
+        key="projection-n", help=f"the run has {sentences} per language; the default shows at "
+                                 f"most {DEFAULT_CAP} (more points: a slower projection)")
+    if sentences > DEFAULT_CAP:
+        right.caption(f"{DEFAULT_CAP} of the run's {sentences} sentences per language by "
+                      "default; raise it for all.")
     coords = projection(str(results.directory), results, layer, method, int(per_side))
     if coords.empty:
         return
@@ -50,7 +69,16 @@ def page() -> None:
     if coords.empty:
         st.info("Choose at least one language.")
         return
-    show_figure(report.scatter(coords), f"projection-L{layer}-{method}")
+    x_title, y_title = axis_titles(coords, method)
+    fig = report.scatter(coords)
+    fig.update_layout(xaxis={"visible": True, "title": x_title, "showticklabels": False},
+                      yaxis={"visible": True, "title": y_title, "showticklabels": False})
+    show_figure(fig, f"projection-L{layer}-{method}")
+    if method == "umap":
+        st.caption("UMAP's axes carry no explained variance, and only neighbourhoods mean "
+                   "something: distances between clusters and the axes' directions do not.")
+    elif "explained_x" not in coords:
+        st.caption("This projection does not record the components' shares of the variance.")
     with st.expander("Coordinates"):
         show_table(coords.assign(side=coords.side.map(short)), f"projection-L{layer}-{method}")
 

@@ -1,12 +1,18 @@
-"""Runs: the finished runs, their manifests, and uploading a run archive."""
+"""Runs: every finished output under the runs directory with its kind, the manifests of the
+selected runs, and uploading a run archive."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from layer_analysis.app.dashboard import (
-    discover_runs,
+    ALIGNMENT,
+    UNREADABLE,
+    discover_outputs,
     extract_archive,
     guarded,
     load_run,
@@ -17,18 +23,25 @@ from layer_analysis.app.dashboard import (
     show_table,
 )
 from layer_analysis.probe.errors import ProbeError
+from layer_analysis.probe.files import MANIFEST
 
 
-def summary(path: str) -> dict:
+def summary(path: Path, kind: str) -> dict:
+    """One row of the runs table: what the output is, of which model and data."""
+    row = {"run": run_label(path), "kind": kind}
+    if kind not in (ALIGNMENT, UNREADABLE):  # another command's output: what its manifest names
+        try:
+            m = json.loads((path / MANIFEST).read_text()) if (path / MANIFEST).exists() else {}
+        except (OSError, ValueError):
+            m = {}
+        model = m.get("model") if isinstance(m.get("model"), dict) else {}
+        return {**row, "model": model.get("name") or " vs ".join(map(str, m.get("models", [])))}
     results = load_run(path)
     if results is None:
-        return {"run": run_label(path), "model": "(unreadable)"}
+        return {**row, "model": "(unreadable)"}
     m = results.manifest
-    if "compare" in m:
-        return {"run": run_label(path), "model": " vs ".join(m.get("models", [])),
-                "data": "(comparison)"}
     extraction = m.get("extraction", {})
-    return {"run": run_label(path), "model": m["model"]["name"],
+    return {**row, "model": m["model"]["name"],
             "adapter": m["model"].get("adapter") or "",
             "data": m["data"]["name"],
             "languages": ", ".join(short(s) for s in m["data"].get("sides", {})),
@@ -43,16 +56,19 @@ def summary(path: str) -> dict:
 def page() -> None:
     st.title("Runs")
     root = runs_root()
-    found = discover_runs(root)
+    found = discover_outputs(root)
     if not root.is_dir():
         st.warning(f"The runs directory `{root}` does not exist. Start a run on **New run**, "
                    "or run `layer-analysis run` in a terminal.")
     elif not found:
         st.info(f"`{root}` holds no finished runs yet. Start one on **New run**.")
     else:
-        st.caption(f"{len(found)} finished runs under `{root}`; choose the ones to look at in "
-                   "the sidebar.")
-        show_table(pd.DataFrame([summary(str(p)) for p in found]), "runs")
+        kinds = pd.Series([kind for _, kind in found]).value_counts()
+        st.caption(f"{len(found)} finished outputs under `{root}` ("
+                   + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+                   + "). The sidebar picks the alignment runs that Overview, Compare, Neighbours "
+                   "and Projection show; the other kinds have their own pages.")
+        show_table(pd.DataFrame([summary(p, kind) for p, kind in found]), "runs")
 
     for path in selected_runs():
         results = load_run(path)
