@@ -290,14 +290,32 @@ class Job:
 # ------------------------------------------------------------------------ figures, tables
 
 
-def show_figure(fig: go.Figure, name: str) -> None:
-    """The figure, and buttons that download it as HTML or PNG (built only when clicked)."""
+def show_figure(fig: go.Figure, name: str, run: Path | None = None, model: str | None = None
+                ) -> None:
+    """The figure, and buttons that download it as HTML or PNG (built only when clicked); with
+    the ``run`` (directory) it shows, the title names ``model`` and run and the files
+    ``RUN-NAME.html|png`` (``report.identity``, ``report.export_name``), so two runs' exports
+    never look alike."""
+    if run is not None:
+        fig = report.label_figure(fig, report.identity(model, run), name)
     st.plotly_chart(fig, key=f"chart-{name}")
     html, png = st.columns([1, 1], width=320)
-    html.download_button("HTML", lambda: fig.to_html(include_plotlyjs=True), f"{name}.html",
-                         "text/html", key=f"html-{name}", on_click="ignore", icon=":material/download:")
-    png.download_button("PNG", lambda: _png(fig), f"{name}.png", "image/png", key=f"png-{name}",
-                        on_click="ignore", icon=":material/download:")
+    html.download_button("HTML", lambda: fig.to_html(include_plotlyjs=True),
+                         report.export_name(run, name, "html"), "text/html", key=f"html-{name}",
+                         on_click="ignore", icon=":material/download:")
+    png.download_button("PNG", lambda: _png(fig), report.export_name(run, name, "png"),
+                        "image/png", key=f"png-{name}", on_click="ignore",
+                        icon=":material/download:")
+
+
+def pick_pooling(table: pd.DataFrame, key: str, where: Any = st) -> str | None:
+    """The pooling a page shows when the table holds several (``--pooling mean last``): a
+    selector, and the chosen name; None when there is one (nothing to choose)."""
+    poolings = list(dict.fromkeys(table.pooling)) if "pooling" in table else []
+    if len(poolings) < 2:
+        return None
+    return where.selectbox("Pooling", poolings, key=key,
+                           help="every pooling the run extracted is analysed; one at a time here")
 
 
 def _png(fig: go.Figure) -> bytes:
@@ -307,11 +325,12 @@ def _png(fig: go.Figure) -> bytes:
         return b""
 
 
-def show_table(frame: pd.DataFrame, name: str, **kwargs) -> None:
-    """The table, and a button that downloads it as CSV."""
+def show_table(frame: pd.DataFrame, name: str, run: Path | None = None, **kwargs) -> None:
+    """The table, and a button that downloads it as CSV (``RUN-NAME.csv`` with its ``run``)."""
     st.dataframe(frame, hide_index=True, **kwargs)
-    st.download_button("CSV", frame.to_csv(index=False).encode(), f"{name}.csv", "text/csv",
-                       key=f"csv-{name}", on_click="ignore", icon=":material/download:")
+    st.download_button("CSV", frame.to_csv(index=False).encode(),
+                       report.export_name(run, name, "csv"), "text/csv", key=f"csv-{name}",
+                       on_click="ignore", icon=":material/download:")
 
 
 def short(side: str) -> str:

@@ -146,17 +146,22 @@ def deactivation_table(extractor: Extractor, masks: torch.Tensor, languages: lis
 
 
 def deactivation_summary(table: pd.DataFrame) -> list[str]:
-    """Per deactivated language: its own NLL rise against the others' and against random."""
+    """Per deactivated language: its own NLL rise, the others' (on average), the rise under as
+    many random neurons (the control), and the paired language − random difference."""
     lines = []
     for language, rows in table.groupby("deactivated", sort=False):
-        own = rows[(rows.evaluated == language) & (rows.control == "language")].iloc[0]
+        own_rows = rows[rows.evaluated == language]
+        own = own_rows[own_rows.control == "language"].iloc[0]
+        random = own_rows[own_rows.control == "random"].iloc[0]
+        paired = own_rows[own_rows.control == "language - random"].iloc[0]
         others = rows[(rows.evaluated != language) & (rows.control == "language")]
-        paired = rows[(rows.evaluated == language) & (rows.control == "language - random")].iloc[0]
         lines.append(
             f"{display_name(language)} neurons ({own.neurons}) zeroed: its own NLL "
             f"{own.delta_nll:+.3f} [{own.ci_low:+.3f}, {own.ci_high:+.3f}] nats/token, the "
-            f"others' {others.delta_nll.mean():+.3f} on average; vs as many random neurons "
-            f"{paired.delta_nll:+.3f} [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]")
+            f"others' {others.delta_nll.mean():+.3f} on average; as many random neurons "
+            f"{random.delta_nll:+.3f} [{random.ci_low:+.3f}, {random.ci_high:+.3f}]; "
+            f"language − random {paired.delta_nll:+.3f} [{paired.ci_low:+.3f}, "
+            f"{paired.ci_high:+.3f}]")
     return lines
 
 

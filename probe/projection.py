@@ -15,7 +15,8 @@ METHODS = ("pca", "umap")
 def project(acts: Activations, layer: int, method: str = "umap", pooling: str | None = None,
             per_side: int = 200, seed: int = 0) -> pd.DataFrame:
     """Coordinates of up to ``per_side`` sentences per side at ``layer``, each side mean-centered
-    (as the headline metrics are), with the sentence text for hover labels."""
+    (as the headline metrics are), with the sentence text for hover labels and, for PCA, the
+    share of variance each axis explains (``explained_x``, ``explained_y``; NaN for UMAP)."""
     if layer not in acts.layers:
         raise DataError(f"layer {layer} was not extracted in this run (layers {acts.layers})")
     if method not in METHODS:
@@ -33,15 +34,19 @@ def project(acts: Activations, layer: int, method: str = "umap", pooling: str | 
     if method == "pca":
         from sklearn.decomposition import PCA
 
-        coords = PCA(n_components=2, random_state=seed).fit_transform(data)
+        pca = PCA(n_components=2, random_state=seed)
+        coords = pca.fit_transform(data)
+        shares = [float(x) for x in pca.explained_variance_ratio_]
     else:
         import umap
 
         neighbours = max(2, min(15, len(data) - 1))
+        shares = [float("nan")] * 2  # UMAP's axes explain no share of variance
         coords = umap.UMAP(n_components=2, n_neighbors=neighbours, metric="cosine",
                            random_state=seed).fit_transform(data)
     frame = pd.DataFrame(rows)
     frame["layer"], frame["method"] = layer, method
     frame["pooling"] = pooling or acts.poolings[0]
     frame["x"], frame["y"] = coords[:, 0], coords[:, 1]
+    frame["explained_x"], frame["explained_y"] = shares
     return frame

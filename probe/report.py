@@ -100,7 +100,8 @@ def curves(table: pd.DataFrame, metric: str = "p@1", normalisation: str = "cente
             fig.add_trace(band(group, color, legendgroup=str(name)))
         fig.add_trace(go.Scatter(x=group.layer, y=group.value, mode="lines+markers", name=str(name),
                                  line={"color": color}, legendgroup=str(name)))
-    fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation}; bands: 95 % bootstrap CI)",
+    bands = "; bands: 95 % bootstrap CI" if rows.ci_low.notna().any() else ""
+    fig.update_layout(title=f"{metric_label(metric)} per layer ({normalisation}{bands})",
                       xaxis_title="layer", yaxis_title=metric_label(metric), hovermode="x unified")
     if rows[by].nunique() > LEGEND_ROWS:  # a side legend would be cut off: put it below, wrapped
         fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0})
@@ -314,7 +315,8 @@ def neuron_overlap(table: pd.DataFrame) -> go.Figure:
                                colorscale="Viridis", colorbar={"title": "neurons"},
                                texttemplate="%{z}",
                                hovertemplate="%{y} & %{x}: %{z}<extra></extra>"))
-    fig.update_layout(title="Language neurons shared between languages (all layers)")
+    fig.update_layout(title="Language neurons shared between languages (all layers)",
+                      xaxis_title="language", yaxis_title="language")
     return fig
 
 
@@ -340,6 +342,7 @@ def deactivation(table: pd.DataFrame) -> go.Figure:
                           row=1, col=col)
     fig.update_layout(title="Deactivation: rise in NLL (nats/token) per evaluated language",
                       barmode="group", yaxis_title="Δ NLL")
+    fig.update_xaxes(title_text="evaluated language")
     return fig
 
 
@@ -382,6 +385,7 @@ def intervention_effects(table: pd.DataFrame) -> go.Figure:
     fig.update_layout(title=f"Effect of the intervention{where} vs none (paired 95 % CI)",
                       barmode="group")
     fig.update_xaxes(title_text="strength")
+    fig.update_yaxes(title_text="change vs no intervention", col=1)
     return fig
 
 
@@ -399,10 +403,25 @@ def scatter(projection: pd.DataFrame, pooling: str | None = None) -> go.Figure:
             hovertemplate="%{text}<extra>" + language + "</extra>"))
     first = projection.iloc[0]
     pooled = f", {first.pooling} pooling" if "pooling" in projection else ""
+    x_title, y_title = projection_axes(projection)
     fig.update_layout(title=f"{first.method.upper()} of layer {first.layer}{pooled} (each "
-                            "language mean-centered)", xaxis_visible=False, yaxis_visible=False,
+                            "language mean-centered)",
+                      xaxis={"title": x_title, "showticklabels": False},
+                      yaxis={"title": y_title, "showticklabels": False},
                       height=650, yaxis_scaleanchor="x")  # tall, and distances true in 2-D
     return fig
+
+
+def projection_axes(projection: pd.DataFrame) -> tuple[str, str]:
+    """Axis titles of a projection: for PCA each component's share of the variance, where the
+    projection records it (``explained_x``, ``explained_y``); UMAP's axes have no such share."""
+    method = str(projection.method.iloc[0])
+    if method != "pca":
+        return f"{method.upper()} 1", f"{method.upper()} 2"
+    shares = [float(projection[c].iloc[0]) if c in projection else float("nan")
+              for c in ("explained_x", "explained_y")]
+    return tuple(f"PC {i} ({share:.1%} of the variance)" if share == share else f"PC {i}"
+                 for i, share in enumerate(shares, 1))
 
 
 def identity(model: str | None, run: str | Path | None = None) -> str:

@@ -12,6 +12,7 @@ from layer_analysis.app.dashboard import (
     activations,
     guarded,
     load_run,
+    pick_pooling,
     run_label,
     selected_runs,
     show_figure,
@@ -66,8 +67,8 @@ def difference(table: pd.DataFrame, base: str) -> tuple[pd.DataFrame, list[str]]
     return diff.assign(ci_low=float("nan"), ci_high=float("nan"), null=0.0), notes
 
 
-def paired_difference(runs: list[RunResults], names: list[str], metric: str, normalisation: str
-                      ) -> list[str]:
+def paired_difference(runs: list[RunResults], names: list[str], metric: str, normalisation: str,
+                      pooling: str | None = None) -> list[str]:
     """Each model minus the first (the base), sentence by sentence, with CIs and q-values;
     returns the models that cannot be paired with the base (another depth, say)."""
     paired, why = _paired(tuple(str(r.directory) for r in runs), tuple(names), runs)
@@ -76,6 +77,8 @@ def paired_difference(runs: list[RunResults], names: list[str], metric: str, nor
     if paired.empty:
         return names[1:]
     chosen = paired[(paired.metric == metric) & (paired.normalisation == normalisation)]
+    if pooling is not None:
+        chosen = chosen[chosen.pooling == pooling]
     if not chosen.empty:
         show_figure(report.paired_curves(chosen, metric, normalisation),
                     f"paired-{metric}-{normalisation}")
@@ -104,6 +107,13 @@ def plain_difference(rows: pd.DataFrame, base: str, metric: str, normalisation: 
         show_table(diff.drop(columns=["ci_low", "ci_high", "null"]), "differences")
 
 
+def of_pooling(table: pd.DataFrame, pooling: str | None) -> pd.DataFrame:
+    """The rows of one pooling (all rows when there is one, or the table has none)."""
+    if pooling is None or "pooling" not in table:
+        return table
+    return table[table.pooling == pooling]
+
+
 def page() -> None:
     st.title("Compare models")
     paths = selected_runs()
@@ -112,13 +122,18 @@ def page() -> None:
         st.info("Select two or more runs in the sidebar (e.g. the base model and its adapters "
                 "on the same data) to compare them.")
         if runs and not runs[0].cka.empty:
-            show_figure(report.cka_heatmap(runs[0].cka), "cka-layers")
+            cka = runs[0].cka
+            show_figure(report.cka_heatmap(of_pooling(cka, pick_pooling(cka, "compare-pooling"))),
+                        "cka-layers")
         return
     names = [r.manifest["model"]["name"] for r in runs]
     if len(set(names)) < len(names):
         names = [f"{n} ({run_label(r.directory)})" for n, r in zip(names, runs, strict=True)]
     table = pd.concat([r.table.assign(model=n) for r, n in zip(runs, names, strict=True)],
                       ignore_index=True)
+    pooling = pick_pooling(table, "compare-pooling")
+    if pooling is not None:
+        table = table[table.pooling == pooling]
     left, middle, right = st.columns(3)
     metrics = [m for m in METRIC_NAMES if m in set(table.metric)]
     metric = left.selectbox("Metric", metrics, format_func=METRIC_NAMES.get, key="compare-metric")
@@ -137,7 +152,7 @@ def page() -> None:
     unpaired = [n for n in names if n != base]
     if stored:
         unpaired = paired_difference([runs[i] for i in ordered], [names[i] for i in ordered],
-                                     metric, normalisation)
+                                     metric, normalisation, pooling)
     if unpaired:
         plain_difference(rows[rows.model.isin([base, *unpaired])], base, metric, normalisation)
 
@@ -145,13 +160,14 @@ def page() -> None:
     chosen = st.selectbox("Layer x layer CKA of", names, key="compare-cka-run")
     run = runs[names.index(chosen)]
     if not run.cka.empty:
-        show_figure(report.cka_heatmap(run.cka, f"linear CKA between layers of {chosen}"),
-                    "cka-layers")
+        show_figure(report.cka_heatmap(of_pooling(run.cka, pooling),
+                                       f"linear CKA between layers of {chosen}"), "cka-layers")
     if data_differences(runs):
         st.info("Model x model CKA needs the same sentences; these runs used different data.")
     elif stored:
         cka = _model_cka(tuple(str(runs[i].directory) for i in ordered), [runs[i] for i in ordered])
-        show_figure(report.cka_heatmap(cka, f"linear CKA between {base} and the other models"),
+        show_figure(report.cka_heatmap(of_pooling(cka, pooling),
+                                       f"linear CKA between {base} and the other models"),
                     "cka-models")
 
 

@@ -40,9 +40,7 @@ def effects(table: pd.DataFrame) -> go.Figure:
     """The library's effects figure, in readable names and with axis titles."""
     readable = table.assign(measure=table.measure.map(measure_name), control=table.control.map(
         lambda c: c if c == "none" else CONTROLS.get(c, c)))  # "none": the figure's baseline
-    fig = report.intervention_effects(readable)
-    fig.update_yaxes(title_text="change vs no intervention", col=1)
-    return fig
+    return report.intervention_effects(readable)
 
 
 def generations(path: Path) -> None:

@@ -6,16 +6,23 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from layer_analysis.app.dashboard import activations, guarded, pick_run, short, show_table
+from layer_analysis.app.dashboard import (
+    activations,
+    guarded,
+    pick_pooling,
+    pick_run,
+    short,
+    show_table,
+)
 from layer_analysis.probe.analysis import retrieval_failures
 from layer_analysis.probe.runs import RunResults
 
 
 @st.cache_data(show_spinner="Scoring…", max_entries=64)
 def failures(directory: str, _results: RunResults, layer: int, source: str, target: str,
-             normalisation: str) -> pd.DataFrame:
+             normalisation: str, pooling: str | None = None) -> pd.DataFrame:
     acts = activations(_results)
-    return retrieval_failures(acts, layer, source, target, normalisation)
+    return retrieval_failures(acts, layer, source, target, normalisation, pooling)
 
 
 def page() -> None:
@@ -24,6 +31,9 @@ def page() -> None:
     if results is None:
         return
     table = results.table
+    pooling = pick_pooling(table, "neighbours-pooling")
+    if pooling is not None:
+        table = table[table.pooling == pooling]
     pairs = (table[table.metric == "p@1"][["source", "target"]].drop_duplicates()
              .itertuples(index=False))
     pairs = [(p.source, p.target) for p in pairs]
@@ -43,7 +53,8 @@ def page() -> None:
     layer = st.select_slider("Layer", layers, value=default, key="neighbours-layer")
     if activations(results) is None:
         return
-    found = failures(str(results.directory), results, layer, source, target, normalisation)
+    found = failures(str(results.directory), results, layer, source, target, normalisation,
+                     pooling)
     at_layer = peak[peak.layer == layer]
     n = results.manifest["data"]["sides"].get(source) or "?"
     p1 = f", P@1 {at_layer.value.iloc[0]:.3f}" if not at_layer.empty else ""
@@ -55,6 +66,7 @@ def page() -> None:
         return
     text = st.column_config.TextColumn(width="medium")
     show_table(found.round(4), f"failures-{short(source)}-{short(target)}-L{layer}",
+               results.directory,
                column_config={"query": text, "translation": text, "retrieved": text})
     labels = [f"{i + 1}. {query[:90]}" for i, query in enumerate(found["query"])]
     # the queries themselves as options: another pair or layer never keeps a stale label

@@ -36,16 +36,12 @@ def page() -> None:
                f"{info['blocks'] * info['neurons_per_block']}; LAPE on {info['sentences']} "
                f"sentences per language of {info['data']}; thresholds {info['thresholds']}.")
     show_figure(report.neuron_counts(pd.read_csv(path / COUNTS_TABLE)), "neuron-counts")
-    overlap = report.neuron_overlap(pd.read_csv(path / OVERLAP_TABLE))
-    overlap.update_layout(xaxis_title="language", yaxis_title="language")
-    show_figure(overlap, "neuron-overlap")
+    show_figure(report.neuron_overlap(pd.read_csv(path / OVERLAP_TABLE)), "neuron-overlap")
     if (path / DEACTIVATION_TABLE).exists():
         table = pd.read_csv(path / DEACTIVATION_TABLE)
         for line in deactivation_summary(table):
             st.markdown(f"- {line}")
-        figure = report.deactivation(table)
-        figure.update_xaxes(title_text="evaluated language")
-        show_figure(figure, "neuron-deactivation")
+        show_figure(report.deactivation(table), "neuron-deactivation")
         with st.expander("Deactivation table"):
             show_table(table, "deactivation")
     if len(runs) > 1:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from layer_analysis.app.dashboard import guarded, pick_run, short, show_figure, show_table
+from layer_analysis.app.dashboard import (
+    guarded,
+    pick_pooling,
+    pick_run,
+    short,
+    show_figure,
+    show_table,
+)
 from layer_analysis.probe import report
 from layer_analysis.probe.analysis import peak_layers
 from layer_analysis.probe.report import METRIC_NAMES
@@ -16,6 +23,9 @@ def page() -> None:
     if results is None:
         return
     table = results.table
+    pooling = pick_pooling(table, "overview-pooling")
+    if pooling is not None:
+        table = table[table.pooling == pooling]
     metrics = [m for m in METRIC_NAMES if m in set(table.metric)]
     metrics += sorted(m for m in set(table.metric) if m.startswith("mutual_knn"))
     left, middle, right = st.columns(3)
@@ -51,19 +61,21 @@ def page() -> None:
                             help="fewer curves, a readable plot; the chance line stays")
     rows = rows[other.isin(chosen or shown)]
 
-    show_figure(report.heatmap(rows, metric, normalisation), f"heatmap-{metric}-{normalisation}")
+    run, model = results.directory, results.manifest.get("model", {}).get("name")
+    show_figure(report.heatmap(rows, metric, normalisation), f"heatmap-{metric}-{normalisation}",
+                run, model)
     curves = report.curves(rows, metric, normalisation)
     if rows.ci_low.isna().all():  # e.g. mutual kNN: no per-sentence values to resample
         curves.update_layout(title=f"{report.metric_label(metric)} per layer ({normalisation}; "
                                    "no CI: one value per layer, not resampled)")
-    show_figure(curves, f"curves-{metric}-{normalisation}")
+    show_figure(curves, f"curves-{metric}-{normalisation}", run, model)
 
     st.subheader("Peak layer per language pair")
     peaks = peak_layers(rows, metric, normalisation)
     peaks = peaks.assign(source=peaks.source.map(short), target=peaks.target.map(short))
-    show_table(peaks.drop(columns="model").round(3), f"peaks-{metric}-{normalisation}")
+    show_table(peaks.drop(columns="model").round(3), f"peaks-{metric}-{normalisation}", run)
     with st.expander("All values of this metric"):
-        show_table(rows, f"values-{metric}-{normalisation}")
+        show_table(rows, f"values-{metric}-{normalisation}", run)
 
 
 guarded(page)

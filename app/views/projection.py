@@ -6,37 +6,36 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from layer_analysis.app.dashboard import activations, guarded, pick_run, short, show_figure, show_table
+from layer_analysis.app.dashboard import (
+    activations,
+    guarded,
+    pick_pooling,
+    pick_run,
+    short,
+    show_figure,
+    show_table,
+)
 from layer_analysis.probe import report
 from layer_analysis.probe.projection import METHODS, project
 from layer_analysis.probe.runs import RunResults
 
 
 @st.cache_data(show_spinner="Projecting…", max_entries=32)
-def projection(directory: str, _results: RunResults, layer: int, method: str, per_side: int
-               ) -> pd.DataFrame:
+def projection(directory: str, _results: RunResults, layer: int, method: str, per_side: int,
+               pooling: str | None = None) -> pd.DataFrame:
     stored = _results.projection
+    if pooling is not None and "pooling" in stored:
+        stored = stored[stored.pooling == pooling]
     if (not stored.empty and int(stored.layer.iloc[0]) == layer and stored.method.iloc[0] == method
             and stored.groupby("side").size().max() >= per_side):
         return stored.groupby("side").head(per_side)
     acts = activations(_results)
     if acts is None:
         return pd.DataFrame()
-    return project(acts, layer, method, per_side=per_side)
+    return project(acts, layer, method, pooling, per_side=per_side)
 
 
 DEFAULT_CAP = 200  # sentences per language shown by default (what a run stores, too)
-
-
-def axis_titles(coords: pd.DataFrame, method: str) -> tuple[str, str]:
-    """PCA: each component's share of the variance, where the projection records it (columns
-    ``explained_x``, ``explained_y``); UMAP's axes have no such share."""
-    if method != "pca":
-        return f"{method.upper()} 1", f"{method.upper()} 2"
-    shares = [coords[c].iloc[0] if c in coords else float("nan")
-              for c in ("explained_x", "explained_y")]
-    return tuple(f"PC {i} ({share:.1%} of the variance)" if share == share else f"PC {i}"
-                 for i, share in enumerate(shares, 1))
 
 
 def page() -> None:
@@ -45,6 +44,7 @@ def page() -> None:
     if results is None:
         return
     layers = sorted(set(results.table.layer))
+    pooling = pick_pooling(results.table, "projection-pooling")
     stored = results.projection
     sentences = max(results.manifest["data"].get("sides", {"": 1}).values())
     default_layer = int(stored.layer.iloc[0]) if not stored.empty else layers[len(layers) // 2]
@@ -60,7 +60,7 @@ def page() -> None:
     if sentences > DEFAULT_CAP:
         right.caption(f"{DEFAULT_CAP} of the run's {sentences} sentences per language by "
                       "default; raise it for all.")
-    coords = projection(str(results.directory), results, layer, method, int(per_side))
+    coords = projection(str(results.directory), results, layer, method, int(per_side), pooling)
     if coords.empty:
         return
     languages = sorted(set(coords.language))
@@ -69,11 +69,9 @@ def page() -> None:
     if coords.empty:
         st.info("Choose at least one language.")
         return
-    x_title, y_title = axis_titles(coords, method)
     fig = report.scatter(coords)
-    fig.update_layout(xaxis={"visible": True, "title": x_title, "showticklabels": False},
-                      yaxis={"visible": True, "title": y_title, "showticklabels": False})
-    show_figure(fig, f"projection-L{layer}-{method}")
+    show_figure(fig, f"projection-L{layer}-{method}", results.directory,
+                results.manifest.get("model", {}).get("name"))
     if method == "umap":
         st.caption("UMAP's axes carry no explained variance, and only neighbourhoods mean "
                    "something: distances between clusters and the axes' directions do not.")
