@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 import torch
 from families import FAMILIES, build_family
@@ -259,3 +260,75 @@ def test_a_layer_outside_the_blocks_is_refused(loaded, pairs):
     for layer in (0, 5):
         with pytest.raises(DataError, match="out of range"):
             patch_experiment(patcher, pairs, [layer])
+
+
+# ------------------------------------------------------------------------------- the command
+
+FAST = ["--pair", "de", "fr", "es", "en", "--mean-languages", "de,es", "--limit", "8",
+        "--shots", "1", "--bootstrap", "50", "--batch-size", "4", "--no-static"]
+
+
+def test_patch_command_writes_a_run_manifest_last(tiny_llama_dir, tmp_path, capsys):
+    import json
+
+    from layer_analysis.cli import main
+    from layer_analysis.probe.patch_run import (
+        compare_patch_runs,
+        is_patch_run,
+        read_patch_run,
+    )
+
+    runs = tmp_path / "runs"
+    code = main(["patch", "--model", str(tiny_llama_dir), *FAST, "--layers", "2-4",
+                 "--output", str(runs), "--name", "p"])
+    assert code == 0, capsys.readouterr().err
+    run = runs / "p"
+    assert "switch layers" in capsys.readouterr().out and is_patch_run(run)
+    manifest, table, switch = read_patch_run(run)
+    names = [p.name for p in sorted(run.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+             if not p.name.startswith(".")]
+    assert names[-1] == "manifest.json"
+    assert {"patching.csv", "patch_switch.csv", "patch_pairs.csv", "report.html"} <= set(names)
+    assert manifest["patch"]["layers"] == [2, 3, 4]
+    assert all(c["self_patch_identical"] for c in manifest["patch"]["checks"].values())
+    assert sorted(set(table.layer)) == [2, 3, 4] and set(table.measure) == set(MEASURES)
+    assert {"value", "ci_low", "ci_high", "control", "condition", "mode"} <= set(table.columns)
+    diff = table[(table.condition == "patch") & (table.control == "self")]
+    assert len(diff) == 3 * 4 and (diff.ci_low <= diff.value + 1e-9).all()
+    assert set(switch.switch) == {"language", "concept", "concept - language"}
+    # a second model's run compares with the first
+    code = main(["patch", "--model", str(tiny_llama_dir), *FAST, "--layers", "2-4",
+                 "--output", str(runs), "--name", "q", "--seed", "0"])
+    assert code == 0
+    second = runs / "q"
+    manifest_q = json.loads((second / "manifest.json").read_text())
+    manifest_q["model"]["name"] = "other"
+    (second / "manifest.json").write_text(json.dumps(manifest_q))
+    paths = compare_patch_runs([run, second], tmp_path / "cmp", static=False)
+    assert paths[0].exists() and (tmp_path / "cmp" / "manifest.json").exists()
+    compared = read_patch_run(run)[1]
+    assert len(pd.read_csv(tmp_path / "cmp" / "patching.csv")) == 2 * len(compared)
+    with pytest.raises(DataError, match="differs"):
+        manifest_q["patch"]["layers"] = [2, 3]
+        (second / "manifest.json").write_text(json.dumps(manifest_q))
+        compare_patch_runs([run, second], tmp_path / "cmp2", static=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pair", "ja", "fr", "es", "en"], "no Japanese"),
+    (["--pair", "de", "fr", "es", "en", "--mean-languages", "de"], "at least 2 different"),
+    (["--pair", "de", "fr", "de", "fr"], "same language"),
+    (["--pair", "de", "fr", "es", "en", "--layers", "0"], "out of range"),
+    (["--pair", "de", "fr", "es", "en", "--layers", "3-9"], "layers [5, 6, 7, 8, 9] out of range"),
+])
+def test_patch_bad_input_fails_before_the_model_loads(tiny_llama_dir, tmp_path, monkeypatch,
+                                                      capsys, args, message):
+    from layer_analysis.cli import main
+    from layer_analysis.probe import patch_run
+
+    monkeypatch.setattr(patch_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code = main(["patch", "--model", str(tiny_llama_dir), *args, "--output",
+                 str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("error:") == 1
+    assert not (tmp_path / "runs").exists()
