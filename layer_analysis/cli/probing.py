@@ -27,6 +27,7 @@ from layer_analysis.probe.metrics import NORMALISATIONS
 from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED, QUANTIZATIONS
 from layer_analysis.probe.neuron_run import compare_neuron_runs, is_neuron_run
 from layer_analysis.probe.paired import paired_summary
+from layer_analysis.probe.patch_run import compare_patch_runs, is_patch_run
 from layer_analysis.probe.pipeline import RunRequest, execute
 from layer_analysis.probe.projection import METHODS
 from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures
@@ -188,6 +189,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     if any(is_neuron_run(path) for path in args.runs):
         print(compare_neuron_runs(args.runs, args.output, static=not args.no_static))
+        return
+    if any(is_patch_run(path) for path in args.runs):
+        paths = compare_patch_runs(args.runs, args.output, static=not args.no_static)
+        print("\n".join(str(p) for p in paths))
         return
     lens_runs = [is_lens_run(path) for path in args.runs]
     if all(lens_runs):
