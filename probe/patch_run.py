@@ -159,6 +159,7 @@ def execute_patch(request: PatchRequest, command: Sequence[str],
         checks[setting.label] = {"self_patch_identical": result.self_identical,
                                  "self_patch_max_change": result.self_max_change,
                                  "pairs": len(pairs), "left_out": len(skipped),
+                                 "prompt_forwards": result.prompt_forwards,
                                  "mean_languages": mean}
         where = {"setting": setting.label, "source_in": setting.source_in,
                  "source_out": setting.source_out, "target_in": setting.target_in,
@@ -289,17 +290,20 @@ def patch_summary(table: pd.DataFrame, switch: pd.DataFrame) -> list[str]:
         marks = switch[(switch.model == model) & (switch.setting == setting)
                        & (switch.condition == "patch")].set_index("switch")
         parts = []
-        for name in ("language", "concept", "concept - language"):
+        for name in ("language", "concept"):
             mark = marks.loc[name]
-            parts.append(f"{name} switch {_ci(mark, 1)} ({mark.defined}/{mark.pairs} pairs)"
-                         if mark.defined else f"no {name} switch")
+            parts.append(f"{name} switch at layer {_ci(mark, 1)} ({mark.defined}/{mark.pairs} "
+                         "pairs switch)" if mark.defined else f"no pair's {name} switches")
+        gap = marks.loc["concept - language"]
+        if gap.defined:
+            parts.append(f"concept − language {_ci(gap, 1)} ({gap.defined} pairs with both)")
         concept = _curves(rows, "patch")
         concept = concept[concept.measure == "p_concept"]
         best = concept.loc[concept.value.idxmax()]
         at = rows[(rows["mode"] == "single") & (rows.layer == best.layer)
                   & (rows.measure == "p_concept")]
-        versus = [f"− {r.control} {_ci(r)}" for _, r in at[at.condition == "patch"].iterrows()
-                  if r.control]
+        versus = [f"patch − {r.control} {_ci(r)}"
+                  for _, r in at[at.condition == "patch"].iterrows() if r.control]
         mean = at[(at.condition == "mean") & (at.control == "patch")].iloc[0]
         lines.append(f"{model + ', ' if several else ''}{setting}: " + "; ".join(parts)
                      + f". At layer {int(best.layer)} P(C in B′) = {_ci(best)}; "

@@ -298,6 +298,7 @@ class PatchResult:
     probs: dict[str, dict[str, torch.Tensor]]
     self_identical: bool
     self_max_change: float
+    prompt_forwards: int = 0  # prompts run through the model, source pass included
 
 
 def patch_experiment(patcher: Patcher, pairs: Sequence[PatchPair], layers: Sequence[int],
@@ -353,7 +354,8 @@ def patch_experiment(patcher: Patcher, pairs: Sequence[PatchPair], layers: Seque
         worst = max(worst, float((probs["self"][mode] - baseline).abs().max()))
     identical = all(torch.equal(probs["self"][m], baseline.expand_as(probs["self"][m]))
                     for m in modes)
-    return PatchResult(layers, baseline, probs, identical, worst)
+    forwards = len(prompts) + len(pairs) * (1 + len(modes) * len(CONDITIONS) * len(layers))
+    return PatchResult(layers, baseline, probs, identical, worst, forwards)
 
 
 # ------------------------------------------------------------------------------ statistics
