@@ -332,3 +332,22 @@ def test_patch_bad_input_fails_before_the_model_loads(tiny_llama_dir, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("error:") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_dashboard_page_draws_patch_runs(tiny_llama_dir, tmp_path, monkeypatch):
+    from test_app import app, charts, goto
+
+    from layer_analysis.probe.patch_run import PatchRequest, execute_patch
+
+    at = goto(app(tmp_path / "empty", monkeypatch), "patching")
+    assert "No patch runs" in at.info[0].value
+    execute_patch(PatchRequest(model=str(tiny_llama_dir), settings=[("de", "fr", "es", "en")],
+                               mean_languages=["de", "es"], layers=(3, 4), limit=8, shots=1,
+                               bootstrap=20, static=False, output=tmp_path / "runs", name="p"),
+                  ["test"])
+    at = goto(app(tmp_path / "runs", monkeypatch), "patching")
+    titles = [c["layout"]["title"]["text"] for c in charts(at)]
+    assert titles[0].startswith("Patching the source's last-token latent")
+    assert titles[1].startswith("P(C in B′) by what is patched in")
+    assert titles[-1].startswith("Mean latent minus single-language latent")
+    assert any("switch" in m.value for m in at.markdown)
