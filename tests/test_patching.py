@@ -304,8 +304,10 @@ def test_patch_command_writes_a_run_manifest_last(tiny_llama_dir, tmp_path, caps
     manifest_q = json.loads((second / "manifest.json").read_text())
     manifest_q["model"]["name"] = "other"
     (second / "manifest.json").write_text(json.dumps(manifest_q))
-    paths = compare_patch_runs([run, second], tmp_path / "cmp", static=False)
-    assert paths[0].exists() and (tmp_path / "cmp" / "manifest.json").exists()
+    assert main(["compare", str(run), str(second), "--output", str(tmp_path / "cmp"),
+                 "--no-static"]) == 0
+    assert (tmp_path / "cmp" / "report.html").exists()
+    assert (tmp_path / "cmp" / "manifest.json").exists()
     compared = read_patch_run(run)[1]
     assert len(pd.read_csv(tmp_path / "cmp" / "patching.csv")) == 2 * len(compared)
     with pytest.raises(DataError, match="differs"):

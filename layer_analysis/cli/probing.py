@@ -113,7 +113,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="rebuild the report and figures of a finished run")
     rep.add_argument("run", type=Path, help="run directory (holds manifest.json)")
     comp = sub.add_parser("compare", help="compare runs of several models (base vs adapters); "
-                                          "alignment, lens or neurons runs")
+                                          "alignment, lens, neurons or patch runs")
     comp.add_argument("runs", type=Path, nargs="+", help="two or more run directories")
     comp.add_argument("--output", type=Path, default=Path("runs/compare"),
                       help="directory for the comparison tables and report")
