@@ -233,6 +233,8 @@ def patch_figures(table: pd.DataFrame, switch: pd.DataFrame) -> dict[str, go.Fig
         for _, mark in marks[marks.switch.isin(["language", "concept"])].iterrows():
             if mark.value == mark.value:  # not NaN
                 fig.add_vline(x=mark.value, line_dash="dash",
+                              annotation_position="top left" if mark.switch == "language"
+                              else "top right",
                               annotation_text=f"{mark.switch} switch {mark.value:.1f} "
                                               f"({mark.defined}/{mark.pairs})")
         fig.update_layout(title=f"Patching the source's last-token latent at one layer: {name}"
