@@ -100,6 +100,11 @@ def check_patch_request(request: PatchRequest) -> tuple[WordList, list[tuple[Set
                                                                      MIN_LENGTH)})
     words = load_words(request.words)
     capped(request.limit, len(words.words), "concepts", str(request.words))
+    concepts = len(list(words.words)[: request.limit])
+    if concepts < request.shots + 3:
+        raise DataError(f"{concepts} concepts are too few for {request.shots}-shot prompts of "
+                        "three different concepts (target, source, control): raise --limit or "
+                        "lower --shots")
     settings = _settings(request)
     for setting, mean in settings:
         check_setting(setting, words, mean)

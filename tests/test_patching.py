@@ -321,6 +321,7 @@ def test_patch_command_writes_a_run_manifest_last(tiny_llama_dir, tmp_path, caps
     (["--pair", "de", "fr", "es", "en", "--mean-languages", "de"], "at least 2 different"),
     (["--pair", "de", "fr", "de", "fr"], "same language"),
     (["--pair", "de", "fr", "es", "en", "--layers", "0"], "out of range"),
+    (["--pair", "de", "fr", "es", "en", "--limit", "6"], "6 concepts are too few"),
     (["--pair", "de", "fr", "es", "en", "--layers", "3-9"], "layers [5, 6, 7, 8, 9] out of range"),
 ])
 def test_patch_bad_input_fails_before_the_model_loads(tiny_llama_dir, tmp_path, monkeypatch,
