@@ -354,3 +354,33 @@ def test_dashboard_page_draws_patch_runs(tiny_llama_dir, tmp_path, monkeypatch):
     assert titles[1].startswith("P(C in B′) by what is patched in")
     assert titles[-1].startswith("Mean latent minus single-language latent")
     assert any("switch" in m.value for m in at.markdown)
+
+
+def test_la_patch_takes_the_command_s_options_and_gives_its_tables(tiny_llama_dir, tmp_path):
+    import inspect
+
+    import layer_analysis as la
+    from layer_analysis.cli import build_parser, main
+
+    parser = next(a for a in build_parser()._actions if a.dest == "command").choices["patch"]
+    parameters = inspect.signature(la.patch).parameters
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        name = {"no_static": "static"}.get(action.dest, action.dest)
+        default = (not action.default) if action.dest == "no_static" else action.default
+        assert name in parameters and parameters[name].default == default, name
+    common = dict(model=str(tiny_llama_dir), pair=[("de", "fr", "es", "en")],
+                  mean_languages="de,es", layers=[3, 4], limit=8, shots=1, bootstrap=20,
+                  static=False, output=tmp_path, progress=False)
+    result = la.patch(**common, name="api")
+    assert main(["patch", "--model", str(tiny_llama_dir), "--pair", "de", "fr", "es", "en",
+                 "--mean-languages", "de,es", "--layers", "3,4", "--limit", "8", "--shots", "1",
+                 "--bootstrap", "20", "--no-static", "--output", str(tmp_path),
+                 "--name", "cli"]) == 0
+    cli = la.load(tmp_path / "cli")
+    assert result.kind == cli.kind == "patch" and set(result.tables) == {"patching", "switch",
+                                                                        "pairs"}
+    pd.testing.assert_frame_equal(result.table, cli.table)
+    pd.testing.assert_frame_equal(result.tables["switch"], cli.tables["switch"])
+    assert set(result.figures()) >= {"patch_1", "controls_1", "mean_vs_single"}
