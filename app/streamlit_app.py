@@ -45,6 +45,7 @@ pages = [
     st.Page("views/neighbours.py", title="Neighbours", icon=":material/join_inner:"),
     st.Page("views/projection.py", title="Projection", icon=":material/scatter_plot:"),
     st.Page("views/latent.py", title="Latent language", icon=":material/translate:"),
+    st.Page("views/patching.py", title="Patching", icon=":material/swap_horiz:"),
     st.Page("views/training.py", title="Training", icon=":material/trending_up:"),
     st.Page("views/neurons.py", title="Language neurons", icon=":material/hub:"),
     st.Page("views/interventions.py", title="Interventions", icon=":material/tune:"),

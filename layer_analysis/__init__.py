@@ -16,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("align", "lens", "neurons", "intervene", "mine", "train", "evaluate", "load", "Result")
+API = ("align", "lens", "patch", "neurons", "intervene", "mine", "train", "evaluate", "load", "Result")
 """What ``la.NAME`` gives from ``layer_analysis.api`` (``transfer`` joins when it exists)."""
 
 

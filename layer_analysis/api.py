@@ -200,10 +200,18 @@ def _training_figures(result: Result, *_: str) -> dict[str, go.Figure]:
     return figures
 
 
+def _patch_figures(result: Result, *_: str) -> dict[str, go.Figure]:
+    from layer_analysis.probe.patch_run import patch_figures
+
+    return patch_figures(result.table.assign(model=result.model), result.tables["switch"]
+                         .assign(model=result.model))
+
+
 FIGURES: dict[str, Callable[[Result, str, str], dict[str, Any]]] = {
     "alignment": _alignment_figures, "comparison": _comparison_figures, "lens": _lens_figures,
     "neurons": _neuron_figures, "neuron-comparison": _neuron_change_figures,
     "intervention": _intervention_figures, "training": _training_figures,
+    "patch": _patch_figures,
 }
 """Each kind's figures (mining runs and evaluations have none; their tables are the result)."""
 
@@ -276,6 +284,12 @@ def load(path: str | Path) -> Result:
         return Result("lens", path, manifest, {"lens": table, **_tables(path, {
             "words": lens_run.WORDS_TABLE, "top": lens_run.TOP_TABLE,
             "token_languages": lens_run.TOKENS_TABLE, "tuned_lens_kl": lens_run.KL_TABLE})})
+    if kind == "patch":
+        from layer_analysis.probe import patch_run
+
+        manifest, table, switch = patch_run.read_patch_run(path)
+        return Result("patch", path, manifest, {"patching": table, "switch": switch, **_tables(
+            path, {"pairs": patch_run.PAIRS_TABLE})})
     if kind == "neurons":
         from layer_analysis.probe import neuron_run
 
@@ -595,6 +609,39 @@ def lens(
         tuned_sentences=tuned_sentences, cloze_data=cloze_data, max_length=max_length)
     with _stages("lens", progress) as say:
         run_dir, _ = execute_lens(request, _command(lens, arguments), say)
+    return load(run_dir)
+
+
+def patch(
+    *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    pair: Sequence[Sequence[str]] | None = None,
+    mean_languages: Sequence[str] | str | None = None, layers: Sequence[int] | None = None,
+    onward: bool = False, words: str | Path = WORDS, concepts: int | None = None, shots: int = 4,
+    bootstrap: int = 1000, seed: int = 0, batch_size: int = 16, max_length: int = 2048,
+    device: str = "auto", dtype: str = "auto", output: str | Path = Path("runs"),
+    name: str | None = None, overwrite: bool = False, static: bool = True,
+    progress: bool = True,
+) -> Result:
+    """Cross-lingual activation patching: ``layer-analysis patch``.
+
+    Options as the command's; ``pair`` is a list of settings ``(A, B, A2, B2)`` (``--pair``),
+    ``concepts`` counts target concepts (one pair each).
+
+    >>> run = la.patch(model="smollm2-135m", pair=[("de", "en", "fr", "es")], concepts=30)
+    >>> run.tables["switch"]
+    """
+    from layer_analysis.probe.patch_run import PatchRequest, execute_patch
+
+    arguments = dict(locals())
+    request = PatchRequest(
+        model=_named_model(model, "patch"), adapter=adapter, device=device, dtype=dtype,
+        output=Path(output), name=name, overwrite=overwrite,
+        settings=[tuple(p) for p in pair] if pair else None,
+        mean_languages=_languages(mean_languages), layers=tuple(layers) if layers else None,
+        onward=onward, words=Path(words), limit=concepts, shots=shots, bootstrap=bootstrap,
+        seed=seed, batch_size=batch_size, max_length=max_length, static=static)
+    with _stages("patch", progress) as say:
+        run_dir, _, _ = execute_patch(request, _command(patch, arguments), say)
     return load(run_dir)
 
 

@@ -293,10 +293,10 @@ ALL_COMMANDS = {**COMMANDS, "report": ["report", "r"], "compare": ["compare", "a
                 "transfer": ["transfer"], "correlate": ["correlate", "r", "--scores", "s",
                                                         "--output", "o"],
                 "transfer-compare": ["transfer-compare", "a", "b", "--output", "o"],
-                "export-mexa": ["export-mexa", "r"]}
+                "export-mexa": ["export-mexa", "r"], "patch": ["patch"]}
 LOADS_A_MODEL = ("run", "lens", "neurons", "intervene", "mine", "train", "evaluate", "sweep",
-                 "transfer")
-RUN_WRITERS = ("run", "lens", "neurons", "intervene", "mine", "transfer")  # OUTPUT/NAME runs
+                 "transfer", "patch")
+RUN_WRITERS = ("run", "lens", "neurons", "intervene", "mine", "transfer", "patch")  # OUTPUT/NAME
 STATISTICS = ("correlate", "transfer-compare")  # resampled, but load no model
 SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; commands taking it)
     "--model": ("model", ("m", "m"), LOADS_A_MODEL),
@@ -305,16 +305,16 @@ SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; command
     "--limit": ("limit", ("7", 7), ("run", "lens", "neurons", "evaluate", "transfer")),
     "--no-progress": ("no_progress", None, LOADS_A_MODEL),
     "--no-static": ("no_static", None, ("run", "report", "compare", "lens", "neurons",
-                                        "intervene", "fit-law", "allocate")),
+                                        "intervene", "fit-law", "allocate", "patch")),
     "--output": ("output", ("o", Path("o")), tuple(c for c in ALL_COMMANDS if c != "report")),
     "--name": ("name", ("n", "n"), RUN_WRITERS),
     "--overwrite": ("overwrite", None, (*RUN_WRITERS, "compare", "fit-law", "allocate")),
     "--adapter": ("adapter", ("a", "a"), RUN_WRITERS),
     "--batch-size": ("batch_size", ("3", 3), LOADS_A_MODEL),
     "--seed": ("seed", ("3", 3), ("run", "lens", "neurons", "intervene", "train", "sweep",
-                                  "transfer", *STATISTICS)),
+                                  "transfer", "patch", *STATISTICS)),
     "--bootstrap": ("bootstrap", ("3", 3), ("run", "lens", "neurons", "intervene", "transfer",
-                                            *STATISTICS)),
+                                            "patch", *STATISTICS)),
     "--languages": ("languages", ("de,el", "de,el"), ("run", "lens", "neurons", "train",
                                                       "evaluate", "sweep", "transfer")),
 }

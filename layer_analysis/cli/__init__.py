@@ -8,7 +8,7 @@ import sys
 
 from layer_analysis.probe.errors import ProbeError
 
-from . import interventions, law, lens, mining, probing, training, transfer
+from . import interventions, law, lens, mining, patching, probing, training, transfer
 
 DESCRIPTION = """\
 Probe how a language model aligns languages layer by layer.
@@ -22,6 +22,7 @@ Probe how a language model aligns languages layer by layer.
   layer-analysis mine de.txt en.txt --source-language de --target-language en --gold gold.tsv
   torchrun --nproc_per_node 2 -m layer_analysis run ...   # several processes (or accelerate launch)
   layer-analysis lens --model smollm2-135m   # latent language per layer (logit lens)
+  layer-analysis patch --model smollm2-135m  # cross-lingual activation patching
   layer-analysis neurons --model smollm2-135m --languages en,de,zh,el
   layer-analysis intervene steer --language el   # or: intervene map --language el
   layer-analysis transfer --data sib200 --languages en,de,zh,sw --limit 40  # probe transfer
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="layer-analysis", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for commands in (probing, mining, lens, interventions, training, law, transfer):
+    for commands in (probing, mining, lens, patching, interventions, training, law, transfer):
         commands.add_parsers(sub)
     return parser
 
@@ -50,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse printed the usage and one error line (or the help)
         return exc.code if isinstance(exc.code, int) else 2
-    handlers = {**probing.HANDLERS, **mining.HANDLERS, **lens.HANDLERS, **interventions.HANDLERS,
-                **training.HANDLERS, **law.HANDLERS, **transfer.HANDLERS}
+    handlers = {**probing.HANDLERS, **mining.HANDLERS, **lens.HANDLERS, **patching.HANDLERS,
+                **interventions.HANDLERS, **training.HANDLERS, **law.HANDLERS,
+                **transfer.HANDLERS}
     try:
         handlers[args.command](args)
     except ProbeError as exc:

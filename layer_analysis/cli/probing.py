@@ -28,6 +28,7 @@ from layer_analysis.probe.metrics import NORMALISATIONS
 from layer_analysis.probe.models import DEFAULT_MODEL, PACKAGED, QUANTIZATIONS
 from layer_analysis.probe.neuron_run import compare_neuron_runs, is_neuron_run
 from layer_analysis.probe.paired import paired_summary
+from layer_analysis.probe.patch_run import compare_patch_runs, is_patch_run
 from layer_analysis.probe.pipeline import RunRequest, execute
 from layer_analysis.probe.projection import METHODS
 from layer_analysis.probe.runs import build_report, compare_runs, read_model_run, run_figures, run_writer
@@ -114,7 +115,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="rebuild the report and figures of a finished run")
     rep.add_argument("run", type=Path, help="run directory (holds manifest.json)")
     comp = sub.add_parser("compare", help="compare runs of several models (base vs adapters); "
-                                          "alignment, lens or neurons runs")
+                                          "alignment, lens, neurons or patch runs")
     comp.add_argument("runs", type=Path, nargs="+", help="two or more run directories")
     comp.add_argument("--output", type=Path, default=Path("runs/compare"),
                       help="directory for the comparison tables and report")
@@ -197,6 +198,10 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def _compare(args: argparse.Namespace) -> None:
     if any(is_neuron_run(path) for path in args.runs):
         print(compare_neuron_runs(args.runs, args.output, static=not args.no_static))
+        return
+    if any(is_patch_run(path) for path in args.runs):
+        paths = compare_patch_runs(args.runs, args.output, static=not args.no_static)
+        print("\n".join(str(p) for p in paths))
         return
     lens_runs = [is_lens_run(path) for path in args.runs]
     if all(lens_runs):
