@@ -88,16 +88,25 @@ class Result:
     @property
     def peak_layer(self) -> int | None:
         """Alignment runs: the most common peak layer of centered P@1 over the pairs, ties to
-        the earliest layer (``analysis.peak_layers``; the layer the projection shows by
-        default); None for other kinds."""
+        the earliest layer (``analysis.peak_layers``), of the first pooling analysed
+        (``pooling``); None for other kinds."""
         if self.kind != "alignment":
             return None
         from layer_analysis.probe.analysis import peak_layers
 
+        table = self.table
+        if self.pooling is not None:
+            table = table[table.pooling == self.pooling]
         try:
-            return int(peak_layers(self.table).groupby("layer").size().idxmax())
+            return int(peak_layers(table).groupby("layer").size().idxmax())
         except (DataError, ValueError, KeyError):
             return None
+
+    @property
+    def pooling(self) -> str | None:
+        """Alignment runs and comparisons: the first pooling of the table (``peak_layer``'s)."""
+        table = self.table
+        return str(table.pooling.iloc[0]) if "pooling" in table and len(table) else None
 
     def figures(self, metric: str = "p@1", normalisation: str = "centered"
                 ) -> dict[str, go.Figure]:
@@ -121,7 +130,9 @@ class Result:
         if self.languages:
             parts.append("languages " + ", ".join(self.languages))
         if self.peak_layer is not None:
-            parts.append(f"peak layer {self.peak_layer} (centered P@1)")
+            several = self.table.pooling.nunique() > 1
+            pooled = f", {self.pooling} pooling" if several else ""
+            parts.append(f"peak layer {self.peak_layer} (centered P@1{pooled})")
         parts += [f"{len(self.tables)} table(s): {', '.join(self.tables)}"]
         if self.directory is not None:
             parts.append(str(self.directory))
@@ -139,12 +150,13 @@ def _alignment_figures(result: Result, metric: str, normalisation: str) -> dict[
 
 def _comparison_figures(result: Result, metric: str, normalisation: str) -> dict[str, go.Figure]:
     from layer_analysis.probe import report
+    from layer_analysis.probe.runs import per_pooling
 
     figures = {f"comparison_{metric}": report.comparison(result.table, metric, normalisation),
                f"heatmap_{metric}": report.heatmap(result.table, metric, normalisation)}
-    if not result.tables["cka"].empty:
-        figures["cka_models"] = report.cka_heatmap(result.tables["cka"],
-                                                   "linear CKA between models, layer by layer")
+    figures.update(per_pooling(result.tables["cka"], "cka_models", lambda rows, p: (
+        report.cka_heatmap(rows, "linear CKA between models, layer by layer"
+                                 + (f" ({p} pooling)" if p else "")))))
     if "paired" in result.tables:
         figures[f"paired_{metric}"] = report.paired_curves(result.tables["paired"], metric,
                                                            normalisation)
@@ -473,6 +485,34 @@ def _languages(languages: Sequence[str] | str | None) -> list[str] | None:
     return languages.split(",") if isinstance(languages, str) else list(languages)
 
 
+def _names(value: Sequence[str] | str) -> tuple[str, ...]:
+    """``["mean", "last"]``, or one name (``"last"``) or the command line's ``"mean,last"``."""
+    return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+
+
+def _count(value: int | str | None) -> int | None:
+    """A count, or ``"all"`` (None) as the command line takes it."""
+    if isinstance(value, str):
+        if value.strip().lower() == "all":
+            return None
+        raise DataError(f"a count must be a whole number or 'all', got {value!r}")
+    return value
+
+
+def _layer_list(value: Sequence[int] | str | None) -> tuple[int, ...] | None:
+    """Layer numbers, or the command line's ``"all"``, ``"0,4,8"``, ``"2-10"``."""
+    if isinstance(value, str):
+        import argparse
+
+        from layer_analysis.cli.options import parse_layers
+
+        try:
+            return parse_layers(value)
+        except argparse.ArgumentTypeError as exc:
+            raise DataError(str(exc)) from None
+    return None if value is None else tuple(value)
+
+
 def _command(function: Callable, arguments: dict[str, Any]) -> list[str]:
     """What the manifest records as the command: the call, with the arguments that differ from
     their defaults (objects by their type)."""
@@ -516,12 +556,12 @@ def _stages(command: str, progress: bool) -> Iterator[Callable[[str], None]]:
 def align(
     data: DataLike = "default", *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None,
     adapter: str | None = None, languages: Sequence[str] | str | None = None,
-    limit: int | None = None, pooling: Sequence[str] = ("mean",), template: str | None = None,
+    limit: int | str | None = None, pooling: Sequence[str] | str = ("mean",), template: str | None = None,
     span: str = "sentence", sinks: str = "exclude", sink_ratio: float = SINK_RATIO,
-    layers: Sequence[int] | None = None, device: str = "auto", dtype: str = "auto",
+    layers: Sequence[int] | str | None = None, device: str = "auto", dtype: str = "auto",
     batch_size: int = 32, max_length: int = 256, device_map: str | None = None,
     quantize: str | None = None, trust_remote_code: bool = False, pivot: str | None = "en",
-    all_pairs: bool = False, normalisations: Sequence[str] = NORMALISATIONS,
+    all_pairs: bool = False, normalisations: Sequence[str] | str = NORMALISATIONS,
     bootstrap: int = 1000, seed: int = 0, projection: str = "pca",
     projection_layer: int | None = None, output: str | Path = Path("runs"), name: str | None = None,
     overwrite: bool = False, store: str | Path | None = None, static: bool = True,
@@ -553,14 +593,13 @@ def align(
         model=_model(model, tokenizer, device, dtype, adapter=adapter, device_map=device_map,
                      quantize=quantize, trust_remote_code=trust_remote_code),
         adapter=adapter, device=device, dtype=dtype, output=Path(output), name=name,
-        overwrite=overwrite, data=corpus, languages=_languages(languages), limit=limit,
-        extraction=ExtractionConfig(poolings=tuple(pooling),
-                                    layers=None if layers is None else tuple(layers),
+        overwrite=overwrite, data=corpus, languages=_languages(languages), limit=_count(limit),
+        extraction=ExtractionConfig(poolings=_names(pooling), layers=_layer_list(layers),
                                     template=template, span=span, max_length=max_length,
                                     sinks=sinks, sink_ratio=sink_ratio),
         analysis=AnalysisConfig(pivot=None if all_pairs or pivot is None
                                 else canonical(pivot, "--pivot"),
-                                normalisations=tuple(normalisations), bootstrap=bootstrap,
+                                normalisations=_names(normalisations), bootstrap=bootstrap,
                                 seed=seed),
         projection=projection, projection_layer=projection_layer, batch_size=batch_size,
         trust_remote_code=trust_remote_code, device_map=device_map, quantize=quantize,
@@ -604,7 +643,7 @@ def lens(
         output=Path(output), name=name, overwrite=overwrite, targets=_languages(languages),
         source=source, tasks=tuple(task), words=Path(words),
         limit=concepts, shots=shots, bootstrap=bootstrap, seed=seed, batch_size=batch_size,
-        static=static, sentences=limit, positions=positions, sentence_data=sentence_data,
+        static=static, sentences=_count(limit), positions=positions, sentence_data=sentence_data,
         table_data=table_data, top_k=top_k, tuned_steps=tuned_steps,
         tuned_sentences=tuned_sentences, cloze_data=cloze_data, max_length=max_length)
     with _stages("lens", progress) as say:
@@ -670,7 +709,7 @@ def neurons(
     request = NeuronRequest(
         model=_named_model(model, "neurons"), adapter=adapter, device=device, dtype=dtype,
         output=Path(output), name=name, overwrite=overwrite, languages=_languages(languages),
-        data=data, sentences=limit, eval_data=eval_data, eval_sentences=eval_sentences,
+        data=data, sentences=_count(limit), eval_data=eval_data, eval_sentences=eval_sentences,
         thresholds=LapeThresholds(top_rate, filter_rate, bar_rate), bootstrap=bootstrap,
         seed=seed, batch_size=batch_size, static=static)
     with _stages("neurons", progress) as say:

@@ -33,13 +33,15 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from .errors import DataError, notice
-from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory, writer_lock
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import ENGLISH, canonical
 from .metrics import _resample_counts
 from .mexa_export import layer_scores, read_mexa
-from .runs import read_run, versions
+from .runs import check_run_directory, read_run, run_writer, versions
 from .tokenization import COVARIATES
 from .tokenization import FILE as TOKENIZATION
+
+KIND = "correlation"  # the manifest's kind
 
 METHODS = ("pearson", "spearman", "partial_pearson", "partial_spearman")
 COLUMNS = ["score", "aggregation", "layer", "method", "r", "ci_low", "ci_high", "p", "n",
@@ -434,11 +436,14 @@ def scatter_layer(alignment: Alignment) -> int:
 
 def execute_correlate(alignment: Alignment, scores: list[Scores], output: Path,
                       config: CorrelationConfig = CorrelationConfig(), layer: int | None = None,
-                      command: Sequence[str] = ()) -> tuple[Path, pd.DataFrame]:
+                      command: Sequence[str] = (), overwrite: bool = False
+                      ) -> tuple[Path, pd.DataFrame]:
     """Correlate every score table with the alignment and write OUTPUT/{correlation.csv,
-    scores.csv, correlation.html, manifest.json (last)}."""
+    scores.csv, correlation.html, manifest.json (last)}; never into another kind of directory,
+    nor over a finished correlation without ``overwrite`` (``runs.run_writer``)."""
     if not scores:
         raise DataError("name one or more score tables")
+    check_run_directory(output, KIND, overwrite)  # before the work
     layers = sorted(set.intersection(*(set(v) for v in alignment.values.values())))
     layer = scatter_layer(alignment) if layer is None else layer
     if layer not in layers:
@@ -472,14 +477,14 @@ def execute_correlate(alignment: Alignment, scores: list[Scores], output: Path,
     summary += [f"{row.score}: {row.method} r = {row.r:+.2f} [{row.ci_low:+.2f}, "
                f"{row.ci_high:+.2f}], p = {row.p:.3g}, layers' {row.aggregation} (n = {row.n})"
                for row in table[table.aggregation != "layer"].itertuples()]
-    manifest = {"kind": "correlation", "command": list(command), "alignment": alignment.info,
+    manifest = {"kind": KIND, "command": list(command), "alignment": alignment.info,
                 "scores": [{"name": s.name, "from": s.where} for s in scores],
                 "config": {**config.__dict__, "covariates": list(config.covariates)},
                 "scatter_layer": layer, "alignment_peak_layer": peak, "summary": summary,
                 "notes": notes, "versions": versions()}
     from .report import write_html
 
-    with writer_lock(output):
+    with run_writer(output, KIND, overwrite):
         start_run_directory(output)
         atomic_write(output / TABLE, lambda tmp: table.to_csv(tmp, index=False))
         atomic_write(output / INPUTS, lambda tmp: inputs.to_csv(tmp, index=False))

@@ -29,7 +29,7 @@ from . import report
 from .checks import COUNT, SEED, capped, check_numbers
 from .errors import DataError, StoreError, notice
 from .extract import MIN_LENGTH
-from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory, writer_lock
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .languages import canonical
 from .latent import WORDS, WordList, load_words
 from .lens import LogitLens
@@ -44,7 +44,7 @@ from .patching import (
     patch_table,
     switch_table,
 )
-from .runs import RunSettings, run_kind, versions
+from .runs import RunSettings, run_kind, versions, writes_runs
 
 PATCH_TABLE, SWITCH_TABLE, PAIRS_TABLE = "patching.csv", "patch_switch.csv", "patch_pairs.csv"
 DEFAULT_SETTINGS = (  # A → B (source) into A′ → B′ (target): four output-language switches
@@ -56,6 +56,8 @@ DEFAULT_SETTINGS = (  # A → B (source) into A′ → B′ (target): four outpu
 DEFAULT_MEAN = ("deu_Latn", "fra_Latn", "rus_Cyrl", "zho_Hans", "spa_Latn")
 LABELS = {"p_target": "P(C′ in B′): nothing moved", "p_concept": "P(C in B′): concept moved",
           "p_both": "P(C in B): both moved", "p_language": "P(C′ in B): language moved"}
+
+KIND = "patch"  # the manifest's kind
 
 
 @dataclass
@@ -93,7 +95,7 @@ def _settings(request: PatchRequest) -> list[tuple[Setting, list[str]]]:
 def check_patch_request(request: PatchRequest) -> tuple[WordList, list[tuple[Setting, list[str]]]]:
     """Every check that needs no model: where the run goes, numbers, the word list, each
     setting's languages, the mean's languages, the layers against the model's config."""
-    request.check_name()
+    request.check_name(KIND)
     check_numbers({"--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT),
                    "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
                    "--limit": (request.limit, COUNT), "--max-length": (request.max_length,
@@ -124,6 +126,7 @@ def check_patch_request(request: PatchRequest) -> tuple[WordList, list[tuple[Set
     return words, settings
 
 
+@writes_runs
 def execute_patch(request: PatchRequest, command: Sequence[str],
                   say: Callable[[str], None] = lambda _: None
                   ) -> tuple[Path, pd.DataFrame, pd.DataFrame]:
@@ -150,7 +153,7 @@ def execute_patch(request: PatchRequest, command: Sequence[str],
             notice(f"{setting.label}: {len(skipped)} concept pair(s) left out (listed in "
                    f"{PAIRS_TABLE})")
         prepared.append((setting, mean, pairs, skipped))
-    run_dir = request.run_directory(f"{loaded.name}-patch")
+    run_dir = request.claim(KIND, f"{loaded.name}-patch")
     tables, switches, pair_rows, checks = [], [], [], {}
     clock = time.perf_counter()
     for stage, (setting, mean, pairs, skipped) in enumerate(prepared, 1):
@@ -184,28 +187,25 @@ def execute_patch(request: PatchRequest, command: Sequence[str],
     pairs_table = pd.DataFrame(pair_rows)
     figures = patch_figures(table, switch)
     summary = patch_summary(table, switch)
-    with writer_lock(run_dir):
-        start_run_directory(run_dir)
-        for name, frame in ((PATCH_TABLE, table), (SWITCH_TABLE, switch),
-                            (PAIRS_TABLE, pairs_table)):
-            atomic_write(run_dir / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
-        report.write_html(figures, run_dir / "report.html",
-                          f"Cross-lingual activation patching of {loaded.name}", summary)
-        if request.static:
-            report.write_static(figures, run_dir / "figures")
-        manifest = {
-            "command": list(command), "kind": "patch",
-            "model": loaded.record(request.adapter),
-            "patch": {"settings": [list(s) for s in request.settings or DEFAULT_SETTINGS],
-                      "layers": layers, "modes": list(modes), "words": str(request.words),
-                      "concepts": len(list(words.words)[: request.limit]),
-                      "shots": request.shots, "bootstrap": request.bootstrap,
-                      "seed": request.seed, "batch_size": request.batch_size,
-                      "checks": checks},
-            "versions": versions(),
-            "timings_s": {k: round(v, 3) for k, v in timings.items()},
-        }
-        atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    start_run_directory(run_dir)
+    for name, frame in ((PATCH_TABLE, table), (SWITCH_TABLE, switch),
+                        (PAIRS_TABLE, pairs_table)):
+        atomic_write(run_dir / name, lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+    report.export(figures, run_dir, f"Cross-lingual activation patching of {loaded.name}",
+                  summary, static=request.static, model=loaded.name)
+    manifest = {
+        "command": list(command), "kind": KIND,
+        "model": loaded.record(request.adapter),
+        "patch": {"settings": [list(s) for s in request.settings or DEFAULT_SETTINGS],
+                  "layers": layers, "modes": list(modes), "words": str(request.words),
+                  "concepts": len(list(words.words)[: request.limit]),
+                  "shots": request.shots, "bootstrap": request.bootstrap,
+                  "seed": request.seed, "batch_size": request.batch_size,
+                  "checks": checks},
+        "versions": versions(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=2, default=str))
     return run_dir, table, switch
 
 
@@ -361,19 +361,15 @@ def compare_patch_runs(directories: Sequence[Path], output: Path, static: bool =
     switch = pd.concat([s.assign(model=n) for n, (_, _, s) in zip(names, runs, strict=True)],
                        ignore_index=True)
     output = Path(output)
-    with writer_lock(output):
-        start_run_directory(output)
-        atomic_write(output / PATCH_TABLE, lambda tmp: table.to_csv(tmp, index=False))
-        atomic_write(output / SWITCH_TABLE, lambda tmp: switch.to_csv(tmp, index=False))
-        figures = patch_figures(table, switch)
-        report.write_html(figures, output / "report.html",
-                          "Activation patching: " + " vs ".join(names),
-                          patch_summary(table, switch))
-        paths = [output / "report.html"]
-        if static:
-            paths += report.write_static(figures, output / "figures")
-        atomic_write_text(output / MANIFEST, json.dumps(
-            {"kind": "patch-compare", "compare": [str(d) for d in directories], "models": names,
-             "versions": versions()}, indent=2))
+    start_run_directory(output)
+    atomic_write(output / PATCH_TABLE, lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(output / SWITCH_TABLE, lambda tmp: switch.to_csv(tmp, index=False))
+    figures = patch_figures(table, switch)
+    paths = report.export(figures, output, "Activation patching: " + " vs ".join(names),
+                          patch_summary(table, switch), static=static,
+                          model=" vs ".join(names))
+    atomic_write_text(output / MANIFEST, json.dumps(
+        {"kind": "patch-compare", "compare": [str(d) for d in directories], "models": names,
+         "versions": versions()}, indent=2))
     return paths
 

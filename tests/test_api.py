@@ -298,3 +298,22 @@ def test_quickstart_example_runs(tiny_llama_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "peak layer" in out.stdout
     assert (tmp_path / "quickstart" / "manifest.json").exists()
+
+
+def test_the_command_line_s_spellings_are_accepted(tiny_llama_dir, sentences, runs):
+    """A notebook user may write what the docs' commands write: one pooling or normalisation
+    as a string, ``limit="all"``, ``layers="0-2"``; a wrong string is one typed error."""
+    fast = {**FAST, "limit": "all"}
+    result = la.align(sentences, model=str(tiny_llama_dir), output=runs, name="spellings",
+                      pooling="last", normalisations="centered", layers="0-2", **fast)
+    assert set(result.table.pooling) == {"last"} and set(result.table.normalisation) == {"centered"}
+    assert sorted(set(result.table.layer)) == [0, 1, 2]
+    assert result.manifest["data"]["sides"]["eng_Latn"] == len(sentences["eng_Latn"])
+    both = la.align(sentences, model=str(tiny_llama_dir), output=runs, name="two-poolings",
+                    pooling="mean,last", **FAST)
+    assert set(both.table.pooling) == {"mean", "last"}
+    assert "mean pooling" in repr(both)  # the peak layer says which pooling it is of
+    with pytest.raises(DataError, match="a count must be a whole number or 'all'"):
+        la.align(sentences, model=str(tiny_llama_dir), limit="some")
+    with pytest.raises(DataError, match="layers must look like"):
+        la.align(sentences, model=str(tiny_llama_dir), layers="first")

@@ -308,7 +308,8 @@ SHARED = {  # flag: (dest, what "VALUE" parses to, or None for a switch; command
                                         "intervene", "fit-law", "allocate", "patch")),
     "--output": ("output", ("o", Path("o")), tuple(c for c in ALL_COMMANDS if c != "report")),
     "--name": ("name", ("n", "n"), RUN_WRITERS),
-    "--overwrite": ("overwrite", None, (*RUN_WRITERS, "compare", "fit-law", "allocate")),
+    "--overwrite": ("overwrite", None, (*RUN_WRITERS, "compare", "fit-law", "allocate",
+                                        "correlate")),
     "--adapter": ("adapter", ("a", "a"), RUN_WRITERS),
     "--batch-size": ("batch_size", ("3", 3), LOADS_A_MODEL),
     "--seed": ("seed", ("3", 3), ("run", "lens", "neurons", "intervene", "train", "sweep",
@@ -450,7 +451,8 @@ def test_compare_says_when_the_runs_settings_differ():
     assert "dtype 'bfloat16' vs 'float32'" in line
 
 
-def test_every_requested_pooling_is_analysed(run_args, out_dir, tmp_path, tiny_llama_dir):
+def test_every_requested_pooling_is_analysed(run_args, out_dir, tmp_path, tiny_llama_dir,
+                                             capsys):
     from peft import LoraConfig, get_peft_model
 
     from layer_analysis.probe.models import load_model
@@ -462,6 +464,8 @@ def test_every_requested_pooling_is_analysed(run_args, out_dir, tmp_path, tiny_l
     for name, extra in (("pooled-a", []), ("pooled-b", ["--adapter", str(tmp_path / "x")])):
         assert main([*run_args, "--name", name, "--pooling", *poolings, "--bootstrap", "50",
                      *extra]) == 0
+    printed = capsys.readouterr().out  # one printed table per pooling, never their average
+    assert all(printed.count(f"[{p} pooling]") == 2 for p in poolings)
     run = out_dir / "pooled-a"
     table = pd.read_parquet(run / "results.parquet")
     assert sorted(set(table.pooling)) == sorted(poolings)

@@ -173,6 +173,13 @@ def test_correlate_command_writes_tables_and_report(tmp_path, capsys):
     bad.write_text("language,score\nde,1\nde,2\n")
     assert main([*args[:3], str(bad), *args[4:]]) == 2
     assert re.search(r"bad.csv, line 3: deu_Latn again", capsys.readouterr().err)
+    # never over a finished correlation without --overwrite, never into another kind of run
+    manifest = (run / "manifest.json").read_bytes()
+    assert main([*args[:5], str(run), *args[6:]]) == 2  # --output: the alignment run
+    assert "alignment" in capsys.readouterr().err
+    assert (run / "manifest.json").read_bytes() == manifest
+    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
 
 
 def test_evaluate_outputs_and_transfer_runs_are_score_tables(tmp_path):

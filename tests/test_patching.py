@@ -367,8 +367,9 @@ def test_la_patch_takes_the_command_s_options_and_gives_its_tables(tiny_llama_di
     for action in parser._actions:
         if action.dest == "help":
             continue
-        name = {"no_static": "static"}.get(action.dest, action.dest)
-        default = (not action.default) if action.dest == "no_static" else action.default
+        negated = {"no_static": "static", "no_progress": "progress"}
+        name = negated.get(action.dest, action.dest)
+        default = (not action.default) if action.dest in negated else action.default
         assert name in parameters and parameters[name].default == default, name
     common = dict(model=str(tiny_llama_dir), pair=[("de", "fr", "es", "en")],
                   mean_languages="de,es", layers=[3, 4], concepts=8, shots=1, bootstrap=20,

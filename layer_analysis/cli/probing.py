@@ -68,8 +68,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_limit_option(what, what=", the first N of each")
     extraction = run.add_argument_group("extraction")
     extraction.add_argument("--pooling", nargs="+", default=["mean"], choices=POOLINGS,
-                            help="one or more poolings, all filled in the same forward pass; "
-                                 "metrics use the first")
+                            help="one or more poolings, all filled in the same forward pass "
+                                 "and each analysed (a pooling column in every table)")
     extraction.add_argument("--template", help="prompt holding {sentence}, e.g. 'Text: {sentence}'")
     extraction.add_argument("--span", default="sentence", choices=SPANS,
                             help="with --template, pool over the sentence tokens or the whole prompt")
@@ -133,8 +133,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
-    """Centered P@1 per layer, pivot <-> X (both directions averaged), as a text table."""
+    """Centered P@1 per layer, pivot <-> X (both directions averaged), as a text table; one
+    table per pooling (never averaged over poolings)."""
     rows = table[(table.metric == "p@1") & (table.normalisation == "centered")].copy()
+    poolings = list(dict.fromkeys(rows.pooling))
+    if len(poolings) > 1:
+        for pooling in poolings:
+            print(f"[{pooling} pooling]")
+            _print_table(rows[rows.pooling == pooling], pivot)
+        return
     if pivot:
         pairs = zip(rows.source, rows.target, strict=True)
         rows["other"] = [t if s.startswith(pivot) else s for s, t in pairs]

@@ -128,6 +128,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     corr.add_argument("--permutations", type=whole(), default=2000)
     corr.add_argument("--seed", type=whole(SEED), default=0)
     corr.add_argument("--output", type=Path, required=True, help="directory to write")
+    corr.add_argument("--overwrite", action="store_true",
+                      help="replace an earlier correlation in --output")
 
     paired = sub.add_parser(
         "transfer-compare", formatter_class=DefaultsFormatter,
@@ -191,7 +193,7 @@ def cmd_correlate(args: argparse.Namespace) -> None:
         raise DataError(f"{args.alignment} has no tokenization.csv for the partial "
                         "correlations; pass --covariates none")
     output, table = execute_correlate(alignment, scores, args.output, config, args.layer,
-                                      ["layer-analysis", *sys.argv[1:]])
+                                      ["layer-analysis", *sys.argv[1:]], args.overwrite)
     shown = table[table.method.isin(METHODS)]
     grid = shown.pivot_table(index=["score", "aggregation", "layer"], columns="method",
                              values="r", dropna=False, sort=False)
