@@ -98,14 +98,14 @@ def check_patch_request(request: PatchRequest) -> tuple[WordList, list[tuple[Set
     request.check_name(KIND)
     check_numbers({"--batch-size": (request.batch_size, COUNT), "--shots": (request.shots, COUNT),
                    "--bootstrap": (request.bootstrap, COUNT), "--seed": (request.seed, SEED),
-                   "--limit": (request.limit, COUNT), "--max-length": (request.max_length,
+                   "--concepts": (request.limit, COUNT), "--max-length": (request.max_length,
                                                                      MIN_LENGTH)})
     words = load_words(request.words)
     capped(request.limit, len(words.words), "concepts", str(request.words))
     concepts = len(list(words.words)[: request.limit])
     if concepts < request.shots + 3:
         raise DataError(f"{concepts} concepts are too few for {request.shots}-shot prompts of "
-                        "three different concepts (target, source, control): raise --limit or "
+                        "three different concepts (target, source, control): raise --concepts or "
                         "lower --shots")
     settings = _settings(request)
     for setting, mean in settings:

@@ -11,7 +11,7 @@ parallel corpus (train + dev + test, in that order) for ``run``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,12 +197,32 @@ def check_categories(corpus: LabelledCorpus, source: str) -> None:
             raise DataError(f"{train.path}: one category only; the in-language probe needs two")
 
 
-def sample_rows(n: int, limit: int, seed: int = 0) -> list[int]:
-    """``limit`` of ``n`` row indices drawn at random (seeded), in file order; all if
-    limit >= n. Not the first rows: SIB-200's test split is sorted by category."""
+def sample_rows(categories: Sequence[str], limit: int, seed: int = 0) -> list[int]:
+    """``limit`` row indices drawn at random (seeded) within each category, in file order; all
+    if ``limit`` >= the rows. Stratified: each category keeps its share of the rows (rounded),
+    and at least one row while ``limit`` allows, so a small sample of the train split still
+    covers the categories its test split has. Not the first rows: SIB-200's test split is
+    sorted by category."""
+    n = len(categories)
     if limit >= n:
         return list(range(n))
-    return sorted(int(i) for i in np.random.default_rng(seed).choice(n, limit, replace=False))
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    for i, category in enumerate(categories):
+        groups.setdefault(category, []).append(i)
+    order = sorted(groups, key=lambda c: (-len(groups[c]), c))  # largest first
+    share = {c: max(1, round(limit * len(groups[c]) / n)) for c in order}
+    while sum(share.values()) > limit:  # rounding and the minimum of one: trim the largest
+        largest = max((c for c in order if share[c] > (1 if limit >= len(order) else 0)),
+                      key=lambda c: share[c])
+        share[largest] -= 1
+    while sum(share.values()) < limit:  # add to the categories with rows left, largest first
+        for c in order:
+            if sum(share.values()) < limit and share[c] < len(groups[c]):
+                share[c] += 1
+    picked = [int(i) for c in order if share[c]
+              for i in rng.choice(groups[c], share[c], replace=False)]
+    return sorted(picked)
 
 
 def limit_splits(corpus: LabelledCorpus, limit: int | None, seed: int = 0) -> LabelledCorpus:
@@ -214,7 +234,7 @@ def limit_splits(corpus: LabelledCorpus, limit: int | None, seed: int = 0) -> La
         raise DataError(f"the sentence limit must be at least 1, got {limit}")
 
     def cut(s: Split) -> Split:
-        keep = sample_rows(len(s.ids), limit, seed)
+        keep = sample_rows(s.categories, limit, seed)
         return Split(s.path, *(tuple(column[i] for i in keep)
                                for column in (s.ids, s.categories, s.texts)),
                      tuple(s.line(i) for i in keep))

@@ -293,9 +293,10 @@ def test_limit_samples_every_split_and_keeps_its_line_numbers(tmp_path):
     full = load_sib(root, "all", reference="eng_Latn")
     corpus = limit_splits(full, 12)
     assert corpus.sizes() == {"train": 12, "dev": 10, "test": 12}
-    keep = sample_rows(30, 12)
+    test_labels = full.labels("test")
+    keep = sample_rows(test_labels, 12)
     assert keep == sorted(keep) and len(set(keep)) == 12 and keep != list(range(12))
-    assert corpus.labels("test") == [full.labels("test")[i] for i in keep]
+    assert corpus.labels("test") == [test_labels[i] for i in keep]
     assert len(set(corpus.labels("test"))) == 3  # not the first rows: one topic
     test = corpus.splits["deu_Latn"]["test"]
     assert test.ids == corpus.splits["zho_Hans"]["test"].ids  # the same rows in every language
@@ -305,6 +306,25 @@ def test_limit_samples_every_split_and_keeps_its_line_numbers(tmp_path):
     with pytest.raises(DataError, match=r"eng_Latn/test.tsv: the test rows used hold one "
                                         r"category only"):
         check_categories(limit_splits(full, 1), "eng_Latn")
+
+
+def test_a_small_sample_is_stratified_by_category():
+    """Each category keeps its share (at least one row while the limit allows), so a small
+    train sample covers the test sample's categories (a plain random 40 of SIB-200's 701
+    could miss one, and the run then refused)."""
+    from collections import Counter
+
+    from layer_analysis.probe.sib200 import sample_rows
+
+    labels = ["a"] * 50 + ["b"] * 30 + ["c"] * 15 + ["d"] * 5
+    for limit in (4, 7, 10, 40, 99):
+        keep = sample_rows(labels, limit, seed=3)
+        assert len(keep) == len(set(keep)) == limit and keep == sorted(keep)
+        counts = Counter(labels[i] for i in keep)
+        assert set(counts) == {"a", "b", "c", "d"}  # every category, even the rare one
+        assert all(abs(counts[c] - limit * labels.count(c) / 100) <= 1.5 for c in counts)
+    assert len(sample_rows(labels, 2)) == 2  # fewer rows than categories: still the limit
+    assert sample_rows(labels, 100) == list(range(100))
 
 
 def fake_transfer_run(directory: Path, correct: dict[int, list[bool]]) -> Path:

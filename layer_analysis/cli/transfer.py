@@ -66,7 +66,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "of 'run': same pooling and sink rule, cached, resumable), train a probe "
                     "(StandardScaler + LogisticRegression) per layer on the source's train "
                     "split and test it on every target's test split; beside it the in-language "
-                    "ceiling, the transfer ratio and chance, accuracy and macro-F1 with 95 %% "
+                    "ceiling, the transfer ratio and chance, accuracy and macro-F1 with 95 % "
                     "bootstrap CIs, on raw states and on states centered per language. Writes "
                     "OUTPUT/NAME/{transfer.csv,summary.csv,predictions.parquet,"
                     "tokenization.csv,manifest.json}.")
@@ -136,7 +136,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="two transfer runs on the same data (base vs adapter): paired per-sentence "
              "differences of accuracy per layer",
         description="Run B minus run A per test sentence (correct or not), per variant, target "
-                    "and layer: the mean difference with a 95 %% bootstrap CI over sentences, a "
+                    "and layer: the mean difference with a 95 % bootstrap CI over sentences, a "
                     "sign-flip p-value and Benjamini-Hochberg q over layers. Writes OUTPUT.")
     paired.add_argument("a", type=Path, help="the reference transfer run (e.g. the base model)")
     paired.add_argument("b", type=Path, help="the other transfer run (e.g. an adapter)")
