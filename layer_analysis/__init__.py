@@ -16,8 +16,9 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("align", "lens", "patch", "neurons", "intervene", "mine", "train", "evaluate", "load", "Result")
-"""What ``la.NAME`` gives from ``layer_analysis.api`` (``transfer`` joins when it exists)."""
+API = ("align", "lens", "patch", "neurons", "intervene", "mine", "transfer", "correlate", "train",
+       "evaluate", "load", "Result")
+"""What ``la.NAME`` gives from ``layer_analysis.api``."""
 
 
 def __getattr__(name: str) -> Any:

@@ -35,6 +35,7 @@ from layer_analysis.probe.metrics import NORMALISATIONS
 from layer_analysis.probe.mining import MARGIN_K
 from layer_analysis.probe.models import DEFAULT_MODEL, LoadedModel
 from layer_analysis.probe.neuron_run import DEFAULT_LANGUAGES
+from layer_analysis.probe.tokenization import COVARIATES
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -219,11 +220,30 @@ def _patch_figures(result: Result, *_: str) -> dict[str, go.Figure]:
                          .assign(model=result.model))
 
 
+def _transfer_figures(result: Result) -> dict[str, go.Figure]:
+    from layer_analysis.probe.transfer_run import best_layers, curves_figure, targets_figure
+
+    summary = result.tables["summary"]
+    best = best_layers(summary)
+    layer = int(best[best.variant == "centered"].layer.iloc[0])
+    return {"transfer_curves": curves_figure(summary),
+            f"targets_layer_{layer}": targets_figure(result.table, layer)}
+
+
+def _correlation_figures(result: Result) -> dict[str, go.Figure]:
+    from layer_analysis.probe.correlate import curve_figure, scatter_figure
+
+    layer = int(result.manifest["scatter_layer"])
+    return {"correlation_curve": curve_figure(result.table),
+            f"scatter_layer_{layer}": scatter_figure(result.tables["scores"], layer)}
+
+
 FIGURES: dict[str, Callable[[Result, str, str], dict[str, Any]]] = {
     "alignment": _alignment_figures, "comparison": _comparison_figures, "lens": _lens_figures,
     "neurons": _neuron_figures, "neuron-comparison": _neuron_change_figures,
     "intervention": _intervention_figures, "training": _training_figures,
-    "patch": _patch_figures,
+    "patch": _patch_figures, "transfer": lambda r, *_: _transfer_figures(r),
+    "correlation": lambda r, *_: _correlation_figures(r),
 }
 """Each kind's figures (mining runs and evaluations have none; their tables are the result)."""
 
@@ -324,6 +344,19 @@ def load(path: str | Path) -> Result:
         scores = json.loads((path / mining_run.SCORES).read_text())
         return Result("mining", path, manifest, {"mined": mined, "scores": pd.DataFrame([scores])},
                       _engine_warnings(manifest))
+    if kind == "transfer":
+        from layer_analysis.probe import transfer_run
+
+        table, manifest = transfer_run.read_transfer(path)
+        return Result("transfer", path, manifest, {
+            "transfer": table, **_tables(path, {"summary": transfer_run.SUMMARY,
+                                                "tokenization": transfer_run.TOKENIZATION})},
+            _engine_warnings(manifest))
+    if kind == "correlation":
+        from layer_analysis.probe.correlate import read_correlation
+
+        table, points, manifest = read_correlation(path)
+        return Result("correlation", path, manifest, {"correlation": table, "scores": points})
     raise StoreError(f"{path} holds a run of kind {kind!r}, which this version cannot read")
 
 
@@ -776,9 +809,80 @@ def mine(
     return None if run_dir is None else load(run_dir)
 
 
-# la.transfer(...) goes here, beside the other run commands, when the transfer run exists: a
-# function building its request as its command does, returning load(run_dir); add its name to
-# layer_analysis.API and its kind to FIGURES (and to load, if its directory is new).
+def transfer(
+    *, model: str = DEFAULT_MODEL, adapter: str | None = None, data: str = "sib200",
+    languages: Sequence[str] | str = "all", source: str = "en", limit: int | str | None = None,
+    c: float = 1.0, max_iter: int = 1000, no_ceiling: bool = False, bootstrap: int = 1000,
+    seed: int = 0, pooling: str = "mean", layers: Sequence[int] | str | None = None,
+    sinks: str = "exclude", sink_ratio: float = SINK_RATIO, max_length: int = 256,
+    batch_size: int = 32, group_size: int = 16, device: str = "auto", dtype: str = "auto",
+    store: str | Path | None = None, output: str | Path = Path("runs"), name: str | None = None,
+    overwrite: bool = False, progress: bool = True,
+) -> Result | None:
+    """Per-layer zero-shot transfer of a linear probe on SIB-200 topics: ``layer-analysis
+    transfer`` (options as its flags; ``no_ceiling=True`` for ``--no-ceiling``). Returns the
+    run read back: ``tables["transfer"]`` per target and layer, ``tables["summary"]`` the mean
+    over targets with ceiling, ratio and chance.
+
+    >>> run = la.transfer(model="smollm2-135m", languages="en,de,zh,sw", limit=100)
+    >>> run.tables["summary"].query("metric == 'accuracy'")
+    """
+    from layer_analysis.probe.extract import ExtractionConfig
+    from layer_analysis.probe.transfer import ProbeConfig
+    from layer_analysis.probe.transfer_run import TransferRequest, execute_transfer
+
+    arguments = dict(locals())
+    chosen = _languages(languages)
+    request = TransferRequest(
+        model=_named_model(model, "transfer"), adapter=adapter, device=device, dtype=dtype,
+        output=Path(output), name=name, overwrite=overwrite, data=data,
+        languages=None if chosen == ["all"] else chosen, source=source, limit=_count(limit),
+        probe=ProbeConfig(c=c, max_iter=max_iter, bootstrap=bootstrap, seed=seed,
+                          ceiling=not no_ceiling),
+        extraction=ExtractionConfig(poolings=(pooling,), layers=_layer_list(layers),
+                                    max_length=max_length, sinks=sinks, sink_ratio=sink_ratio),
+        batch_size=batch_size, group_size=group_size,
+        store=None if store is None else Path(store), progress_bars=progress)
+    run_dir = execute_transfer(request, _command(transfer, arguments))
+    return None if run_dir is None else load(run_dir)
+
+
+def correlate(
+    alignment: str | Path, *, scores: Sequence[str | Path], output: str | Path,
+    metric: str = "p@1", normalisation: str = "centered", score_column: str = "score",
+    transfer_variant: str = "centered", transfer_metric: str = "accuracy",
+    transfer_layer: int | None = None, covariates: Sequence[str] | str = COVARIATES,
+    layer: int | None = None, bootstrap: int = 1000, permutations: int = 2000, seed: int = 0,
+    overwrite: bool = False,
+) -> Result:
+    """Does alignment predict downstream scores? ``layer-analysis correlate``: per layer of an
+    alignment run (and MEXA's mean and max over layers), Pearson and Spearman across languages
+    with bootstrap CIs and permutation p-values, partial on the tokenization ``covariates``
+    (``"none"`` or ``()`` for none). ``scores``: transfer runs, ``evaluate`` JSON files or CSVs.
+
+    >>> corr = la.correlate("runs/sib45", scores=["runs/transfer45"], output="runs/corr45")
+    >>> corr.table.query("method == 'pearson'")
+    """
+    from layer_analysis.probe.correlate import (
+        CorrelationConfig,
+        execute_correlate,
+        read_alignment,
+        read_scores,
+    )
+
+    arguments = dict(locals())
+    chosen = () if covariates in ("", "none", ()) else _names(covariates)
+    config = CorrelationConfig(bootstrap=bootstrap, permutations=permutations, seed=seed,
+                               covariates=chosen)
+    tables = [table for path in scores for table in read_scores(
+        Path(path), score_column, transfer_variant, transfer_metric, transfer_layer)]
+    aligned = read_alignment(Path(alignment), metric, normalisation)
+    if aligned.tokenization is None and chosen:
+        raise DataError(f"{alignment} has no tokenization.csv for the partial correlations; "
+                        "pass covariates='none'")
+    directory, _ = execute_correlate(aligned, tables, Path(output), config, layer,
+                                     _command(correlate, arguments), overwrite)
+    return load(directory)
 
 
 def train(

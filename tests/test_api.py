@@ -167,7 +167,8 @@ def test_same_option_names_and_defaults_as_the_commands():
     subparsers = next(a for a in build_parser()._actions if a.dest == "command").choices
     commands = {"run": la.align, "lens": la.lens, "neurons": la.neurons,
                 "intervene": la.intervene, "mine": la.mine, "train": la.train,
-                "evaluate": la.evaluate}
+                "evaluate": la.evaluate, "transfer": la.transfer, "correlate": la.correlate,
+                "patch": la.patch}
     for command, function in commands.items():
         parameters = inspect.signature(function).parameters
         for action in subparsers[command]._actions:

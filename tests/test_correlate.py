@@ -180,6 +180,11 @@ def test_correlate_command_writes_tables_and_report(tmp_path, capsys):
     assert (run / "manifest.json").read_bytes() == manifest
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
+    import layer_analysis as la
+
+    result = la.load(out)  # the API reads it back, figures and all
+    assert result.kind == "correlation" and len(result.table) == len(table)
+    assert "correlation_curve" in result.figures() and len(result.figures()) == 2
 
 
 def test_evaluate_outputs_and_transfer_runs_are_score_tables(tmp_path):

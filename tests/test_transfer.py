@@ -357,3 +357,20 @@ def test_transfer_compare_pairs_sentences(tmp_path, capsys):
     assert main(["transfer-compare", str(a), str(b), "--output", str(tmp_path / "p.csv")]) == 0
     assert "1 of 2 transfer curves' layers moved" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "p.csv")) == 2
+
+
+def test_la_transfer_equals_the_command_and_loads_back(tiny_llama_dir, tmp_path):
+    import layer_analysis as la
+    from layer_analysis.cli import main
+
+    root = write_sib(tmp_path / "sib")
+    out = tmp_path / "runs"
+    assert main(transfer_args(tiny_llama_dir, root, out, "--languages", "de,en", "--name", "cli",
+                              "--layers", "1,3")) == 0
+    run = la.transfer(model=str(tiny_llama_dir), data=str(root), languages="de,en",
+                      layers="1,3", bootstrap=100, device="cpu", output=out, name="api",
+                      progress=False)
+    cli = la.load(out / "cli")
+    assert run.kind == cli.kind == "transfer" and "summary" in run.tables
+    pd.testing.assert_frame_equal(run.table, cli.table)
+    assert {"transfer_curves"} <= set(run.figures())

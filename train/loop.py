@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from layer_analysis.probe.architecture import find_decoder
 from layer_analysis.probe.errors import DataError, ModelError, notice
