@@ -102,11 +102,12 @@ def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Atomically write ``tensors`` with their digest in the metadata."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> str:
+    """Atomically write ``tensors`` with their digest in the metadata; returns the digest."""
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     metadata = {**metadata, "sha256": tensor_digest(tensors)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return metadata["sha256"]
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -219,7 +220,8 @@ class ActivationStore:
             "truncated": 0 if encoded is None else encoded.truncated,
         }
         total = sum(len(side.sentences) for side in sides)
-        manifest["sinks"] = self._merge(directory, extractor, sides, total).to_dict()
+        sinks, manifest["side_sha256"] = self._merge(directory, extractor, sides, total)
+        manifest["sinks"] = sinks.to_dict()
         texts = json.dumps({side.key: list(side.sentences) for side in sides}, ensure_ascii=False)
         atomic_write_text(directory / TEXTS, texts)
         manifest["texts_sha256"] = hashlib.sha256(texts.encode()).hexdigest()
@@ -311,8 +313,11 @@ class ActivationStore:
                 stray.unlink(missing_ok=True)
         return done
 
-    def _merge(self, directory: Path, extractor: Extractor, sides: list, total: int) -> SinkRecord:
-        """Chunks -> one verified file per side; returns the merged sink record of all chunks."""
+    def _merge(self, directory: Path, extractor: Extractor, sides: list, total: int
+               ) -> tuple[SinkRecord, dict[str, str]]:
+        """Chunks -> one verified file per side; returns the merged sink record of all chunks
+        and each side file's digest (the manifest records them: a side file of another entry,
+        valid on its own, is then found on load)."""
         chunks = sorted((directory / "chunks").glob("*.safetensors"))
         if not chunks:
             raise StoreError(f"{directory}: no chunks to merge; remove the directory and rerun")
@@ -334,15 +339,16 @@ class ActivationStore:
             raise StoreError(f"{directory}: {int((~seen).sum())} sentences missing after extraction")
         meta = {"layers": json.dumps(extractor.layers),
                 "poolings": json.dumps(list(extractor.config.poolings))}
-        start = 0
+        start, digests = 0, {}
         for side in sides:
             stop = start + len(side.sentences)
             tensors = {pooling: states[p, :, start:stop]
                        for p, pooling in enumerate(extractor.config.poolings)}
             tensors["n_tokens"] = n_tokens[start:stop]
-            save_tensors(tensors, directory / f"side.{side.key}.safetensors", meta)
+            digests[side.key] = save_tensors(tensors, directory / f"side.{side.key}.safetensors",
+                                             meta)
             start = stop
-        return sinks
+        return sinks, digests
 
     def verified(self, key: str, data: str, model: dict[str, Any], owner: str) -> Activations:
         """The complete entry of ``key`` (or of the key it is the 24-character prefix of, for
@@ -391,8 +397,13 @@ class ActivationStore:
         if not manifest.get("complete"):
             raise StoreError(f"{directory} is an unfinished run; rerun the same command to resume")
         vectors, n_tokens = {}, {}
+        recorded = manifest.get("side_sha256")  # absent in entries written before it was
         for key in manifest["sides"]:
-            tensors, _ = load_tensors(directory / f"side.{key}.safetensors")
+            path = directory / f"side.{key}.safetensors"
+            tensors, metadata = load_tensors(path)
+            if recorded is not None and metadata.get("sha256") != recorded.get(key):
+                raise CorruptFile(f"{path} is not the file this entry wrote (its digest differs "
+                                  "from the manifest's: copied from another entry?)")
             try:
                 vectors[key] = torch.stack([tensors[p] for p in manifest["poolings"]])
                 n_tokens[key] = tensors["n_tokens"]

@@ -148,6 +148,27 @@ def test_changed_bytes_nan_bytes_or_lost_texts_are_recomputed_never_used(llama, 
             assert torch.equal(again.vectors[key], reference.vectors[key])
 
 
+def test_a_side_file_of_another_entry_is_found_and_recomputed(llama, corpus, tmp_path, capsys):
+    """Each side file is valid on its own; copied from another entry (another model's states of
+    the same sentences) it must not be read as this entry's — the manifest records each file's
+    digest (a hostile user's copy gave another model's P@1 with exit 0)."""
+    import shutil
+
+    from layer_analysis.probe.store import CorruptFile
+
+    store = ActivationStore(tmp_path)
+    mean = store.extract(Extractor(llama, ExtractionConfig()), corpus, progress=False)
+    last = store.extract(Extractor(llama, ExtractionConfig(poolings=("last", "mean"))), corpus,
+                         progress=False)
+    side = "side.deu_Latn.safetensors"
+    shutil.copy(last.directory / side, mean.directory / side)
+    with pytest.raises(CorruptFile, match="not the file this entry wrote"):
+        store.load(mean.directory)
+    again = store.extract(Extractor(llama, ExtractionConfig()), corpus, progress=False)
+    assert not again.cached and "recomputing" in capsys.readouterr().err
+    assert torch.equal(again.vectors["deu_Latn"], mean.vectors["deu_Latn"])
+
+
 def test_a_corrupt_chunk_is_recomputed_on_resume(llama, corpus, tmp_path, capsys):
     extractor = Extractor(llama, ExtractionConfig())
     reference = ActivationStore(tmp_path / "a").extract(extractor, corpus, progress=False)
