@@ -953,6 +953,7 @@ def evaluate(
     from layer_analysis.probe.models import load_model
     from layer_analysis.train.evaluate import (
         check_languages,
+        check_scores_output,
         evaluate_translation,
         evaluate_xquad,
         write_evaluation,
@@ -965,6 +966,8 @@ def evaluate(
     if not targets:
         raise DataError("--languages names no language")
     check_languages(task, targets, data, limit)  # every one, before the model
+    if output is not None:
+        check_scores_output(Path(output))
     given = _model(model, tokenizer, device, dtype)
     loaded = given if isinstance(given, LoadedModel) else load_model(given, device=device,
                                                                      dtype=dtype)

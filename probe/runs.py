@@ -22,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import platform
 import re
 from collections.abc import Callable, Iterator
@@ -136,8 +137,12 @@ def check_not_a_file(directory: Path) -> None:
 def check_run_directory(directory: Path, kind: str, overwrite: bool = False) -> None:
     """Whether a command of ``kind`` may write ``directory``: not a file (nor below one), not a
     directory of another kind or a non-empty one that is no run, not a finished run of its own
-    kind unless ``overwrite``. Absent, empty, or an unfinished run of its own kind: yes."""
+    kind unless ``overwrite``, not a symbolic link (a run is written where it is named, never
+    through a link to another place). Absent, empty, or an unfinished run of its own kind: yes."""
     directory = Path(directory)
+    if directory.is_symlink():
+        raise StoreError(f"{directory} is a symbolic link (to {os.readlink(directory)}); a run is "
+                         "written where it is named: choose another --output (or --name)")
     check_not_a_file(directory)
     owner = directory_owner(directory)
     if owner is None:

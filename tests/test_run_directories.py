@@ -252,3 +252,17 @@ def test_a_few_shared_held_out_sentences_are_said_and_more_are_refused(capsys):
     with pytest.raises(DataError, match="German 3 of 50"):
         check_held_out(fitted, held, "--data", "--eval-data")
     check_held_out(fitted, {"eng_Latn": ["Satz 0."]}, "--data", "--eval-data")  # per language
+
+
+def test_a_run_directory_that_is_a_symbolic_link_is_refused(tmp_path):
+    """A run named through a link would be written elsewhere (a hostile test overwrote a run
+    outside --output so); it is refused before anything loads."""
+    from layer_analysis.probe.errors import StoreError
+    from layer_analysis.probe.runs import check_run_directory
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(elsewhere)
+    with pytest.raises(StoreError, match="is a symbolic link"):
+        check_run_directory(tmp_path / "runs" / "link", "alignment", overwrite=True)

@@ -719,3 +719,30 @@ def test_an_unknown_evaluation_task_is_refused_not_read_as_xquad():
 
     with pytest.raises(DataError, match="unknown evaluation task 'qa'"):
         check_languages("qa", ["de"])
+
+
+def test_evaluate_never_overwrites_what_is_not_its_scores(tmp_path, tiny_llama_dir, monkeypatch,
+                                                         capsys):
+    """A hostile --output: a run's manifest, training data, a directory, a path below a file,
+    English as a translation target — each refused before the model loads."""
+    from layer_analysis.train import evaluate
+
+    monkeypatch.setattr("layer_analysis.probe.models.load_model",
+                        lambda *a, **k: pytest.fail("model loaded"))
+    (tmp_path / "manifest.json").write_text('{"kind": "lens"}')
+    (tmp_path / "data.jsonl").write_text('{"instruction": "x", "output": "y"}\n')
+    (tmp_path / "afile").write_text("x")
+    base = ["evaluate", "--model", str(tiny_llama_dir), "--languages", "de", "--data", "default",
+            "--limit", "2", "--device", "cpu", "--output"]
+    for output, message in ((tmp_path / "manifest.json", "no earlier evaluation's scores"),
+                            (tmp_path / "data.jsonl", "no earlier evaluation's scores"),
+                            (tmp_path, "is a directory"),
+                            (tmp_path / "afile" / "s.json", "is a file, not a directory")):
+        assert main([*base, str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "manifest.json").read_text() == '{"kind": "lens"}'
+    earlier = tmp_path / "scores.json"
+    earlier.write_text('[{"task": "translation", "target": "deu_Latn", "chrf++": 1.0}]')
+    evaluate.check_scores_output(earlier)  # an earlier scores file may be replaced
+    with pytest.raises(DataError, match="English is no target"):
+        evaluate.check_languages("translation", ["en"], "default")

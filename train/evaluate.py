@@ -18,7 +18,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from layer_analysis.probe.checks import COUNT, capped, check_numbers, select_capped
 from layer_analysis.probe.data import load_parallel, shared_data_root
-from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.errors import DataError, ProbeError
 from layer_analysis.probe.langid import check_identifiable, identify, off_target
 from layer_analysis.probe.languages import ENGLISH, canonical, iso639_1
 from layer_analysis.probe.models import LoadedModel
@@ -235,6 +235,9 @@ def check_languages(task: str, languages: list[str], data: str = "flores-devtest
         raise DataError(f"--languages names {', '.join(repeated)} twice")
     for language in languages:
         if task == "translation":
+            if canonical(language, "--languages") == ENGLISH:
+                raise DataError("translation is evaluated from English into another language: "
+                                "English is no target (--languages)")
             load_parallel(data).select([ENGLISH, canonical(language, "--languages")], limit)
             check_identifiable(language)
         else:
@@ -265,6 +268,30 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
               **{name: round(100 * sum(p[name] for p in per) / n, 2)
                  for name in ("em", "f1", "em_mlqa", "f1_mlqa", "contains")}}
     return Evaluation(scores, per)
+
+
+def check_scores_output(path: Path) -> None:
+    """Before a model loads: ``path`` may take an evaluation's scores — not a directory, not
+    below a file, and not an existing file other than an earlier scores file (a list of score
+    records), which is replaced; anything else (a run's manifest, training data) is never
+    overwritten."""
+    from layer_analysis.probe.errors import StoreError
+    from layer_analysis.probe.runs import check_not_a_file
+
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"--output {path} is a directory; name the scores file (e.g. "
+                         f"{path / 'scores.json'})")
+    check_not_a_file(path.parent)
+    if path.exists() or path.is_symlink():
+        try:
+            earlier = read_json(path)
+        except ProbeError:
+            earlier = None
+        if not (isinstance(earlier, list) and earlier
+                and all(isinstance(r, dict) and "task" in r for r in earlier)):
+            raise StoreError(f"--output {path} exists and is no earlier evaluation's scores "
+                             "file; it is not overwritten: choose another --output")
 
 
 def write_evaluation(evaluations: list[Evaluation], path: Path) -> None:

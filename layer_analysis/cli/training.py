@@ -199,6 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from layer_analysis.probe.models import load_model
     from layer_analysis.train.evaluate import (
         check_languages,
+        check_scores_output,
         evaluate_translation,
         evaluate_xquad,
         write_evaluation,
@@ -206,6 +207,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     languages = args.languages.split(",")
     check_languages(args.task, languages, args.data, args.limit)  # every one, before the model
+    if args.output is not None:
+        check_scores_output(args.output)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     results = []
     for language in languages:
