@@ -131,9 +131,17 @@ def test_allocation_respects_budget_and_caps_and_beats_uniform():
     for bad, message in ((dict(budget=-5), "budget must be ≥ 0"),
                          (dict(budget=10, caps={"ell_Grek": -1}), "caps must be ≥ 0"),
                          (dict(budget=10, objective="mean"), "unknown objective"),
-                         (dict(budget=10, caps={"tur_Latn": 3}), "not fitted on")):
+                         (dict(budget=10, caps={"tur_Latn": 3}), "not fitted on"),
+                         (dict(budget=2000, step=5000), "exceeds what the budget"),
+                         (dict(budget=2000, caps={"ell_Grek": 5000, "zho_Hans": 5000}, step=1500),
+                          "worse than equal shares")):
         with pytest.raises(DataError, match=message):
             allocate(law, **bad)
+    # a budget far above the caps: the grid follows what can be spent (it used to be so coarse
+    # that the "optimum" allocated nothing, below uniform, with exit 0)
+    caps = {"ell_Grek": 3000, "zho_Hans": 3000}
+    huge = allocate(law, 10 ** 12, caps)
+    assert huge.value >= uniform(law, 10 ** 12, caps).value and sum(huge.pairs.values()) > 0
 
 
 def test_written_spec_round_trips_through_the_training_parser(shared_data):

@@ -57,13 +57,19 @@ def _evaluate(fit: LawFit, pairs: dict[str, int], objective: str) -> Allocation:
 
 def allocate(fit: LawFit, budget: int, caps: dict[str, int] | None = None,
              objective: str = "sum", step: int | None = None) -> Allocation:
-    """The best allocation of ``budget`` pairs on a grid of ``step`` (default ~B/400)."""
+    """The best allocation of ``budget`` pairs on a grid of ``step`` (default ~1/400 of what the
+    budget and caps let be spent). A grid too coarse to beat equal shares is an error, never a
+    printed "optimum" worse than uniform."""
     caps = caps or {}
     languages = _check(fit, budget, caps, objective)
-    step = step or max(1, budget // 400)
+    usable = min(budget, sum(caps.get(x, budget) for x in languages))
+    step = step or max(1, usable // 400)
     if step <= 0:
         raise DataError("the allocation step must be ≥ 1 pair")
-    units = budget // step
+    if usable and step > usable:
+        raise DataError(f"the allocation step ({step} pairs) exceeds what the budget and caps let "
+                        f"be spent ({usable} pairs): lower --step")
+    units = usable // step  # never more than the budget and caps let be spent
     k = np.arange(units + 1)
     best = None  # best[u]: objective of the languages so far using exactly u units
     choices = []
@@ -89,7 +95,13 @@ def allocate(fit: LawFit, budget: int, caps: dict[str, int] | None = None,
         j = int(choice[u])  # the first language's choice is u itself
         pairs[x] = j * step
         u -= j
-    return _evaluate(fit, dict(reversed(list(pairs.items()))), objective)
+    best_allocation = _evaluate(fit, dict(reversed(list(pairs.items()))), objective)
+    even = uniform(fit, budget, caps, objective)
+    if best_allocation.value < even.value - 1e-9 * max(1.0, abs(even.value)):
+        raise DataError(f"on a grid of {step} pairs the best allocation ({best_allocation.value:.2f})"
+                        f" is worse than equal shares ({even.value:.2f}): the grid is too coarse "
+                        "for the caps; lower --step")
+    return best_allocation
 
 
 def uniform(fit: LawFit, budget: int, caps: dict[str, int] | None = None,
