@@ -383,11 +383,20 @@ def test_two_processes_stop_alike_when_training_diverges(tmp_path, tiny_llama_di
     import sys
 
     out = tmp_path / "ddp"
+    # the command line refuses --lr above 1, so the library is asked for an absurd rate
+    script = tmp_path / "diverge.py"
+    script.write_text(
+        "import sys\n"
+        "from layer_analysis.probe.errors import ProbeError\n"
+        "from pathlib import Path\n"
+        "from layer_analysis.train.loop import TrainConfig, train\n"
+        f"config = TrainConfig(mixture={str(memorisable)!r}, output=Path({str(out)!r}), "
+        f"model={str(tiny_llama_dir)!r}, batch_size=2, max_steps=6, lr=1e30, warmup=0, "
+        "log_every=1, save_every=1, device='cpu', progress=False)\n"
+        "try:\n    train(config)\n"
+        "except ProbeError as exc:\n    print(f'error: {exc}', file=sys.stderr); sys.exit(2)\n")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               "2", "-m", "layer_analysis", "train", "--mixture", str(memorisable), "--model",
-               str(tiny_llama_dir), "--output", str(out), "--batch-size", "2", "--max-steps", "6",
-               "--lr", "1e30", "--warmup", "0", "--log-every", "1", "--save-every", "1",
-               "--device", "cpu", "--no-progress"]
+               "2", str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode != 0 and "training diverged at step 2" in done.stderr
@@ -559,10 +568,10 @@ def test_a_huge_learning_rate_is_refused_with_its_step(tmp_path, tiny_llama_dir,
                                                       capsys):
     out = tmp_path / "out"
     assert main(["train", "--mixture", str(memorisable), "--model", str(tiny_llama_dir),
-                 "--output", str(out), "--lr", "1e30", "--warmup", "0", "--max-steps", "6",
-                 "--batch-size", "4", "--log-every", "1", "--device", "cpu",
-                 "--no-progress"]) == 2
-    assert "error: training diverged at step" in capsys.readouterr().err
+                 "--output", str(out), "--lr", "1e30"]) == 2  # the command line: above 1
+    assert "argument --lr: must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(ModelError, match="training diverged at step"):  # the library: diverges
+        train(config(tmp_path, tiny_llama_dir, memorisable, lr=1e30, max_steps=6))
     assert not (out / "training.json").exists() and not (out / "adapter_config.json").exists()
 
 
