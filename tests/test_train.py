@@ -189,6 +189,11 @@ def test_resume_continues_the_schedule(tmp_path, tiny_llama_dir, memorisable, mo
     with pytest.raises(DataError, match="lr was"):
         train(config(tmp_path / "b", tiny_llama_dir, memorisable, save_every=5, lr=1e-3,
                      resume=True))
+    original_text = memorisable.read_text()  # the same spec, the file's records changed
+    memorisable.write_text(original_text.replace("blue", "green"))
+    with pytest.raises(DataError, match="other training data"):
+        train(config(tmp_path / "b", tiny_llama_dir, memorisable, save_every=5, resume=True))
+    memorisable.write_text(original_text)
     resumed = train(config(tmp_path / "b", tiny_llama_dir, memorisable, save_every=5,
                            resume=True))
     saved = {p.name for p in (tmp_path / "b" / "out" / CHECKPOINTS).rglob("*") if p.is_file()}

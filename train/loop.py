@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,7 +54,7 @@ from layer_analysis.probe.runs import run_kind
 from .encode import IGNORE, batches, collate, encode
 from .mixture import Mixture, build_mixture
 from .objective import AlignmentObjective, PairBatches, alignment_loss
-from .records import Report
+from .records import Record, Report
 from .tracking import (
     ALIGNMENT_LOG,
     AlignmentTracker,
@@ -290,6 +290,16 @@ def resume_settings(config: TrainConfig) -> dict:
     return {k: v for k, v in asdict(config).items()
             if k not in ("resume", "progress", "save_every", "keep_checkpoints", "log_every",
                          "output", "device", "tracking")}
+
+
+def data_fingerprint(records: Sequence[Record]) -> str:
+    """SHA-256 of the training records in order (a resume must train on the same data)."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps([record.instruction, record.input, record.output],
+                                 ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
 
 
 def checkpoint_record(checkpoint: Path, settings: dict) -> dict:
@@ -539,6 +549,11 @@ def _train(config: TrainConfig, on_step: Callable[[int], None] | None) -> TrainR
         notice(f"no usable checkpoint in {output / CHECKPOINTS}: training starts again from "
                "step 0")
     mixture = build_mixture(config.mixture, config.seed)  # bad components fail before the model
+    settings["data"] = data_fingerprint(mixture.records)
+    if saved is not None and saved["settings"].get("data", settings["data"]) != settings["data"]:
+        raise DataError(f"--resume with other training data than {checkpoint}: the records of "
+                        f"{config.mixture!r} differ from those it was trained on (same spec, "
+                        "changed files?); choose another --output")
     track_languages = (tracked_languages(config.tracking, mixture.languages)
                        if config.tracking else [])
     loaded = load_model(config.model, device="cpu", dtype="float32")
