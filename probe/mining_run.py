@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import distributed
+from .checks import capped
 from .data import ParallelCorpus, Side
 from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor, check_layers
@@ -101,10 +102,13 @@ def read_gold(path: Path, source_ids: list[str], target_ids: list[str],
               ) -> set[tuple[int, int]]:
     """Gold pairs (``SOURCE_ID<TAB>TARGET_ID`` lines) as (source index, target index); a
     malformed line, or an id not in ``source`` / ``target`` (the files the ids came from), is an
-    error naming the gold file and line. A repeated pair counts once."""
+    error naming the gold file and line. A repeated pair counts once; one source id paired with
+    two targets (or one target with two sources) is an error: xSIM scores each source against
+    its one translation."""
     where_s = {x: i for i, x in enumerate(source_ids)}
     where_t = {x: i for i, x in enumerate(target_ids)}
     gold = set()
+    first: dict[tuple[str, str], tuple[str, int]] = {}  # (side, id) -> (its partner, line)
     for number, line in numbered_lines(path):
         parts = [part.strip() for part in line.split("\t")]
         if len(parts) != 2 or not all(parts):
@@ -115,6 +119,12 @@ def read_gold(path: Path, source_ids: list[str], target_ids: list[str],
             if identifier not in where:
                 raise DataError(f"{path}, line {number}: {side} id {identifier!r} is not in "
                                 f"{named}")
+        for side, identifier, partner in (("source", parts[0], parts[1]),
+                                          ("target", parts[1], parts[0])):
+            seen = first.setdefault((side, identifier), (partner, number))
+            if seen[0] != partner:
+                raise DataError(f"{path}, line {number}: {side} id {identifier!r} is paired "
+                                f"with {partner!r} here and with {seen[0]!r} on line {seen[1]}")
         gold.add((where_s[parts[0]], where_t[parts[1]]))
     if not gold:
         raise DataError(f"{path} holds no gold pairs")
@@ -131,6 +141,8 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
                      request.target) if request.gold else None
     if request.k < 1 or request.batch_size < 1:
         raise DataError("--k and --batch-size must be at least 1")
+    k = capped(request.k, min(len(sources), len(targets)), "neighbours for the margin (--k)",
+               "the smaller side")
     src_lang = canonical(request.source_language, "--source-language")
     tgt_lang = canonical(request.target_language, "--target-language")
     request.check_name("mining")
@@ -163,13 +175,13 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     timings["extract"] = time.perf_counter() - clock
     clock = time.perf_counter()
     device = loaded.device
-    mined = mine(acts.get("source")[0].to(device), acts.get("target")[0].to(device), request.k,
+    mined = mine(acts.get("source")[0].to(device), acts.get("target")[0].to(device), k,
                  request.margin)
     timings["mine"] = time.perf_counter() - clock
     table = pd.DataFrame([{"source_id": source_ids[i], "target_id": target_ids[j], "margin": score,
                            "source": sources[i], "target": targets[j]}
                           for (i, j), score in candidates(mined)])
-    scores: dict = {"candidates": len(table), "layer": layer, "k": request.k,
+    scores: dict = {"candidates": len(table), "layer": layer, "k": k,
                     "score": "ratio margin" if request.margin else "cosine"}
     if gold:
         result = mining_f1(mined, gold)

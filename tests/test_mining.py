@@ -161,8 +161,10 @@ def test_mine_says_and_records_what_max_length_cuts(tiny_llama_dir, tiny_sentenc
     assert main(["mine", str(tmp_path / "de.tsv"), str(tmp_path / "en.tsv"), "--source-language",
                  "de", "--target-language", "en", "--model", str(tiny_llama_dir), "--layer", "3",
                  "--max-length", "3", "--output", str(tmp_path / "runs"), "--name",
-                 "cut", "--device", "cpu", "--no-progress"]) == 0
-    assert "truncates" in capsys.readouterr().err
+                 "cut", "--device", "cpu", "--no-progress", "--k", "1000"]) == 0
+    err = capsys.readouterr().err
+    assert "truncates" in err and "neighbours for the margin (--k)" in err  # caps are said
     manifest = json.loads((tmp_path / "runs" / "cut" / "manifest.json").read_text())
     truncation = manifest["extraction"]["truncation"]
     assert truncation["max_length"] == 3 and truncation["share"] > 0.05
+    assert manifest["mining"]["k"] < 1000  # the k used, not the k asked for

@@ -71,6 +71,10 @@ def test_gold_errors_name_the_gold_file_and_line(tmp_path):
         read_gold(swapped, s_ids, t_ids, source, target)
     with pytest.raises(DataError, match=r"g4\.tsv, line 1: expected SOURCE_ID<TAB>TARGET_ID"):
         read_gold(write(tmp_path / "g4.tsv", "d1 e1\n"), s_ids, t_ids, source, target)
+    conflict = write(tmp_path / "g5.tsv", "d1\te1\nd2\te2\nd1\te2\n")  # d1: e1 and e2
+    with pytest.raises(DataError, match=r"g5\.tsv, line 3: source id 'd1' is paired with 'e2' "
+                                        r"here and with 'e1' on line 1"):
+        read_gold(conflict, s_ids, t_ids, source, target)
 
 
 def test_a_malformed_sentence_file_is_blamed_not_the_gold_file(tmp_path):
