@@ -671,6 +671,11 @@ def test_resuming_a_finished_run_changes_nothing_and_says_so(tmp_path, tiny_llam
     assert "3 steps" in captured.out
     assert snapshot(out) == before
     assert strict_json(out / "training.json")["steps"] == 3
+    assert "not applied" not in captured.err
+    assert main([*args, "--max-steps", "5", "--lr", "0.01", "--resume"]) == 0
+    err = capsys.readouterr().err  # other settings on a finished run: named, not applied
+    assert "not applied: max_steps 5 (it was trained with 3)" in err and "lr 0.01" in err
+    assert snapshot(out) == before
 
 
 def test_one_writer_per_training_directory_of_its_own_kind(tmp_path, tiny_llama_dir, memorisable,

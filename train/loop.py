@@ -514,8 +514,9 @@ def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> 
             raise
 
 
-def _finished(output: Path) -> TrainResult:
-    """A finished run asked to resume: its summary and report, nothing touched."""
+def _finished(output: Path, config: TrainConfig) -> TrainResult:
+    """A finished run asked to resume: its summary and report, nothing touched; settings that
+    differ from the ones it was trained with are named (they were not applied)."""
     try:
         summary = json.loads((output / SUMMARY).read_text())
         data = summary["data"]
@@ -524,8 +525,12 @@ def _finished(output: Path) -> TrainResult:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{output / SUMMARY} is not a training summary this version reads "
                         f"({exc})") from None
+    trained = summary.get("config") or {}
+    asked = json.loads(json.dumps(resume_settings(config), default=str))
+    ignored = [f"{k} {v!r} (it was trained with {trained[k]!r})" for k, v in asked.items()
+               if k in trained and trained[k] != v]
     notice(f"{output} holds a finished training run ({summary.get('steps')} steps): nothing to "
-           "resume, nothing changed")
+           "resume, nothing changed" + ("; not applied: " + ", ".join(ignored) if ignored else ""))
     return TrainResult(summary, None, report, _main_process())
 
 
@@ -537,7 +542,7 @@ def _train(config: TrainConfig, on_step: Callable[[int], None] | None) -> TrainR
     output = config.output
     holds = check_output(config)
     if holds == FINISHED:
-        return _finished(output)
+        return _finished(output, config)
     settings = resume_settings(config)
     checkpoint, damaged = usable_checkpoint(output) if holds == UNFINISHED else (None, [])
     for directory, why in damaged:
