@@ -613,6 +613,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_good_one(
     result = train(config(tmp_path, tiny_llama_dir, memorisable, resume=True, **kwargs))
     err = capsys.readouterr().err
     assert "step-6 is damaged" in err and "resuming from step 3" in err
+    assert any("step-6 is damaged" in note for note in result.summary["notes"])  # recorded
     assert [e["step"] for e in log(tmp_path / "out")] == list(range(1, 9))
     assert result.summary["steps"] == 8
     assert (tmp_path / "out" / CHECKPOINTS / "damaged-step-6").is_dir()  # kept, set aside

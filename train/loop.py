@@ -545,8 +545,10 @@ def _train(config: TrainConfig, on_step: Callable[[int], None] | None) -> TrainR
         return _finished(output, config)
     settings = resume_settings(config)
     checkpoint, damaged = usable_checkpoint(output) if holds == UNFINISHED else (None, [])
-    for directory, why in damaged:
-        notice(f"checkpoint {directory} is damaged ({why}): set aside as damaged-{directory.name}")
+    fallbacks = [f"checkpoint {directory} is damaged ({why}): set aside as "
+                 f"damaged-{directory.name}" for directory, why in damaged]
+    for line in fallbacks:
+        notice(line)
     saved = checkpoint_record(checkpoint, settings) if checkpoint is not None else None
     if saved is not None:
         notice(f"resuming from step {saved['step']} ({checkpoint})")
@@ -642,7 +644,7 @@ def _train(config: TrainConfig, on_step: Callable[[int], None] | None) -> TrainR
         "config": {**asdict(config), "output": str(output)},
         "model": loaded.name, "trainable": trainable, "trainable_parameters": n_trainable,
         "mixture": str(mixture.spec), "examples": len(examples), "data": mixture.report.as_dict(),
-        "notes": mixture.notes, "steps": progress.step, "final_loss": progress.last_loss,
+        "notes": [*mixture.notes, *fallbacks], "steps": progress.step, "final_loss": progress.last_loss,
         "warnings": progress.warnings,
         "alignment_objective": {"layers": list(align_layers), "pairs": len(pairs)}
         if pairs else None,
