@@ -108,17 +108,19 @@ def test_bad_records_are_counted_by_reason(tmp_path, tokenizer):
         {"instruction": "", "input": "", "output": "no instruction"},
         {"instruction": "Too long.", "input": "word " * 400, "output": "x"},
         ["not", "a", "record"],
+        {"instruction": 5, "output": "a number is no instruction"},
     ])
     report = Report()
     records = read_alpaca(path, "bad", report)
     assert [r.origin for r in records] == ["bad:0", "bad:4"]
     assert encode(records, tokenizer, 160, report)[0].origin == "bad:0"
     assert report.kept["bad"] == 1
-    assert report.rejected == {("bad", "missing instruction/output"): 2,
+    assert report.rejected == {("bad", "output missing"): 1, ("bad", "not an object"): 1,
+                               ("bad", "instruction not text"): 1,
                                ("bad", "empty output"): 1, ("bad", "empty instruction"): 1,
                                ("bad", "over 160 tokens"): 1}
-    assert report.lines() == ["bad: 1 kept (1 empty instruction, 1 empty output, 2 missing "
-                              "instruction/output, 1 over 160 tokens)"]
+    assert report.lines() == ["bad: 1 kept (1 empty instruction, 1 empty output, 1 instruction "
+                              "not text, 1 not an object, 1 output missing, 1 over 160 tokens)"]
     pairs = translation_records(["a", "", "c"], ["x", "y", ""], "eng_Latn", "deu_Latn", "t",
                                 report)
     assert len(pairs) == 1 and report.rejected[("t", "empty side")] == 2

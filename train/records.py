@@ -68,9 +68,14 @@ def alpaca_records(items: Sequence[Any], component: str, report: Report,
     records = []
     for i in range(*window.indices(len(items))):
         item = items[i]
-        if not isinstance(item, dict) or not isinstance(item.get("instruction"), str) \
-                or not isinstance(item.get("output"), str):
-            report.reject(component, "missing instruction/output")
+        if not isinstance(item, dict):
+            report.reject(component, "not an object")
+            continue
+        why = next((f"{field} missing" if item.get(field) is None else f"{field} not text"
+                    for field in ("instruction", "output")
+                    if not isinstance(item.get(field), str)), None)
+        if why is not None:  # a wrong type is named as such, not counted as missing
+            report.reject(component, why)
             continue
         extra = item.get("input")
         if extra is not None and not isinstance(extra, str):
