@@ -58,8 +58,8 @@ def _evaluate(fit: LawFit, pairs: dict[str, int], objective: str) -> Allocation:
 def allocate(fit: LawFit, budget: int, caps: dict[str, int] | None = None,
              objective: str = "sum", step: int | None = None) -> Allocation:
     """The best allocation of ``budget`` pairs on a grid of ``step`` (default ~1/400 of what the
-    budget and caps let be spent). A grid too coarse to beat equal shares is an error, never a
-    printed "optimum" worse than uniform."""
+    budget and caps let be spent). A grid too coarse to beat equal shares (by more than rounding
+    each share to the grid can cost) is an error, never a printed "optimum" below uniform."""
     caps = caps or {}
     languages = _check(fit, budget, caps, objective)
     usable = min(budget, sum(caps.get(x, budget) for x in languages))
@@ -97,7 +97,10 @@ def allocate(fit: LawFit, budget: int, caps: dict[str, int] | None = None,
         u -= j
     best_allocation = _evaluate(fit, dict(reversed(list(pairs.items()))), objective)
     even = uniform(fit, budget, caps, objective)
-    if best_allocation.value < even.value - 1e-9 * max(1.0, abs(even.value)):
+    # what rounding each share to the grid can cost: one step of every language's law
+    slack = sum(abs(float(fit.predict(x, n + step)) - float(fit.predict(x, n)))
+                for x, n in even.pairs.items())
+    if best_allocation.value < even.value - slack - 1e-9:
         raise DataError(f"on a grid of {step} pairs the best allocation ({best_allocation.value:.2f})"
                         f" is worse than equal shares ({even.value:.2f}): the grid is too coarse "
                         "for the caps; lower --step")
