@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,3 +241,17 @@ def test_size_effect_verdict_needs_both_criteria():
     # a law whose leave-one-out skipped a point is not compared with the null's on its error
     assert "not compared" in verdict(5, 0.5, loo_points=7)
     assert "predicts it" not in verdict(5, 0.5, loo_points=7)
+
+
+def test_a_law_file_is_read_strictly(tmp_path):
+    """allocate's law.json: a device is named as such (it was 'does not exist'), a missing file
+    says how to make one, another JSON is no law."""
+    from layer_analysis.train.law import load_fit
+
+    with pytest.raises(DataError, match="character device"):
+        load_fit(Path("/dev/zero"))
+    with pytest.raises(DataError, match="does not exist: run `layer-analysis fit-law` first"):
+        load_fit(tmp_path / "law.json")
+    (tmp_path / "other.json").write_text('{"kind": "lens"}')
+    with pytest.raises(DataError, match=r"is not a law\.json written by fit-law"):
+        load_fit(tmp_path / "other.json")

@@ -29,7 +29,6 @@ against the null's.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -40,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.readers import read_json
 
 SCALE = 1000.0  # pairs; keeps A and β of order one
 GAMMA_BOUND = 20.0  # |γ| beyond this means one language's gain is e^±10 times another's
@@ -269,13 +269,14 @@ def compare_families(language: list[str], size: list[float], score: list[float],
 
 
 def load_fit(path: Path, family: str | None = None) -> LawFit:
-    """One fit (default: the best) from a ``law.json`` written by ``fit-law``."""
-    if not path.is_file():
+    """One fit (default: the best) from a ``law.json`` written by ``fit-law`` (read strictly: a
+    device or FIFO is named as such, never read)."""
+    if not path.exists() and not path.is_symlink():
         raise DataError(f"{path} does not exist: run `layer-analysis fit-law` first")
+    saved = read_json(path)
     try:
-        saved = json.loads(path.read_text())
         fits = {f["family"]: f for f in saved["fits"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a law.json written by fit-law") from exc
     name = family or saved["best"]
     if name not in fits:
