@@ -13,6 +13,7 @@ own modules, found by structure).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,11 +27,15 @@ from .extract import SINK_RATIO
 from .neurons import activation_modules
 
 
-def check_layer(blocks: int, layer: int) -> None:
-    """Interventions act on block outputs: layers 1..blocks."""
-    if not 1 <= layer <= blocks:
-        raise DataError(f"layer {layer} out of range: interventions act on block outputs, "
-                        f"layers 1..{blocks} of this model")
+def check_layer(blocks: int | None, *layers: int, what: str = "interventions act") -> None:
+    """Hooks act on block outputs: layers 1..blocks (``blocks`` None, not known before the
+    weights load: only layers below 1 are refused); ``what`` names who acts."""
+    top = math.inf if blocks is None else blocks
+    bad = [layer for layer in layers if not 1 <= layer <= top]
+    if bad:
+        named = f"layer {bad[0]}" if len(bad) == 1 else f"layers {bad}"
+        raise DataError(f"{named} out of range: {what} on block outputs, layers "
+                        f"1..{'blocks' if blocks is None else blocks} of this model")
 
 
 @contextmanager

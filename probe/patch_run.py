@@ -30,6 +30,7 @@ from .checks import COUNT, SEED, capped, check_numbers
 from .errors import DataError, StoreError, notice
 from .extract import MIN_LENGTH
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from .interventions import check_layer
 from .languages import canonical
 from .latent import WORDS, WordList, load_words
 from .lens import LogitLens
@@ -117,12 +118,7 @@ def check_patch_request(request: PatchRequest) -> tuple[WordList, list[tuple[Set
     if request.layers is not None:
         if not request.layers or len(set(request.layers)) != len(request.layers):
             raise DataError("--layers: give each layer once")
-        blocks = block_count(request.model)
-        top = blocks if blocks is not None else float("inf")
-        bad = [x for x in request.layers if not 1 <= x <= top]
-        if bad:
-            raise DataError(f"layers {bad} out of range: patching acts on block outputs, layers "
-                            f"1..{blocks if blocks is not None else 'blocks'} of this model")
+        check_layer(block_count(request.model), *request.layers, what="patching acts")
     return words, settings
 
 
@@ -137,10 +133,8 @@ def execute_patch(request: PatchRequest, command: Sequence[str],
     patcher = Patcher(LogitLens(loaded, max_length=request.max_length))
     timings = {"load_model": time.perf_counter() - clock}
     layers = list(request.layers or range(1, patcher.num_blocks + 1))
-    for layer in layers:  # the config may not have said; the blocks found do
-        if not 1 <= layer <= patcher.num_blocks:
-            raise DataError(f"layer {layer} out of range: patching acts on block outputs, "
-                            f"layers 1..{patcher.num_blocks} of this model")
+    # the config may not have said; the blocks found do
+    check_layer(patcher.num_blocks, *layers, what="patching acts")
     modes = ("single", "onward") if request.onward else ("single",)
     prepared = []
     for setting, mean in settings:  # every setting's prompts before any pass
