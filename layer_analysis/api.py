@@ -865,23 +865,17 @@ def correlate(
     """
     from layer_analysis.probe.correlate import (
         CorrelationConfig,
-        execute_correlate,
-        read_alignment,
-        read_scores,
+        correlate_files,
+        parse_covariates,
     )
 
     arguments = dict(locals())
-    chosen = () if covariates in ("", "none", ()) else _names(covariates)
     config = CorrelationConfig(bootstrap=bootstrap, permutations=permutations, seed=seed,
-                               covariates=chosen)
-    tables = [table for path in scores for table in read_scores(
-        Path(path), score_column, transfer_variant, transfer_metric, transfer_layer)]
-    aligned = read_alignment(Path(alignment), metric, normalisation)
-    if aligned.tokenization is None and chosen:
-        raise DataError(f"{alignment} has no tokenization.csv for the partial correlations; "
-                        "pass covariates='none'")
-    directory, _ = execute_correlate(aligned, tables, Path(output), config, layer,
-                                     _command(correlate, arguments), overwrite)
+                               covariates=parse_covariates(covariates))
+    _, directory, _ = correlate_files(
+        Path(alignment), [Path(p) for p in scores], Path(output), config, metric, normalisation,
+        score_column, transfer_variant, transfer_metric, transfer_layer, layer,
+        _command(correlate, arguments), overwrite)
     return load(directory)
 
 

@@ -494,6 +494,33 @@ def execute_correlate(alignment: Alignment, scores: list[Scores], output: Path,
     return output, table
 
 
+def parse_covariates(value: str | Sequence[str]) -> tuple[str, ...]:
+    """``--covariates``: ``"none"`` (or nothing), a comma-separated list, or a sequence."""
+    if isinstance(value, str):
+        return () if value in ("", "none") else tuple(value.split(","))
+    return tuple(value)
+
+
+def correlate_files(alignment: Path, scores: Sequence[Path], output: Path,
+                    config: CorrelationConfig = CorrelationConfig(), metric: str = "p@1",
+                    normalisation: str = "centered", score_column: str = "score",
+                    transfer_variant: str = "centered", transfer_metric: str = "accuracy",
+                    transfer_layer: int | None = None, layer: int | None = None,
+                    command: Sequence[str] = (), overwrite: bool = False
+                    ) -> tuple[Alignment, Path, pd.DataFrame]:
+    """``correlate`` from its inputs on disk (the command's and ``la.correlate``'s one path):
+    the score tables and the alignment read, then ``execute_correlate``."""
+    tables = [table for path in scores for table in read_scores(
+        Path(path), score_column, transfer_variant, transfer_metric, transfer_layer)]
+    aligned = read_alignment(Path(alignment), metric, normalisation)
+    if aligned.tokenization is None and config.covariates:
+        raise DataError(f"{alignment} has no tokenization.csv for the partial correlations; "
+                        "pass --covariates none")
+    output, table = execute_correlate(aligned, tables, Path(output), config, layer, command,
+                                      overwrite)
+    return aligned, output, table
+
+
 def read_correlation(directory: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """The table, plotted points and manifest of a finished ``correlate`` output."""
     directory = Path(directory)

@@ -15,14 +15,12 @@ from layer_analysis.probe.correlate import (
     METHODS,
     REPORT,
     CorrelationConfig,
-    execute_correlate,
-    read_alignment,
-    read_scores,
+    correlate_files,
+    parse_covariates,
 )
 from layer_analysis.probe.correlate import (
     TABLE as CORRELATION,
 )
-from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import (
     MIN_LENGTH,
     POOLINGS,
@@ -183,17 +181,12 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_correlate(args: argparse.Namespace) -> None:
-    covariates = () if args.covariates in ("", "none") else tuple(args.covariates.split(","))
     config = CorrelationConfig(bootstrap=args.bootstrap, permutations=args.permutations,
-                               seed=args.seed, covariates=covariates)
-    scores = [table for path in args.scores for table in read_scores(
-        path, args.score_column, args.transfer_variant, args.transfer_metric, args.transfer_layer)]
-    alignment = read_alignment(args.alignment, args.metric, args.normalisation)
-    if alignment.tokenization is None and covariates:
-        raise DataError(f"{args.alignment} has no tokenization.csv for the partial "
-                        "correlations; pass --covariates none")
-    output, table = execute_correlate(alignment, scores, args.output, config, args.layer,
-                                      ["layer-analysis", *sys.argv[1:]], args.overwrite)
+                               seed=args.seed, covariates=parse_covariates(args.covariates))
+    alignment, output, table = correlate_files(
+        args.alignment, args.scores, args.output, config, args.metric, args.normalisation,
+        args.score_column, args.transfer_variant, args.transfer_metric, args.transfer_layer,
+        args.layer, ["layer-analysis", *sys.argv[1:]], args.overwrite)
     shown = table[table.method.isin(METHODS)]
     grid = shown.pivot_table(index=["score", "aggregation", "layer"], columns="method",
                              values="r", dropna=False, sort=False)
