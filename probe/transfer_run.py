@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from . import distributed, report
+from .checks import COUNT, check_numbers
 from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor, check_layers
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
@@ -65,8 +66,8 @@ def check_transfer(request: TransferRequest) -> tuple[LabelledCorpus, str]:
     """Every check that needs no model: the data, its parallelism, the categories, the source
     and targets, the options. Returns the corpus (the source first) and the source's code."""
     source = canonical(request.source, "--source")
-    if request.batch_size < 1 or request.group_size < 1:
-        raise DataError("--batch-size and --group-size must be at least 1")
+    check_numbers({"--batch-size": (request.batch_size, COUNT),
+                   "--group-size": (request.group_size, COUNT)})
     if len(request.extraction.poolings) != 1:
         raise DataError("transfer probes one pooling; pass one --pooling")
     request.check_name(KIND)
