@@ -318,6 +318,13 @@ def pick_pooling(table: pd.DataFrame, key: str, where: Any = st) -> str | None:
                            help="every pooling the run extracted is analysed; one at a time here")
 
 
+def of_pooling(table: pd.DataFrame, pooling: str | None) -> pd.DataFrame:
+    """The rows of one pooling (all rows when none is chosen, or the table has no pooling)."""
+    if pooling is None or "pooling" not in table:
+        return table
+    return table[table.pooling == pooling]
+
+
 def _png(fig: go.Figure) -> bytes:
     try:
         return report.figure_image(fig, "png")

@@ -12,6 +12,7 @@ from layer_analysis.app.dashboard import (
     activations,
     guarded,
     load_run,
+    of_pooling,
     pick_pooling,
     run_label,
     selected_runs,
@@ -77,8 +78,7 @@ def paired_difference(runs: list[RunResults], names: list[str], metric: str, nor
     if paired.empty:
         return names[1:]
     chosen = paired[(paired.metric == metric) & (paired.normalisation == normalisation)]
-    if pooling is not None:
-        chosen = chosen[chosen.pooling == pooling]
+    chosen = of_pooling(chosen, pooling)
     if not chosen.empty:
         show_figure(report.paired_curves(chosen, metric, normalisation),
                     f"paired-{metric}-{normalisation}")
@@ -107,13 +107,6 @@ def plain_difference(rows: pd.DataFrame, base: str, metric: str, normalisation: 
         show_table(diff.drop(columns=["ci_low", "ci_high", "null"]), "differences")
 
 
-def of_pooling(table: pd.DataFrame, pooling: str | None) -> pd.DataFrame:
-    """The rows of one pooling (all rows when there is one, or the table has none)."""
-    if pooling is None or "pooling" not in table:
-        return table
-    return table[table.pooling == pooling]
-
-
 def page() -> None:
     st.title("Compare models")
     paths = selected_runs()
@@ -132,8 +125,7 @@ def page() -> None:
     table = pd.concat([r.table.assign(model=n) for r, n in zip(runs, names, strict=True)],
                       ignore_index=True)
     pooling = pick_pooling(table, "compare-pooling")
-    if pooling is not None:
-        table = table[table.pooling == pooling]
+    table = of_pooling(table, pooling)
     left, middle, right = st.columns(3)
     metrics = [m for m in METRIC_NAMES if m in set(table.metric)]
     metric = left.selectbox("Metric", metrics, format_func=METRIC_NAMES.get, key="compare-metric")

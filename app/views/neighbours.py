@@ -9,6 +9,7 @@ import streamlit as st
 from layer_analysis.app.dashboard import (
     activations,
     guarded,
+    of_pooling,
     pick_pooling,
     pick_run,
     short,
@@ -32,8 +33,7 @@ def page() -> None:
         return
     table = results.table
     pooling = pick_pooling(table, "neighbours-pooling")
-    if pooling is not None:
-        table = table[table.pooling == pooling]
+    table = of_pooling(table, pooling)
     pairs = (table[table.metric == "p@1"][["source", "target"]].drop_duplicates()
              .itertuples(index=False))
     pairs = [(p.source, p.target) for p in pairs]

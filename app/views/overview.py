@@ -6,6 +6,7 @@ import streamlit as st
 
 from layer_analysis.app.dashboard import (
     guarded,
+    of_pooling,
     pick_pooling,
     pick_run,
     short,
@@ -24,8 +25,7 @@ def page() -> None:
         return
     table = results.table
     pooling = pick_pooling(table, "overview-pooling")
-    if pooling is not None:
-        table = table[table.pooling == pooling]
+    table = of_pooling(table, pooling)
     metrics = [m for m in METRIC_NAMES if m in set(table.metric)]
     metrics += sorted(m for m in set(table.metric) if m.startswith("mutual_knn"))
     left, middle, right = st.columns(3)

@@ -9,6 +9,7 @@ import streamlit as st
 from layer_analysis.app.dashboard import (
     activations,
     guarded,
+    of_pooling,
     pick_pooling,
     pick_run,
     short,
@@ -24,8 +25,7 @@ from layer_analysis.probe.runs import RunResults
 def projection(directory: str, _results: RunResults, layer: int, method: str, per_side: int,
                pooling: str | None = None) -> pd.DataFrame:
     stored = _results.projection
-    if pooling is not None and "pooling" in stored:
-        stored = stored[stored.pooling == pooling]
+    stored = of_pooling(stored, pooling)
     if (not stored.empty and int(stored.layer.iloc[0]) == layer and stored.method.iloc[0] == method
             and stored.groupby("side").size().max() >= per_side):
         return stored.groupby("side").head(per_side)
