@@ -1,6 +1,6 @@
 """Per-layer token-norm ratios of a real model: how the attention-sink rule was chosen.
 
-    python benchmarks/sink_norms.py [--model smollm2-135m] [--limit 40]
+    python demos/sink_norms.py [--model smollm2-135m] [--limit 40]
 
 One sentence per forward with HF's own ``output_hidden_states`` (independent of the engine's
 hooks). For each token, its state norm divided by the median norm of the sentence's other

@@ -5,7 +5,7 @@ steps, with alignment tracked every 50 (MuIT: 100) steps on 100 FLORES dev sente
 and the off-target rate on 200 FLORES devtest sentences English -> Greek for the base model and
 the four trained ones.
 
-    python benchmarks/demo_alignment_training.py [--output runs/alignment-training]
+    python demos/alignment_training.py [--output runs/alignment-training]
 
 Every stage is a ``layer-analysis`` command, printed before it runs and skipped when its output
 exists; an interrupted training resumes from its last checkpoint. About 3 h on a 2-core CPU.

@@ -3,7 +3,7 @@
 small slices of ../shared/data, score translation (chrF++, FLORES devtest) before and after, and
 run the layer analysis on base vs x vs m.
 
-    python benchmarks/demo_training.py [--output runs/demo] [--eval-sentences 40]
+    python demos/training.py [--output runs/demo] [--eval-sentences 40]
 
 Every stage is a ``layer-analysis`` command, printed before it runs and skipped when its output
 exists, so an interrupted demonstration resumes; the summary (``OUTPUT/summary.md``) quotes the

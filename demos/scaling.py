@@ -3,7 +3,7 @@ packaged LLaMA-architecture model, the fitted laws, a budgeted allocation, and a
 of the law's allocation and of the uniform one, each scored against the law's prediction; the
 law fitted to each x-model's alignment too (OUTPUT/law-alignment/).
 
-    python benchmarks/demo_scaling.py [--output runs/scaling] [--languages el,zh]
+    python demos/scaling.py [--output runs/scaling] [--languages el,zh]
 
 Every stage is a ``layer-analysis`` command, printed before it runs and skipped when its output
 exists (the sweep resumes by itself). Writes OUTPUT/summary.md and OUTPUT/comparison/.

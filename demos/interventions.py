@@ -5,8 +5,8 @@ demonstration (which neurons appear or vanish); on gemma3-270m (multilingual, Gr
 aligned), Greek steering (a language vector vs a random direction) and an INCLINE-style
 Greek → English map (vs a map fitted on shuffled pairs).
 
-    python benchmarks/demo_interventions.py [--output runs/interventions]
-        [--trained runs/alignment-training]   # where demo_alignment_training.py wrote x-el, m3
+    python demos/interventions.py [--output runs/interventions]
+        [--trained runs/alignment-training]   # where alignment_training.py wrote x-el, m3
 
 Every stage is a ``layer-analysis`` command, printed before it runs and skipped when its run
 exists. About an hour on a 2-core CPU. Needs ../shared/data (FLORES, XQuAD).
