@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 from .architecture import DecoderParts, find_decoder
 from .checks import RATIO, Range, check_number
 from .errors import DataError, ModelError
+from .hooks import StopForward, check_layers, hidden_of, hooked, on_outputs
 from .models import LoadedModel
 
 POOLINGS = ("mean", "last", "weighted")
@@ -45,17 +47,6 @@ delimiters ',' '，' '،' at layer 1: 21–27×)."""
 SENTENCE_SLOT = "{sentence}"
 MIN_LENGTH = Range(2, whole=True)
 """Tokens per text: at least two (BOS and one token of the sentence)."""
-
-
-def check_layers(layers: Sequence[int] | None, blocks: int) -> list[int]:
-    """The requested layers (``None``: all), sorted, of a model with ``blocks`` decoder blocks
-    (layers 0..blocks; 0 is the embeddings)."""
-    if layers is None:
-        return list(range(blocks + 1))
-    bad = [layer for layer in layers if not 0 <= layer <= blocks]
-    if bad or not layers:
-        raise DataError(f"layers {bad or '(none)'} out of range: this model has layers 0..{blocks}")
-    return sorted(set(layers))
 
 
 @dataclass(frozen=True)
@@ -239,10 +230,6 @@ class SinkRecord:
 
 class NonFiniteStates(ModelError):
     """A layer produced NaN or infinite states."""
-
-
-class _StopForward(Exception):
-    """Raised by the hook of the last requested layer to end the forward early."""
 
 
 def pooling_weights(keep: torch.Tensor, poolings: Sequence[str],
@@ -432,30 +419,24 @@ class Extractor:
                 weights = fixed
             pooled[layer] = torch.einsum("pbt,btd->pbd", weights, hidden)
             if layer == last_layer:
-                raise _StopForward
+                raise StopForward
 
         def embedding_hook(_module, args, kwargs):
             pool_layer(0, args[0] if args else kwargs["hidden_states"])
 
         def block_hook(layer: int) -> Callable:
             def hook(_module, _inputs, output):
-                pool_layer(layer, output[0] if isinstance(output, tuple) else output)
+                pool_layer(layer, hidden_of(output))
 
             return hook
 
         blocks = self.parts.blocks
-        handles = [blocks[layer - 1].register_forward_hook(block_hook(layer))
-                   for layer in self.layers if layer > 0]
+        installs = on_outputs(blocks, {layer: block_hook(layer) for layer in self.layers if layer})
         if self.layers[0] == 0:
-            handles.append(blocks[0].register_forward_pre_hook(embedding_hook, with_kwargs=True))
-        try:
-            with torch.inference_mode():
-                self.run_body(ids, attention)
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
+            installs.append(lambda: blocks[0].register_forward_pre_hook(embedding_hook,
+                                                                        with_kwargs=True))
+        with hooked(installs), suppress(StopForward), torch.inference_mode():
+            self.run_body(ids, attention)
         self.sink_record.merge(record)
         if stats is not None:
             real = int(attention.sum())

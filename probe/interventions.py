@@ -13,8 +13,7 @@ own modules, found by structure).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,38 +23,8 @@ import torch
 from .architecture import DecoderParts
 from .errors import DataError
 from .extract import SINK_RATIO
+from .hooks import check_layers, editing, hooked, on_outputs
 from .neurons import activation_modules
-
-
-def check_layer(blocks: int | None, *layers: int, what: str = "interventions act") -> None:
-    """Hooks act on block outputs: layers 1..blocks (``blocks`` None, not known before the
-    weights load: only layers below 1 are refused); ``what`` names who acts."""
-    top = math.inf if blocks is None else blocks
-    bad = [layer for layer in layers if not 1 <= layer <= top]
-    if bad:
-        named = f"layer {bad[0]}" if len(bad) == 1 else f"layers {bad}"
-        raise DataError(f"{named} out of range: {what} on block outputs, layers "
-                        f"1..{'blocks' if blocks is None else blocks} of this model")
-
-
-@contextmanager
-def _hooked(registrations: list[Callable[[], torch.utils.hooks.RemovableHandle]]) -> Iterator[None]:
-    handles = []
-    try:
-        for register in registrations:
-            handles.append(register())
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _block_output_hook(edit: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    def hook(_module, _inputs, output):
-        if isinstance(output, tuple):
-            return (edit(output[0]), *output[1:])
-        return edit(output)
-    return hook
 
 
 @contextmanager
@@ -71,8 +40,8 @@ def deactivated(parts: DecoderParts, mask: torch.Tensor) -> Iterator[None]:
             return output * keep.to(device=output.device, dtype=output.dtype)
         return lambda: act.register_forward_hook(zero)
 
-    with _hooked([register(act, ~layer_mask) for act, layer_mask in zip(acts, mask, strict=True)
-                  if bool(layer_mask.any())]):
+    with hooked([register(act, ~layer_mask) for act, layer_mask in zip(acts, mask, strict=True)
+                 if bool(layer_mask.any())]):
         yield
 
 
@@ -80,7 +49,7 @@ def deactivated(parts: DecoderParts, mask: torch.Tensor) -> Iterator[None]:
 def steered(parts: DecoderParts, layer: int, vector: torch.Tensor, strength: float = 1.0
             ) -> Iterator[None]:
     """Add ``strength * vector`` to every position's state after block ``layer``."""
-    check_layer(len(parts.blocks), layer)
+    check_layers([layer], len(parts.blocks), first=1, acting="steering acts")
     if vector.shape != (parts.embeddings.weight.shape[1],):
         raise DataError(f"steering vector of shape {tuple(vector.shape)} does not fit hidden "
                         f"size {parts.embeddings.weight.shape[1]}")
@@ -88,8 +57,7 @@ def steered(parts: DecoderParts, layer: int, vector: torch.Tensor, strength: flo
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         return hidden + (strength * vector).to(device=hidden.device, dtype=hidden.dtype)
 
-    block = parts.blocks[layer - 1]
-    with _hooked([lambda: block.register_forward_hook(_block_output_hook(edit))]):
+    with hooked(on_outputs(parts.blocks, {layer: editing(edit)})):
         yield
 
 
@@ -131,7 +99,7 @@ def mapped(parts: DecoderParts, layer: int, linear_map: LinearMap, strength: flo
     ``linear_map``: h ← h + strength·(map(h) − h). Attention-sink states (norm above
     ``SINK_RATIO`` × the median of their row) are left alone too: a map fitted on pooled states
     never saw them, and replacing them would break the sink rather than move the language."""
-    check_layer(len(parts.blocks), layer)
+    check_layers([layer], len(parts.blocks), first=1, acting="mapping acts")
 
     def edit(hidden: torch.Tensor) -> torch.Tensor:
         if hidden.shape[1] == 1:
@@ -142,8 +110,7 @@ def mapped(parts: DecoderParts, layer: int, linear_map: LinearMap, strength: flo
         moved = states + strength * (linear_map(states) - states)
         return torch.where(ordinary[..., None], moved, states).to(hidden.dtype)
 
-    block = parts.blocks[layer - 1]
-    with _hooked([lambda: block.register_forward_hook(_block_output_hook(edit))]):
+    with hooked(on_outputs(parts.blocks, {layer: editing(edit)})):
         yield
 
 

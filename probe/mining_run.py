@@ -26,8 +26,9 @@ from . import distributed
 from .checks import capped
 from .data import ParallelCorpus, Side
 from .errors import DataError, notice
-from .extract import ExtractionConfig, Extractor, check_layers
+from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from .hooks import check_layers
 from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
 from .models import block_count, load_model

@@ -29,6 +29,7 @@ from .architecture import DecoderParts
 from .checks import OPEN_SHARE, check_numbers
 from .errors import DataError, ModelError
 from .extract import Extractor
+from .hooks import hooked
 
 _ACTIVATION_MODULES = ("torch.nn.modules.activation", "transformers.activations")
 
@@ -87,16 +88,13 @@ def activation_counts(extractor: Extractor, texts: Sequence[str], batch_size: in
             counts[index] = total if counts[index] is None else counts[index] + total
         return count
 
-    handles = [act.register_forward_hook(hook(i)) for i, act in enumerate(acts)]
-    try:
+    with hooked([lambda act=act, i=i: act.register_forward_hook(hook(i))
+                 for i, act in enumerate(acts)]):
         for batch in extractor.batches(encoded.lengths, batch_size):
             ids, attention, pool, _ = (t.to(device) for t in extractor.collate(encoded, batch))
             current["mask"] = pool
             extractor.run_body(ids, attention)
             tokens += int(pool.sum())
-    finally:
-        for handle in handles:
-            handle.remove()
     return torch.stack(counts), tokens  # type: ignore[arg-type]
 
 

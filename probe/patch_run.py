@@ -30,7 +30,7 @@ from .checks import COUNT, SEED, capped, check_numbers
 from .errors import DataError, StoreError, notice
 from .extract import MIN_LENGTH
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
-from .interventions import check_layer
+from .hooks import check_layers
 from .languages import canonical
 from .latent import WORDS, WordList, load_words
 from .lens import LogitLens
@@ -118,7 +118,7 @@ def check_patch_request(request: PatchRequest) -> tuple[WordList, list[tuple[Set
     if request.layers is not None:
         if not request.layers or len(set(request.layers)) != len(request.layers):
             raise DataError("--layers: give each layer once")
-        check_layer(block_count(request.model), *request.layers, what="patching acts")
+        check_layers(request.layers, block_count(request.model), first=1, acting="patching acts")
     return words, settings
 
 
@@ -132,9 +132,8 @@ def execute_patch(request: PatchRequest, command: Sequence[str],
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     patcher = Patcher(LogitLens(loaded, max_length=request.max_length))
     timings = {"load_model": time.perf_counter() - clock}
-    layers = list(request.layers or range(1, patcher.num_blocks + 1))
     # the config may not have said; the blocks found do
-    check_layer(patcher.num_blocks, *layers, what="patching acts")
+    layers = check_layers(request.layers, patcher.num_blocks, first=1, acting="patching acts")
     modes = ("single", "onward") if request.onward else ("single",)
     prepared = []
     for setting, mean in settings:  # every setting's prompts before any pass

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import pandas as pd
@@ -50,7 +50,8 @@ import torch
 
 from .errors import DataError
 from .extract import Encoded
-from .interventions import _block_output_hook, _hooked, check_layer, random_direction
+from .hooks import StopForward, check_layers, editing, hidden_of, hooked, on_outputs
+from .interventions import random_direction
 from .languages import display_name
 from .latent import WordList, first_token, prompt_for, starting_tokens
 from .lens import LogitLens
@@ -178,18 +179,13 @@ def build_pairs(words: WordList, tokenizer, setting: Setting, mean_languages: Se
 # ------------------------------------------------------------------------------ the forward
 
 
-class _Stop(Exception):
-    """Raised by the hook after the deepest layer a pass needs: the rest of the forward is
-    skipped."""
-
-
 @contextmanager
 def replaced_last(blocks: torch.nn.ModuleList, last: torch.Tensor,
                   states: dict[int, torch.Tensor]) -> Iterator[None]:
     """Inside the block, the output of block l at row r's position ``last[r]`` is
     ``states[l][r]`` (layers 1..blocks); the hooks are removed on exit, whatever happens."""
-    for layer in states:
-        check_layer(len(blocks), layer)
+    if states:
+        check_layers(list(states), len(blocks), first=1, acting="patching acts")
 
     def edit_for(layer: int) -> Callable[[torch.Tensor], torch.Tensor]:
         def edit(hidden: torch.Tensor) -> torch.Tensor:
@@ -199,8 +195,7 @@ def replaced_last(blocks: torch.nn.ModuleList, last: torch.Tensor,
             return out
         return edit
 
-    with _hooked([lambda layer=layer: blocks[layer - 1].register_forward_hook(
-            _block_output_hook(edit_for(layer))) for layer in sorted(states)]):
+    with hooked(on_outputs(blocks, {layer: editing(edit_for(layer)) for layer in states})):
         yield
 
 
@@ -236,8 +231,7 @@ class Patcher:
         n = len(encoded.texts)
         patches = patches or {}
         wanted = sorted(set(capture) | ({self.num_blocks} if token_sets is not None else set()))
-        for layer in wanted:
-            check_layer(self.num_blocks, layer)
+        check_layers(wanted, self.num_blocks, first=1, acting="patching acts")
         captured = {layer: None for layer in wanted}
         probs = None
         if token_sets is not None:
@@ -258,21 +252,17 @@ class Patcher:
 
             def take(layer: int, taken: dict = taken, last: torch.Tensor = last) -> Callable:
                 def hook(_module, _inputs, output):
-                    hidden = output[0] if isinstance(output, tuple) else output
+                    hidden = hidden_of(output)
                     rows = torch.arange(hidden.shape[0], device=hidden.device)
                     taken[layer] = hidden[rows, last.to(hidden.device)].detach().cpu()
                     if layer == stop:
-                        raise _Stop
+                        raise StopForward
                 return hook
 
             with replaced_last(self.blocks, last, {j: s[batch] for j, s in patches.items()}), \
-                    _hooked([lambda layer=layer: self.blocks[layer - 1].register_forward_hook(
-                        take(layer)) for layer in wanted]):
-                try:
-                    with torch.inference_mode():
-                        self.extractor.run_body(ids, attention)
-                except _Stop:
-                    pass
+                    hooked(on_outputs(self.blocks, {layer: take(layer) for layer in wanted})), \
+                    suppress(StopForward), torch.inference_mode():
+                self.extractor.run_body(ids, attention)
             for layer in wanted:
                 if captured[layer] is None:
                     captured[layer] = torch.empty(n, taken[layer].shape[-1],
@@ -305,9 +295,7 @@ def patch_experiment(patcher: Patcher, pairs: Sequence[PatchPair], layers: Seque
                      modes: Sequence[str] = ("single",), batch_size: int = 16, seed: int = 0,
                      say: Callable[[str], None] = lambda _: None) -> PatchResult:
     """Every condition of ``CONDITIONS`` at every layer and mode over ``pairs``."""
-    layers = sorted(set(layers))
-    for layer in layers:
-        check_layer(patcher.num_blocks, layer)
+    layers = check_layers(layers, patcher.num_blocks, first=1, acting="patching acts")
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise DataError(f"unknown patching mode {unknown or '(none)'}; choose from "

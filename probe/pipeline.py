@@ -17,8 +17,9 @@ from .analysis import AnalysisConfig, analyse, analysed_poolings, peak_layers
 from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
-from .extract import ExtractionConfig, Extractor, check_layers
+from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write_text
+from .hooks import check_layers
 from .mexa_export import export_mexa
 from .models import LoadedModel, block_count, load_model
 from .projection import METHODS, project

@@ -30,8 +30,9 @@ import torch
 from . import distributed, report
 from .checks import COUNT, check_numbers
 from .errors import DataError, notice
-from .extract import ExtractionConfig, Extractor, check_layers
+from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from .hooks import check_layers
 from .languages import canonical
 from .models import block_count, load_model
 from .runs import RunSettings, slug, versions, writes_runs

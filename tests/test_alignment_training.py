@@ -184,7 +184,8 @@ def test_training_with_the_objective_logs_both_losses(tmp_path, tiny_llama_dir, 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--align-weight", "1"], "needs translation pairs"),
     (["--align-weight", "1", "--mixture", "translation_en-de[:40]", "--align-layers", "5"],
-     "out of range: this model's block outputs are layers 1..4"),
+     "--align-layers [5] out of range: the alignment objective acts on block outputs, "
+     "layers 1..4"),
     (["--track-every", "5", "--track-languages", "el"], "el"),
     (["--track-every", "5", "--track-languages", "en"], "English is the pivot"),
     (["--track-every", "5", "--track-sentences", "1"], "--track-sentences: must be at least 2"),

@@ -36,9 +36,9 @@ from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
 from layer_analysis.probe.files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from layer_analysis.probe.hooks import check_layers
 from layer_analysis.probe.interventions import (
     LinearMap,
-    check_layer,
     mapped,
     random_direction,
     steered,
@@ -256,13 +256,13 @@ def execute_intervention(request: InterventionRequest, command: list[str],
     prepared = check_intervention_request(request)
     blocks = block_count(request.model)
     if request.layer is not None and blocks is not None:  # before the weights load
-        check_layer(blocks, request.layer)
+        check_layers([request.layer], blocks, first=1, acting="interventions act")
     clock = time.perf_counter()
     loaded = load_model(request.model, request.adapter, request.device, request.dtype)
     extractor = Extractor(loaded, ExtractionConfig())
     parts = extractor.parts
     if request.layer is not None:
-        check_layer(len(parts.blocks), request.layer)
+        check_layers([request.layer], len(parts.blocks), first=1, acting="interventions act")
     timings = {"load_model": time.perf_counter() - clock}
     run_dir = request.claim("intervention",
                             f"{loaded.name}-{request.kind}-{prepared.language.split('_')[0]}")

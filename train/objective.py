@@ -13,6 +13,7 @@ translations as the positives, averaged over layers."""
 from __future__ import annotations
 
 import random
+from contextlib import suppress
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from layer_analysis.probe.architecture import DecoderParts
 from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.hooks import StopForward, check_layers, hidden_of, hooked, on_outputs
 
 
 @dataclass(frozen=True)
@@ -47,15 +49,8 @@ class AlignmentObjective:
         blocks = num_layers - 1
         if self.layers is None:
             return (blocks // 2,)
-        bad = [x for x in self.layers if not 1 <= x <= blocks]
-        if bad or not self.layers:
-            raise DataError(f"--align-layers {bad or '(none)'} out of range: this model's block "
-                            f"outputs are layers 1..{blocks}")
-        return tuple(sorted(set(self.layers)))
-
-
-class _Stop(Exception):
-    """Ends the forward after the highest chosen layer."""
+        return tuple(check_layers(self.layers, blocks, first=1, option="--align-layers",
+                                  acting="the alignment objective acts"))
 
 
 class PairBatches:
@@ -111,20 +106,15 @@ def layer_states(parts: DecoderParts, ids: torch.Tensor, attention: torch.Tensor
 
     def hook(layer: int):
         def capture(_module, _inputs, output):
-            captured[layer] = output[0] if isinstance(output, tuple) else output
+            captured[layer] = hidden_of(output)
             if layer == last:
-                raise _Stop
+                raise StopForward
 
         return capture
 
-    handles = [parts.blocks[layer - 1].register_forward_hook(hook(layer)) for layer in layers]
-    try:
+    with hooked(on_outputs(parts.blocks, {layer: hook(layer) for layer in layers})), \
+            suppress(StopForward):
         parts.body(input_ids=ids, attention_mask=attention, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
     return captured
 
 
