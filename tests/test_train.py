@@ -13,11 +13,11 @@ import torch
 from layer_analysis.cli import main
 from layer_analysis.probe.errors import DataError, ModelError
 from layer_analysis.probe.models import load_model
+from layer_analysis.probe.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
 from layer_analysis.train import evaluate, loop
 from layer_analysis.train.encode import IGNORE, collate, encode
 from layer_analysis.train.loop import CHECKPOINTS, ResponseOnlyLM, TrainConfig, lora_targets, train
 from layer_analysis.train.mixture import build_mixture, parse_spec, recipe_spec
-from layer_analysis.train.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
 from layer_analysis.train.records import Record, Report, read_alpaca, translation_records
 
 

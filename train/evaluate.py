@@ -22,9 +22,8 @@ from layer_analysis.probe.errors import DataError, ProbeError
 from layer_analysis.probe.langid import check_identifiable, identify, off_target
 from layer_analysis.probe.languages import ENGLISH, canonical, iso639_1
 from layer_analysis.probe.models import LoadedModel
+from layer_analysis.probe.prompts import alpaca_prompt, translation_instruction
 from layer_analysis.probe.readers import read_json
-
-from .prompts import alpaca_prompt, translation_instruction
 
 # "Answer the question with a short span from the passage.", written for this project.
 XQUAD_INSTRUCTIONS = {

@@ -47,10 +47,10 @@ from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
 from layer_analysis.probe.languages import ENGLISH, canonical, display_name
 from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
 from layer_analysis.probe.models import LoadedModel, block_count, load_model
+from layer_analysis.probe.prompts import alpaca_prompt, translation_instruction
 from layer_analysis.probe.runs import RunSettings, check_held_out, run_kind, versions, writes_runs
 
 from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
-from .prompts import alpaca_prompt, translation_instruction
 
 KINDS = ("steer", "map")
 STEER_TASKS = ("repeat", "translate")
