@@ -36,6 +36,7 @@ from layer_analysis.probe.data import load_parallel
 from layer_analysis.probe.errors import DataError
 from layer_analysis.probe.extract import ExtractionConfig, Extractor
 from layer_analysis.probe.files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from layer_analysis.probe.generation import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
 from layer_analysis.probe.interventions import (
     LinearMap,
     check_layer,
@@ -49,8 +50,6 @@ from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
 from layer_analysis.probe.models import LoadedModel, block_count, load_model
 from layer_analysis.probe.prompts import alpaca_prompt, translation_instruction
 from layer_analysis.probe.runs import RunSettings, check_held_out, run_kind, versions, writes_runs
-
-from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
 
 KINDS = ("steer", "map")
 STEER_TASKS = ("repeat", "translate")
