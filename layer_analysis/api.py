@@ -329,10 +329,10 @@ def load(path: str | Path) -> Result:
             "counts": neuron_run.COUNTS_TABLE, "overlap": neuron_run.OVERLAP_TABLE,
             "deactivation": neuron_run.DEACTIVATION_TABLE}))
     if kind == "intervention":
-        from layer_analysis.train import intervene
+        from layer_analysis.probe import intervene_run
 
-        manifest, table = intervene.read_intervention_run(path)
-        generations = pd.read_json(path / intervene.GENERATIONS, lines=True)
+        manifest, table = intervene_run.read_intervention_run(path)
+        generations = pd.read_json(path / intervene_run.GENERATIONS, lines=True)
         return Result("intervention", path, manifest,
                       {"interventions": table, "generations": generations})
     if kind == "mining":
@@ -765,7 +765,7 @@ def intervene(
     >>> run = la.intervene("steer", language="el", model="smollm2-135m", strengths=[1, 2])
     >>> run.table[["control", "strength", "measure", "value", "delta"]]
     """
-    from layer_analysis.train.intervene import InterventionRequest, execute_intervention
+    from layer_analysis.probe.intervene_run import InterventionRequest, execute_intervention
 
     arguments = dict(locals())
     request = InterventionRequest(

@@ -560,7 +560,7 @@ def test_neurons_summary_names_the_random_control_and_the_difference(interventio
 
 
 def test_interventions_page_shows_effects_and_generations(intervention_runs, monkeypatch):
-    from layer_analysis.train.intervene import NONE
+    from layer_analysis.probe.intervene_run import NONE
 
     at = goto(app(intervention_runs, monkeypatch), "interventions")
     picker = at.multiselect(key="intervention-runs")

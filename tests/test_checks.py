@@ -54,7 +54,7 @@ def test_evaluate_says_its_cap_and_counts_what_it_scored(three_pairs, tmp_path, 
 
 
 def test_xquad_questions_are_capped_aloud_and_none_is_an_error(tmp_path, monkeypatch, capsys):
-    from layer_analysis.train import evaluate
+    from layer_analysis.probe import generation
 
     (tmp_path / "xquad").mkdir()
     article = {"paragraphs": [{"context": "Athens is in Greece.", "qas": [
@@ -62,17 +62,17 @@ def test_xquad_questions_are_capped_aloud_and_none_is_an_error(tmp_path, monkeyp
         for i in range(2)]}]}
     (tmp_path / "xquad" / "xquad.el.json").write_text(json.dumps({"data": [article]}))
     (tmp_path / "xquad" / "xquad.de.json").write_text(json.dumps({"data": []}))
-    monkeypatch.setattr(evaluate, "shared_data_root", lambda: tmp_path)
-    assert len(evaluate.read_xquad("el", 100)) == 2
+    monkeypatch.setattr(generation, "shared_data_root", lambda: tmp_path)
+    assert len(generation.read_xquad("el", 100)) == 2
     assert "only 2 questions in" in capsys.readouterr().err
     with pytest.raises(DataError, match="no questions in"):  # never "EM 0.0 (0 questions)"
-        evaluate.read_xquad("de", 100)
+        generation.read_xquad("de", 100)
 
 
 def test_library_requests_use_the_same_check():
     from layer_analysis.probe.extract import ExtractionConfig
+    from layer_analysis.probe.generation import generate
     from layer_analysis.probe.tuned_lens import TuningConfig
-    from layer_analysis.train.evaluate import generate
 
     with pytest.raises(DataError, match=r"tuned-lens learning rate must be a finite number in \(0, 1\]"):
         TuningConfig(lr=float("inf"))

@@ -147,15 +147,15 @@ def test_bad_input_is_one_message_and_nothing_written(args, message, tiny_llama_
 
 def test_a_strength_that_empties_the_outputs_is_refused(tiny_llama_dir, tmp_path, capsys,
                                                         monkeypatch, shared_data):
-    from layer_analysis.train import intervene
+    from layer_analysis.probe import intervene_run
 
-    real = intervene.generate
+    real = intervene_run.generate
 
     def silent_when_steered(loaded, prompts, *args, **kwargs):
         hooked = any(block._forward_hooks for block in loaded.model.model.layers)
         return [""] * len(prompts) if hooked else real(loaded, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(intervene, "generate", silent_when_steered)
+    monkeypatch.setattr(intervene_run, "generate", silent_when_steered)
     out = tmp_path / "runs"
     assert main(["intervene", "steer", "--language", "de", "--model", str(tiny_llama_dir),
                  "--fit-data", "default", "--fit-sentences", "10", "--eval-sentences", "3",
@@ -169,20 +169,20 @@ def test_outputs_in_the_target_language_count_as_switched(tiny_llama_dir, tmp_pa
                                                           shared_data):
     """The language share compares lingua's answer with the target in lingua's own codes: a
     model that answers with the German references scores a share of 1 and chrF++ 100."""
-    from layer_analysis.train import intervene
+    from layer_analysis.probe import intervene_run
 
     references = {}
 
     def answer_with_references(loaded, prompts, *args, **kwargs):
         return [references[p] for p in prompts]
 
-    monkeypatch.setattr(intervene, "generate", answer_with_references)
-    request = intervene.InterventionRequest(
+    monkeypatch.setattr(intervene_run, "generate", answer_with_references)
+    request = intervene_run.InterventionRequest(
         kind="steer", language="de", model=str(tiny_llama_dir), fit_data="default",
         fit_sentences=10, eval_sentences=5, strengths=(1.0,), bootstrap=20, device="cpu",
         output=tmp_path, name="s", static=False)
-    prepared = intervene.check_intervention_request(request)
-    evaluator = intervene.Evaluator(
+    prepared = intervene_run.check_intervention_request(request)
+    evaluator = intervene_run.Evaluator(
         load_model(str(tiny_llama_dir), device="cpu", dtype="float32"), prepared, request)
     references.update(zip(evaluator.prompts, prepared.references, strict=True))
     from contextlib import nullcontext

@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from layer_analysis.cli import main
+from layer_analysis.probe import generation
 from layer_analysis.probe.errors import DataError, ModelError
 from layer_analysis.probe.models import load_model
+from layer_analysis.probe.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
 from layer_analysis.train import evaluate, loop
 from layer_analysis.train.encode import IGNORE, collate, encode
 from layer_analysis.train.loop import CHECKPOINTS, ResponseOnlyLM, TrainConfig, lora_targets, train
 from layer_analysis.train.mixture import build_mixture, parse_spec, recipe_spec
-from layer_analysis.train.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
 from layer_analysis.train.records import Record, Report, read_alpaca, translation_records
 
 
@@ -254,11 +255,11 @@ def test_scorers_match_sacrebleu_and_the_squad_script():
 
     hypotheses = ["The cat sat on the mat.", "Es regnet heute.", "völlig anders"]
     references = ["The cat is sitting on the mat.", "Es regnet heute.", "ganz und gar anders"]
-    assert evaluate.chrf_pp(hypotheses, references) == pytest.approx(
+    assert generation.chrf_pp(hypotheses, references) == pytest.approx(
         sacrebleu.corpus_chrf(hypotheses, [references], word_order=2).score)
-    assert evaluate.chrf_pp(["Es regnet heute."], ["Es regnet heute."]) == pytest.approx(100)
-    assert evaluate.chrf_pp(["xyz"], ["abc"]) == pytest.approx(0)
-    assert evaluate.spbleu(hypotheses, references) is None or 0 < evaluate.spbleu(
+    assert generation.chrf_pp(["Es regnet heute."], ["Es regnet heute."]) == pytest.approx(100)
+    assert generation.chrf_pp(["xyz"], ["abc"]) == pytest.approx(0)
+    assert generation.spbleu(hypotheses, references) is None or 0 < generation.spbleu(
         hypotheses, references) < 100  # None where the FLORES-200 tokenizer cannot be fetched
     cases = [("The Eiffel Tower!", ["eiffel tower"], 1.0, 1.0, 1.0),
              ("in the year 1889", ["1889"], 0.0, 0.5, 1.0),
@@ -266,9 +267,9 @@ def test_scorers_match_sacrebleu_and_the_squad_script():
              ("a b c d", ["c d e"], 0.0, 2 / 3, 0.0),  # "a" is an article: b c d vs c d e
              ("nothing", ["1889"], 0.0, 0.0, 0.0)]
     for prediction, answers, em, f1, contains in cases:
-        assert evaluate.exact_match(prediction, answers) == em
-        assert evaluate.f1(prediction, answers) == pytest.approx(f1)
-        assert evaluate.contains_answer(prediction, answers) == contains
+        assert generation.exact_match(prediction, answers) == em
+        assert generation.f1(prediction, answers) == pytest.approx(f1)
+        assert generation.contains_answer(prediction, answers) == contains
         reference = [squad_reference(prediction, a) for a in answers]
         assert (em, pytest.approx(f1)) == (max(r[0] for r in reference), max(r[1] for r in reference))
 
@@ -284,20 +285,20 @@ def test_scorers_match_sacrebleu_and_the_squad_script():
     ("a b c d", ["c d e"], "en", (0.0, 2 / 3), (0.0, 2 / 3)),
 ])
 def test_xquad_scores_as_squad_and_as_mlqa(prediction, answers, language, squad, mlqa):
-    assert (evaluate.exact_match(prediction, answers),
-            evaluate.f1(prediction, answers)) == pytest.approx(squad)
-    assert (evaluate.exact_match(prediction, answers, language),
-            evaluate.f1(prediction, answers, language)) == pytest.approx(mlqa)
+    assert (generation.exact_match(prediction, answers),
+            generation.f1(prediction, answers)) == pytest.approx(squad)
+    assert (generation.exact_match(prediction, answers, language),
+            generation.f1(prediction, answers, language)) == pytest.approx(mlqa)
 
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llama_dir):
     loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
     prompts = [alpaca_prompt("Translate.", s) for s in
                ("Hello.", "A much longer sentence about rivers and mountains.", "Yes", "Why not?")]
-    batched = evaluate.generate(loaded, prompts, max_new_tokens=6, batch_size=4)
-    single = [evaluate.generate(loaded, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
+    batched = generation.generate(loaded, prompts, max_new_tokens=6, batch_size=4)
+    single = [generation.generate(loaded, [p], max_new_tokens=6, batch_size=1)[0] for p in prompts]
     assert batched == single and any(batched)
-    whole = evaluate.generate(loaded, prompts, max_new_tokens=6, batch_size=4, one_line=False)
+    whole = generation.generate(loaded, prompts, max_new_tokens=6, batch_size=4, one_line=False)
     assert batched == [w.strip().split("\n")[0].strip() for w in whole]  # stopping keeps line 1
     assert loaded.tokenizer.padding_side == "left"
 

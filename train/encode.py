@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.prompts import alpaca_prompt
 
-from .prompts import alpaca_prompt
 from .records import Record, Report
 
 IGNORE = -100

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.prompts import translation_instruction
 from layer_analysis.probe.readers import read_json, read_jsonl
-
-from .prompts import translation_instruction
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ import streamlit as st
 
 from layer_analysis.app.dashboard import guarded, pick_outputs, runs_root, show_figure, show_table
 from layer_analysis.probe import report
-from layer_analysis.probe.languages import known_languages
-from layer_analysis.probe.runs import discover_kind
-from layer_analysis.train.intervene import (
+from layer_analysis.probe.intervene_run import (
     GENERATIONS,
     NONE,
     read_intervention_run,
     summary_lines,
 )
+from layer_analysis.probe.languages import known_languages
+from layer_analysis.probe.runs import discover_kind
 
 CONTROLS = {"none": NONE, "vector": "language vector", "random": "random direction (control)",
             "map": "linear map", "shuffled": "map fitted on shuffled pairs (control)"}

@@ -9,6 +9,13 @@ import sys
 import pandas as pd
 
 from layer_analysis.probe.checks import COUNT_OR_NONE, OPEN_SHARE, SEED, Range
+from layer_analysis.probe.intervene_run import (
+    KINDS,
+    STEER_TASKS,
+    InterventionRequest,
+    execute_intervention,
+    summary_lines,
+)
 from layer_analysis.probe.languages import display_name
 from layer_analysis.probe.neuron_run import (
     DEACTIVATION_TABLE,
@@ -18,13 +25,6 @@ from layer_analysis.probe.neuron_run import (
     execute_neurons,
 )
 from layer_analysis.probe.neurons import LapeThresholds
-from layer_analysis.train.intervene import (
-    KINDS,
-    STEER_TASKS,
-    InterventionRequest,
-    execute_intervention,
-    summary_lines,
-)
 
 from .options import (
     DefaultsFormatter,
@@ -41,7 +41,7 @@ from .options import (
     whole,
 )
 
-STRENGTH = Range(-1000, 1000)  # the multipliers train.intervene accepts
+STRENGTH = Range(-1000, 1000)  # the multipliers probe.intervene_run accepts
 PAIRS = Range(2, whole=True)  # sentences to fit or evaluate on: a pair at least
 
 

@@ -3,7 +3,7 @@ for training, the first one fixed for evaluation, as x-LLM did)."""
 
 from __future__ import annotations
 
-from layer_analysis.probe.languages import display_name
+from .languages import display_name
 
 ALPACA_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "

@@ -30,27 +30,26 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from layer_analysis.probe import report
-from layer_analysis.probe.checks import select_capped
-from layer_analysis.probe.data import load_parallel
-from layer_analysis.probe.errors import DataError
-from layer_analysis.probe.extract import ExtractionConfig, Extractor
-from layer_analysis.probe.files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
-from layer_analysis.probe.hooks import check_layers
-from layer_analysis.probe.interventions import (
+from . import report
+from .checks import select_capped
+from .data import load_parallel
+from .errors import DataError
+from .extract import ExtractionConfig, Extractor
+from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from .generation import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
+from .hooks import check_layers
+from .interventions import (
     LinearMap,
     mapped,
     random_direction,
     steered,
 )
-from layer_analysis.probe.langid import check_identifiable, identify, iso639_3
-from layer_analysis.probe.languages import ENGLISH, canonical, display_name
-from layer_analysis.probe.metrics import bootstrap_ci, precision_at_1
-from layer_analysis.probe.models import LoadedModel, block_count, load_model
-from layer_analysis.probe.runs import RunSettings, check_held_out, run_kind, versions, writes_runs
-
-from .evaluate import chrf_pp, f1, generate, read_xquad, xquad_language, xquad_prompts
+from .langid import check_identifiable, identify, iso639_3
+from .languages import ENGLISH, canonical, display_name
+from .metrics import bootstrap_ci, precision_at_1
+from .models import LoadedModel, block_count, load_model
 from .prompts import alpaca_prompt, translation_instruction
+from .runs import RunSettings, check_held_out, run_kind, versions, writes_runs
 
 KINDS = ("steer", "map")
 STEER_TASKS = ("repeat", "translate")
