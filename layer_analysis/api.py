@@ -1049,7 +1049,8 @@ def allocate(
     MuIT mixture specs for ``la.train(mixture=...)``).
 
     >>> alloc = la.allocate("out/sweep/law/law.json", budget=6000, caps={"el": 500})
-    >>> la.train(mixture=alloc.manifest["specs"]["allocated"], output="out/m")
+    >>> specs = alloc.manifest["specs"]  # allocated, uniform
+    >>> la.train(mixture=specs["allocated"], output="out/m")
     """
     from layer_analysis.train.law_run import AllocationRequest, execute_allocation
 
