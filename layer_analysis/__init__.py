@@ -17,7 +17,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 API = ("align", "lens", "patch", "neurons", "intervene", "mine", "transfer", "correlate", "train",
-       "evaluate", "load", "Result")
+       "evaluate", "fit_law", "allocate", "load", "Result")
 """What ``la.NAME`` gives from ``layer_analysis.api``."""
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +53,10 @@ DataLike = Any  # a name or path (str, Path), {language: [sentences]}, a DataFra
 @dataclass(repr=False)
 class Result:
     """A finished run read back: ``kind`` (alignment, comparison, lens, neurons,
-    neuron-comparison, intervention, mining, training, evaluation), its ``directory``, its
-    ``manifest``, its tidy ``tables`` by name (``table`` is the main one) and ``warnings``
-    (e.g. a run written by an older engine)."""
+    neuron-comparison, intervention, patch, mining, transfer, correlation, training,
+    evaluation, law, allocation), its ``directory``, its ``manifest`` (a law's ``law.json``,
+    an allocation's ``allocation.json``), its tidy ``tables`` by name (``table`` is the main
+    one) and ``warnings`` (e.g. a run written by an older engine)."""
 
     kind: str
     directory: Path | None
@@ -71,6 +72,8 @@ class Result:
 
     @property
     def model(self) -> str | None:
+        if self.kind == "allocation":  # what its report names it by
+            return f"{self.manifest.get('family')} law of {self.manifest.get('law')}"
         model = self.manifest.get("model")
         if isinstance(model, dict):
             return model.get("name")
@@ -230,6 +233,12 @@ def _transfer_figures(result: Result) -> dict[str, go.Figure]:
             f"targets_layer_{layer}": targets_figure(result.table, layer)}
 
 
+def _allocation_figures(result: Result) -> dict[str, go.Figure]:
+    from layer_analysis.train.law_run import allocation_figures
+
+    return allocation_figures(result.manifest)
+
+
 def _correlation_figures(result: Result) -> dict[str, go.Figure]:
     from layer_analysis.probe.correlate import curve_figure, scatter_figure
 
@@ -244,8 +253,10 @@ FIGURES: dict[str, Callable[[Result, str, str], dict[str, Any]]] = {
     "intervention": _intervention_figures, "training": _training_figures,
     "patch": _patch_figures, "transfer": lambda r, *_: _transfer_figures(r),
     "correlation": lambda r, *_: _correlation_figures(r),
+    "allocation": lambda r, *_: _allocation_figures(r),
 }
-"""Each kind's figures (mining runs and evaluations have none; their tables are the result)."""
+"""Each kind's figures (mining runs, evaluations and laws have none; their tables are the
+result, a law's curves are in its ``report.html``: its points are not in the law's directory)."""
 
 
 # ---------------------------------------------------------------------------------- load
@@ -275,7 +286,8 @@ def _engine_warnings(manifest: dict[str, Any]) -> list[str]:
 
 def load(path: str | Path) -> Result:
     """Read any finished run back: an alignment run or comparison, a lens, neurons,
-    intervention or mining run, a training output, or an evaluation's scores file.
+    intervention, patch, mining, transfer or correlate run, a training output, an evaluation's
+    scores file, a fitted law (``fit-law``) or an allocation (``allocate``).
 
     >>> run = la.load("runs/gemma3-270m-default-1a2b3c4d")
     >>> run.table.query("metric == 'p@1'").head()
@@ -290,6 +302,8 @@ def load(path: str | Path) -> Result:
         raise StoreError(f"run directory {path} does not exist")
     if (path / "training.json").exists():
         return _load_training(path)
+    if (path / "law.json").exists() or (path / "allocation.json").exists():
+        return _load_law(path)
     kind = run_kind(path)
     if kind == "compare":  # a comparison of alignment, lens or neuron runs: its manifest's kind
         kind = json.loads((path / MANIFEST).read_text()).get("kind", "alignment")
@@ -370,6 +384,17 @@ def _load_training(path: Path) -> Result:
     if (path / ALIGNMENT_LOG).exists():
         tables["alignment"] = read_tracked(path)[0]
     return Result("training", path, summary, tables)
+
+
+def _load_law(path: Path) -> Result:
+    """A ``fit-law`` or ``allocate`` output (no manifest: known by the JSON written last)."""
+    from layer_analysis.train import law_run
+
+    if (path / law_run.LAW).exists():
+        manifest, table = law_run.read_law(path)
+        return Result("law", path, manifest, {"law": table})
+    manifest, table = law_run.read_allocation(path)
+    return Result("allocation", path, manifest, {"allocation": table})
 
 
 def _load_evaluation(path: Path) -> Result:
@@ -986,5 +1011,58 @@ def evaluate(
                   {"scores": scores, "predictions": predictions})
 
 
-__all__ = ["Result", "adopt_model", "align", "as_corpus", "evaluate", "intervene", "lens",
-           "load", "mine", "neurons", "train"]
+def fit_law(
+    sweep: str | Path, *, metric: str = "chrf++", family: str = "all",
+    output: str | Path | None = None, static: bool = True, overwrite: bool = False,
+) -> Result:
+    """Fit the scaling laws of a sweep (``power``, ``log``, ``saturating``; ``family`` for
+    one), ranked by AICc and compared with no size effect: ``layer-analysis fit-law``.
+    ``sweep``: a sweep directory or a CSV with language, pairs, similarity and the metric;
+    ``output`` defaults to ``SWEEP/law``. Returns the law read back: ``manifest`` is its
+    ``law.json`` (``best``, ``fits``, ``no_size_effect``), ``table`` its ``law.csv``; the
+    verdict the command prints is ``train.law_run.law_summary`` of the fits.
+
+    >>> law = la.fit_law("out/sweep", static=False)
+    >>> law.manifest["best"], law.table.query("parameter == 'explained_within'")
+    """
+    from layer_analysis.train.law_run import LawRequest, execute_fit_law
+
+    request = LawRequest(sweep=Path(sweep), metric=metric, family=family,
+                         output=None if output is None else Path(output), static=static,
+                         overwrite=overwrite)
+    directory, _ = execute_fit_law(request)
+    return load(directory)
+
+
+def allocate(
+    law: str | Path, *, budget: int, caps: str | Mapping[str, int] | None = None,
+    objective: str = "sum", family: str | None = None, instructions: int = 100,
+    step: int | None = None, output: str | Path | None = None, static: bool = True,
+    overwrite: bool = False,
+) -> Result:
+    """Split a budget of translation pairs across languages by a fitted law, against the
+    uniform split: ``layer-analysis allocate``. ``law``: a ``law.json`` written by
+    ``fit_law``; ``caps``: ``{"el": 500, "zh": 8000}`` or the command line's
+    ``"el=500,zh=8000"`` (default: the pairs the data holds); ``family`` None for the best;
+    ``output`` defaults to ``allocation/`` beside ``law.json``. Returns the allocation read
+    back: ``table`` per split and language, ``manifest`` its ``allocation.json`` (with the
+    MuIT mixture specs for ``la.train(mixture=...)``).
+
+    >>> alloc = la.allocate("out/sweep/law/law.json", budget=6000, caps={"el": 500})
+    >>> specs = alloc.manifest["specs"]  # allocated, uniform
+    >>> la.train(mixture=specs["allocated"], output="out/m")
+    """
+    from layer_analysis.train.law_run import AllocationRequest, execute_allocation
+
+    if isinstance(caps, Mapping):  # the command line's spelling, read by the same parser
+        caps = ",".join(f"{language}={pairs}" for language, pairs in caps.items())
+    request = AllocationRequest(
+        law=Path(law), budget=budget, caps=caps, objective=objective, family=family,
+        instructions=instructions, step=step, output=None if output is None else Path(output),
+        static=static, overwrite=overwrite)
+    directory, _ = execute_allocation(request)
+    return load(directory)
+
+
+__all__ = ["Result", "adopt_model", "align", "allocate", "as_corpus", "evaluate", "fit_law",
+           "intervene", "lens", "load", "mine", "neurons", "train"]

@@ -63,8 +63,8 @@ def test_import_stays_cheap_and_la_train_is_the_function():
             "import layer_analysis.train.loop; print(callable(la.train), la.train.__module__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "layer_analysis.api"]
-    assert {"align", "lens", "neurons", "intervene", "mine", "train", "evaluate",
-            "load"} <= set(dir(la))
+    assert {"align", "lens", "neurons", "intervene", "mine", "train", "evaluate", "fit_law",
+            "allocate", "load"} <= set(dir(la))
 
 
 def test_align_on_objects_equals_the_cli_on_files(tiny_llama_dir, sentences, tsv, runs, cli_run):
@@ -122,6 +122,9 @@ def test_result_holds_tables_figures_and_a_short_repr(tiny_llama_dir, runs, cli_
     (lambda: la.neurons(languages="en"), DataError, "at least two different languages"),
     (lambda: la.intervene("steer", language="en"), DataError, "choose another --language"),
     (lambda: la.train(output="x"), DataError, "pass either --recipe"),
+    (lambda: la.fit_law("sweep", metric="bleu"), DataError, "unknown metric 'bleu'"),
+    (lambda: la.allocate("law.json", budget=-1), DataError, "--budget must be at least 0"),
+    (lambda: la.allocate("law.json", budget=10, step=0), DataError, "--step must be at least 1"),
     (lambda: la.load("/no/such/run"), StoreError, "does not exist"),
 ])
 def test_bad_input_raises_the_cli_s_typed_error_before_any_model(call, error, message,
@@ -167,7 +170,7 @@ def test_same_option_names_and_defaults_as_the_commands():
     commands = {"run": la.align, "lens": la.lens, "neurons": la.neurons,
                 "intervene": la.intervene, "mine": la.mine, "train": la.train,
                 "evaluate": la.evaluate, "transfer": la.transfer, "correlate": la.correlate,
-                "patch": la.patch}
+                "patch": la.patch, "fit-law": la.fit_law, "allocate": la.allocate}
     for command, function in commands.items():
         parameters = inspect.signature(function).parameters
         for action in subparsers[command]._actions:
@@ -265,6 +268,45 @@ def test_load_reads_every_kind(dashboard_runs, tiny_llama_dir, tmp_path, shared_
     assert kinds["training"].manifest["steps"] == 2 and "loss" in kinds["training"].table
     pd.testing.assert_frame_equal(evaluated.table, kinds["evaluation"].table)
     assert list(kinds["evaluation"].tables["predictions"].target) == ["deu_Latn"] * 2
+
+
+def test_fit_law_and_allocate_write_what_the_commands_write(tmp_path, capsys):
+    """la.fit_law and la.allocate on the commands' inputs: the same files (caps as a dict or
+    the command line's string), read back by la.load with the allocation's figure."""
+    rows = [{"language": x, "pairs": n, "similarity": s, "chrf++": 20 + s * 10 + 3 * (n > 0)
+             + 0.004 * n} for x, s in (("deu_Latn", 0.8), ("zho_Hans", 0.4), ("ell_Grek", 0.6))
+            for n in (0, 250, 500, 1000, 2000)]
+    pd.DataFrame(rows).to_csv(tmp_path / "sweep.csv", index=False)
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static", "--output",
+                 str(tmp_path / "cli")]) == 0
+    printed = capsys.readouterr().out
+    law = la.fit_law(tmp_path / "sweep.csv", static=False)
+    assert law.directory == tmp_path / "law" and law.kind == "law"
+    for name in ("law.json", "law.csv"):
+        assert (tmp_path / "law" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert law.manifest["best"] in printed and law.table.equals(la.load(tmp_path / "cli").table)
+    assert set(law.table.family) == {"power", "log", "saturating", "no size effect"}
+    with pytest.raises(StoreError, match="pass --overwrite"):
+        la.fit_law(tmp_path / "sweep.csv")
+    assert main(["allocate", str(tmp_path / "cli" / "law.json"), "--budget", "1000", "--caps",
+                 "de=500,zh=500,el=500", "--no-static"]) == 0
+    capsys.readouterr()
+    alloc = la.allocate(law.directory / "law.json", budget=1000, static=False,
+                        caps={"de": 500, "zh": 500, "el": 500})
+    assert alloc.directory == tmp_path / "law" / "allocation" and alloc.kind == "allocation"
+    cli = tmp_path / "cli" / "allocation"
+    for name in ("allocated.spec", "uniform.spec"):
+        assert (alloc.directory / name).read_text() == (cli / name).read_text()
+    saved = json.loads((cli / "allocation.json").read_text())
+    assert {**alloc.manifest, "law": saved["law"]} == saved  # the law's path is another
+    assert set(alloc.table.allocation) == {"allocated", "uniform"}
+    assert alloc.table.groupby("allocation").pairs.sum().le(1000).all()
+    assert alloc.table.cap.eq(500).all()
+    assert set(alloc.figures()) == {"allocation"} and not law.figures()
+    assert repr(alloc).startswith(f"<Result allocation; model {alloc.manifest['family']} law of")
+    same = la.allocate(law.directory / "law.json", budget=1000, static=False, overwrite=True,
+                       caps="de=500,zh=500,el=500")
+    assert same.table.equals(alloc.table)
 
 
 def test_a_run_from_an_older_engine_says_so(dashboard_runs, tmp_path):

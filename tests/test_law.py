@@ -225,8 +225,8 @@ def test_sweep_on_a_tiny_model_resumes(tmp_path, tiny_llama_dir, shared_data):
 
 
 def test_size_effect_verdict_needs_both_criteria():
-    from layer_analysis.cli.law import size_effect_lines
     from layer_analysis.train.law import NoSizeEffect
+    from layer_analysis.train.law_run import size_effect_lines
 
     def verdict(delta_aicc: float, law_loo: float, loo_points: int = 8) -> str:
         fit = LawFit("log", SIMILARITY, 0.6, TRUE, TRUE, BASELINES, BASELINES, 8, 0.5, 0.9,
