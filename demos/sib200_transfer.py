@@ -1,8 +1,8 @@
 """Does alignment buy transfer? The measurement of docs/results/transfer.md: on SIB-200, for
 Gemma 3 270M and SmolLM2-135M over 45 languages of 24 scripts and every resource level,
-per-layer zero-shot transfer from English (with the in-language ceiling), the alignment run on
-the same languages, and their correlation across languages with and without tokenization
-controls.
+per-layer zero-shot transfer from English (with the in-language ceiling), the alignment of the
+very test sentences the probe is tested on (the transfer run's ``alignment.csv``), and their
+correlation across languages with and without tokenization controls.
 
     python demos/sib200_transfer.py [--output runs/sib200] [--limit 100] [--models ...]
 
@@ -42,19 +42,16 @@ def stages(out: Path, models: list[str], limit: str) -> list[tuple[Path, list[st
     common = ["--data", "sib200", "--languages", LANGUAGES, "--limit", limit, "--device", "cpu",
               "--no-progress"]
     for model in models:
-        plan += [
-            (out / "transfer" / model / "manifest.json",
-             ["transfer", "--model", model, *common, "--group-size", "45",
-              "--output", str(out / "transfer"), "--name", model]),
-            (out / "runs" / model / "manifest.json",
-             ["run", "--model", model, *common, "--output", str(out / "runs"), "--name", model]),
-        ]
+        run = out / "transfer" / model
+        again = ["--overwrite"] if (run / "manifest.json").exists() else []  # an older run
+        plan.append((run / "alignment.csv",
+                     ["transfer", "--model", model, *common, "--group-size", "45",
+                      "--output", str(out / "transfer"), "--name", model, *again]))
         for variant in ("centered", "raw"):
             name = f"{model}-{variant}"
             plan.append((out / "correlate" / name / "manifest.json",
-                         ["correlate", str(out / "runs" / model), "--scores",
-                          str(out / "transfer" / model), "--transfer-variant", variant,
-                          "--output", str(out / "correlate" / name)]))
+                         ["correlate", str(run), "--scores", str(run), "--transfer-variant",
+                          variant, "--output", str(out / "correlate" / name)]))
     return plan
 
 

@@ -37,7 +37,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text, start_run_director
 from .languages import ENGLISH, canonical
 from .metrics import _resample_counts
 from .mexa_export import layer_scores, read_mexa
-from .runs import check_run_directory, read_run, run_writer, versions
+from .runs import check_run_directory, read_run, run_kind, run_writer, versions
 from .tokenization import COVARIATES
 from .tokenization import FILE as TOKENIZATION
 
@@ -82,11 +82,17 @@ class Alignment:
 
 def read_alignment(path: Path, metric: str = "p@1", normalisation: str = "centered"
                    ) -> Alignment:
-    """An alignment run directory or a directory of MEXA ``<code>.json`` files."""
+    """An alignment run directory, a transfer run (the alignment of its test sentences) or a
+    directory of MEXA ``<code>.json`` files."""
     path = Path(path)
     if (path / MANIFEST).is_file():
-        results = read_run(path)
-        values = layer_scores(results.table, metric, normalisation)
+        if run_kind(path) == "transfer":
+            from .transfer_run import read_test_alignment
+
+            table = read_test_alignment(path)
+        else:
+            table = read_run(path).table
+        values = layer_scores(table, metric, normalisation)
         if not values:
             raise DataError(f"{path} has no {metric} ({normalisation}) between English and "
                             "another language")

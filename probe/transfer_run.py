@@ -10,6 +10,9 @@ is one store key.
                            transfer, ceiling and ratio, accuracy and macro-F1
     predictions.parquet    every test prediction (paired comparisons between runs)
     tokenization.csv       ``probe.tokenization`` per language
+    alignment.csv          ``run``'s analysis (English pivot, every metric and normalisation) of
+                           the test sentences' states, the very ones the probe is tested on:
+                           ``correlate RUN --scores RUN`` needs no second extraction
     report.html            mean curves with ceiling and chance; targets ranked at the best layer
     manifest.json          last; lists every probe fit that did not converge
 """
@@ -28,6 +31,7 @@ import pandas as pd
 import torch
 
 from . import distributed, report
+from .analysis import AnalysisConfig, analyse
 from .checks import COUNT, check_numbers
 from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor
@@ -37,12 +41,13 @@ from .languages import canonical
 from .models import block_count, load_model
 from .runs import RunSettings, slug, versions, writes_runs
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
-from .store import ENGINE_VERSION, ActivationStore
+from .store import ENGINE_VERSION, Activations, ActivationStore
 from .tokenization import FILE as TOKENIZATION
 from .tokenization import confound, tokenization_table
 from .transfer import COLUMNS, ProbeConfig, SourceProbes
 
 TABLE, SUMMARY, PREDICTIONS = "transfer.csv", "summary.csv", "predictions.parquet"
+ALIGNMENT = "alignment.csv"
 REPORT = "report.html"
 KIND = "transfer"
 
@@ -171,6 +176,20 @@ def transfer_confound(table: pd.DataFrame, summary: pd.DataFrame, tokenization: 
                     what=f"transfer accuracy (centered, layer {layer})")
 
 
+def alignment_of_test(states: dict[str, torch.Tensor], texts: dict[str, list[str]],
+                   layers: list[int], pooling: str, source: str, model: str, bootstrap: int,
+                   seed: int) -> pd.DataFrame:
+    """``run``'s analysis, ``source`` as the pivot, of the test sentences' states
+    (``states[code]``: (layers, sentences, hidden), the source's first): alignment measured on the
+    states the probe is tested on."""
+    acts = Activations(key="", directory=Path(), layers=layers, poolings=[pooling],
+                       vectors={code: x[None] for code, x in states.items()}, n_tokens={},
+                       manifest={"sides": {code: {"language": code, "group": 0}
+                                           for code in states}}, texts=texts)
+    config = AnalysisConfig(pivot=source, bootstrap=bootstrap, seed=seed)
+    return analyse(acts, model, config).table
+
+
 @writes_runs
 def execute_transfer(request: TransferRequest, command: list[str]) -> Path | None:
     """Run the transfer the request describes; the run directory (main process) or None."""
@@ -197,7 +216,10 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     predictions: list[pd.DataFrame] = []
     nonconverged: list[dict] = []
     activations: list[str] = []
-    timings.update(extract=0.0, fit_source=0.0, score=0.0)
+    alignment: list[pd.DataFrame] = []
+    source_test: torch.Tensor | None = None
+    test_texts = {code: list(corpus.splits[code]["test"].texts) for code in corpus.languages}
+    timings.update(extract=0.0, fit_source=0.0, score=0.0, alignment=0.0)
     for group in groups:
         clock = time.perf_counter()
         acts = store.extract(extractor, corpus.subset(group).parallel(), request.batch_size,
@@ -219,6 +241,16 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
             predictions.append(scored.predictions)
             nonconverged += scored.nonconverged
         timings["score"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        if source_test is None:
+            source_test = acts.get(source)[:, test]
+        states = {source: source_test, **{code: acts.get(code)[:, test] for code in group
+                                           if code != source}}
+        if len(states) > 1:
+            alignment.append(alignment_of_test(states, {c: test_texts[c] for c in states},
+                                            acts.layers, acts.poolings[0], source, loaded.name,
+                                            request.probe.bootstrap, request.probe.seed))
+        timings["alignment"] += time.perf_counter() - clock
         del acts
     if not processes.main:
         return None
@@ -259,6 +291,8 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     frame = pd.concat(predictions, ignore_index=True)
     atomic_write(run_dir / PREDICTIONS, lambda tmp: frame.to_parquet(tmp, index=False))
     atomic_write(run_dir / TOKENIZATION, lambda tmp: tokenization.to_csv(tmp, index=False))
+    aligned = pd.concat(alignment, ignore_index=True)
+    atomic_write(run_dir / ALIGNMENT, lambda tmp: aligned.to_csv(tmp, index=False))
     best = best_layers(summary)
     layer = int(best[best.variant == "centered"].layer.iloc[0])
     report.export({"transfer_curves": curves_figure(summary),
@@ -284,6 +318,18 @@ def read_transfer(directory: Path) -> tuple[pd.DataFrame, dict]:
         return pd.read_csv(directory / TABLE), manifest
     except (OSError, ValueError) as exc:
         raise DataError(f"{directory / TABLE} is unreadable ({exc})") from None
+
+
+def read_test_alignment(directory: Path) -> pd.DataFrame:
+    """The alignment of a finished transfer run's test sentences (``alignment.csv``)."""
+    read_transfer(directory)
+    try:
+        return pd.read_csv(Path(directory) / ALIGNMENT)
+    except FileNotFoundError:
+        raise DataError(f"{directory} has no {ALIGNMENT} (a transfer run of an older version: "
+                        "run it again, its states are cached)") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{Path(directory) / ALIGNMENT} is unreadable ({exc})") from None
 
 
 PAIRED_COLUMNS = ["variant", "target", "setting", "layer", "difference", "ci_low", "ci_high",

@@ -242,6 +242,18 @@ def test_transfer_command_end_to_end(tiny_llama_dir, tmp_path, capsys):
     y = np.array(sib.labels("train")), np.array(sib.labels("test"))
     predicted = hand_probe(en[:60] - en.mean(0), y[0]).predict((zh - zh.mean(0))[70:])
     assert row.value.item() == pytest.approx(accuracy_score(y[1], predicted), abs=1 / 30 + 1e-9)
+    # the alignment of the test sentences: run's analysis, also in the second group (zh)
+    from layer_analysis.probe.correlate import read_alignment
+
+    aligned = pd.read_csv(run / "alignment.csv")
+    assert set(aligned.target[aligned.source == "eng_Latn"]) == {"deu_Latn", "zho_Hans"}
+    p1 = aligned[(aligned.source == "eng_Latn") & (aligned.target == "zho_Hans") & (aligned.layer == 3)
+                 & (aligned.metric == "p@1") & (aligned.normalisation == "centered")]
+    en_test, zh_test = en[70:] - en[70:].mean(0), zh[70:] - zh[70:].mean(0)
+    cosine = (en_test / np.linalg.norm(en_test, axis=1, keepdims=True)) @ (
+        zh_test / np.linalg.norm(zh_test, axis=1, keepdims=True)).T
+    assert p1.value.item() == pytest.approx((cosine.argmax(1) == np.arange(30)).mean())
+    assert set(read_alignment(run).values) == {"deu_Latn", "zho_Hans"}
     tokenization = pd.read_csv(run / "tokenization.csv")
     assert list(tokenization.language) == ["eng_Latn", "deu_Latn", "zho_Hans"]
     assert tokenization.set_index("language").fertility["eng_Latn"] == 1.0
