@@ -1019,11 +1019,12 @@ def fit_law(
     one), ranked by AICc and compared with no size effect: ``layer-analysis fit-law``.
     ``sweep``: a sweep directory or a CSV with language, pairs, similarity and the metric;
     ``output`` defaults to ``SWEEP/law``. Returns the law read back: ``manifest`` is its
-    ``law.json`` (``best``, ``fits``, ``no_size_effect``), ``table`` its ``law.csv``; the
-    verdict the command prints is ``train.law_run.law_summary`` of the fits.
+    ``law.json`` (``best``, ``fits``, ``no_size_effect`` and ``verdict``, the lines the command
+    prints: which law the points support, whether data size predicts the metric), ``table`` its
+    ``law.csv``.
 
     >>> law = la.fit_law("out/sweep", static=False)
-    >>> law.manifest["best"], law.table.query("parameter == 'explained_within'")
+    >>> print("\n".join(law.manifest["verdict"]))
     """
     from layer_analysis.train.law_run import LawRequest, execute_fit_law
 

@@ -285,6 +285,7 @@ def test_fit_law_and_allocate_write_what_the_commands_write(tmp_path, capsys):
     for name in ("law.json", "law.csv"):
         assert (tmp_path / "law" / name).read_text() == (tmp_path / "cli" / name).read_text()
     assert law.manifest["best"] in printed and law.table.equals(la.load(tmp_path / "cli").table)
+    assert law.manifest["verdict"] and all(line in printed for line in law.manifest["verdict"])
     assert set(law.table.family) == {"power", "log", "saturating", "no size effect"}
     with pytest.raises(StoreError, match="pass --overwrite"):
         la.fit_law(tmp_path / "sweep.csv")

@@ -177,7 +177,7 @@ def _write_law(request: LawRequest, out: Path, points: pd.DataFrame, fits: list[
     atomic_write_text(out / LAW, json.dumps(
         {"metric": metric, "best": fits[0].family, "fits": [
             {**f.as_dict(), "explained_within": null.explained(f)} for f in fits],
-         "no_size_effect": asdict(null)}, indent=2))
+         "no_size_effect": asdict(null), "verdict": law_summary(fits, null)}, indent=2))
 
 
 def read_law(directory: Path) -> tuple[dict[str, Any], pd.DataFrame]:
