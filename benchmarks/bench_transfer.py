@@ -7,8 +7,10 @@ shapes: 701 train / 99 dev / 204 test sentences per language, 7 topics.
 States are random with a topic component and a per-language offset (so the probe learns, and
 the raw variant pays for the offset); the cost depends only on the shapes and the solver's
 iterations. Prints the source fits per layer, the scoring per target (its in-language ceiling
-fits dominate: one per target, layer and variant), and the correlation of 205 languages × the
-layers with four covariates (bootstrap 1000, permutations 2000).
+fits dominate: one per target, layer and variant), the alignment of the test sentences (``run``'s
+English-pivot analysis, every metric and normalisation, as ``transfer`` writes it) over all the
+languages, and the correlation of 205 languages × the layers with four covariates (bootstrap
+1000, permutations 2000).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import time
 
 import numpy as np
 import pandas as pd
+import torch
 
 from layer_analysis.probe.correlate import Alignment, CorrelationConfig, Scores, correlate
 from layer_analysis.probe.transfer import ProbeConfig, SourceProbes
+from layer_analysis.probe.transfer_run import alignment_of_test
 
 SPLITS = (701, 99, 204)
 TOPICS = 7
@@ -61,6 +65,15 @@ def main() -> None:
           f"({'with' if config.ceiling else 'without'} ceiling) -> about "
           f"{per_target * args.languages / 60:.0f} min for {args.languages} targets")
     langs = [f"{chr(97 + i // 26)}{chr(97 + i % 26)}x_Latn" for i in range(args.languages)]
+    test_states = {code: torch.from_numpy(states(rng, topics[test], args.layers, args.hidden))
+                   for code in ["eng_Latn", *langs]}
+    clock = time.perf_counter()
+    alignment_of_test(test_states, {}, list(range(args.layers)), "mean", "eng_Latn", "bench",
+                      1000, 0)
+    print(f"alignment of the test sentences: {time.perf_counter() - clock:.1f} s for "
+          f"{args.languages} languages x {SPLITS[2]} sentences x {args.layers} layers (English "
+          "pivot, every metric and normalisation)")
+    del test_states
     tokenization = pd.DataFrame({"language": langs, **{name: rng.random(args.languages) for name in
                                  ("fertility", "chars_per_token", "byte_fallback_share",
                                   "type_overlap_english")}})
