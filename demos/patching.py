@@ -7,7 +7,7 @@ docs/results/patching.md.
 The four default settings (de→fr into es→ru, fr→zh into de→es, ru→de into zh→fr, es→ru into
 fr→zh), ``--concepts`` target concepts each (pairs whose first-token sets collide are left out
 and listed), mean-latent patching and the three controls, at every layer of Gemma (18) and every
-second layer of SmolLM2 (15 of 30, to fit this 2-core CPU). Every stage is a ``layer-analysis``
+third layer of SmolLM2 (10 of 30, to fit this 2-core CPU). Every stage is a ``layer-analysis``
 command, printed before it runs and skipped when its output exists, so an interrupted run
 resumes.
 """
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-LAYERS = {"gemma3-270m": "1-18", "smollm2-135m": ",".join(str(x) for x in range(2, 31, 2))}
+LAYERS = {"gemma3-270m": "1-18", "smollm2-135m": ",".join(str(x) for x in range(3, 31, 3))}
 
 
 def layer_analysis(*args: str) -> None:
