@@ -129,11 +129,8 @@ def test_result_holds_tables_figures_and_a_short_repr(tiny_llama_dir, runs, cli_
 ])
 def test_bad_input_raises_the_cli_s_typed_error_before_any_model(call, error, message,
                                                                   monkeypatch, tmp_path):
-    from layer_analysis.probe import intervene_run, lens_run, neuron_run, pipeline
-
     monkeypatch.chdir(tmp_path)
-    for module in (pipeline, lens_run, neuron_run, intervene_run):
-        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(error, match=message):
         call()
 
