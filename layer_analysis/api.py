@@ -461,7 +461,7 @@ def adopt_model(model: Any, tokenizer: Any = None, name: str | None = None, *,
     >>> tok = AutoTokenizer.from_pretrained("HuggingFaceTB/SmolLM2-135M")
     >>> lm = la.api.adopt_model(AutoModelForCausalLM.from_pretrained("HuggingFaceTB/SmolLM2-135M"), tok)
     """
-    from layer_analysis.probe.models import resolve_device, resolve_dtype
+    from layer_analysis.probe.models import check_placement
 
     if isinstance(model, LoadedModel):
         loaded = model
@@ -478,23 +478,17 @@ def adopt_model(model: Any, tokenizer: Any = None, name: str | None = None, *,
             "tokenizer": tokenizer_fingerprint(tokenizer)})
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    if device != "auto":
-        wanted = resolve_device(device)
-        if wanted.type != loaded.device.type or (wanted.index is not None
-                                                 and wanted.index != loaded.device.index):
-            raise ModelError(f"the model passed is on {loaded.device}, but device={device!r} was "
-                             "asked for: move the model (model.to(...)) or leave device='auto'")
-    if dtype != "auto" and resolve_dtype(dtype, loaded.device) != loaded.dtype:
-        raise ModelError(f"the model passed is in {str(loaded.dtype).removeprefix('torch.')}, "
-                         f"but dtype={dtype!r} was asked for: convert the model or leave "
-                         "dtype='auto'")
+    check_placement(loaded, device, dtype)
     return loaded
 
 
 def _model(model: ModelLike, tokenizer: Any, device: str, dtype: str, **unused: Any
            ) -> str | LoadedModel:
     """A name stays a name (the request loads it); an object becomes a LoadedModel, refused
-    together with loading options that it contradicts or that cannot apply to it."""
+    together with loading options that it contradicts or that cannot apply to it (before its
+    weights are fingerprinted; ``models.loaded_or_load`` checks the request again)."""
+    from layer_analysis.probe.models import refuse_loading_options
+
     if isinstance(model, str | Path) and tokenizer is None:
         return str(model)
     if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
@@ -502,15 +496,12 @@ def _model(model: ModelLike, tokenizer: Any, device: str, dtype: str, **unused: 
     if isinstance(model, str | Path):
         raise ModelError("tokenizer= goes with a loaded model; a model given by name or path "
                          "loads its own")
-    given = [f"{key}={value!r}" for key, value in unused.items() if value not in (None, False)]
-    if given:
-        raise ModelError(f"{', '.join(given)} cannot apply to a model already loaded: load it "
-                         "that way yourself, or pass its name or path")
+    refuse_loading_options(**unused)
     return adopt_model(model, tokenizer, device=device, dtype=dtype)
 
 
 def _named_model(model: ModelLike, function: str) -> str:
-    """Commands that load the model themselves take a name or path."""
+    """``train`` takes a name or path: it loads (and saves) the model itself."""
     if isinstance(model, str | Path):
         return str(model)
     raise ModelError(f"la.{function} takes the model by name or path (a packaged name, a "
@@ -631,7 +622,11 @@ def align(
     ``{language: [sentences]}`` (line-aligned lists) or a DataFrame with a column per language.
     ``model``: a packaged name, directory, .gguf file, Hub id or adapter directory, or a loaded
     ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), probed where
-    it is. The other options are ``run``'s (``all_pairs=True`` or ``pivot=None`` for
+    it is (``device``/``dtype`` other than ``auto`` must agree with it; ``adapter``,
+    ``device_map``, ``quantize``, ``trust_remote_code`` cannot apply to it and are refused); its
+    run records it by name and a fingerprint of its weights and tokenizer. ``lens``,
+    ``patch``, ``neurons``, ``intervene``, ``mine``, ``transfer`` and ``evaluate`` take a model
+    the same way. The other options are ``run``'s (``all_pairs=True`` or ``pivot=None`` for
     ``--all-pairs``; ``static=False`` for ``--no-static``; ``progress=False`` for
     ``--no-progress``). Returns the run read back (None in the other processes of a
     multi-process launch).
@@ -673,7 +668,7 @@ def align(
 
 
 def lens(
-    *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None, adapter: str | None = None,
     languages: Sequence[str] | str | None = None, source: str | None = None,
     task: Sequence[str] = ("translation",), cloze_data: str | None = None,
     words: str | Path = WORDS, concepts: int | None = None, shots: int = 4,
@@ -688,7 +683,8 @@ def lens(
 
     Options as the command's (``task`` for ``--task``); ``concepts`` counts the word list's
     concepts, ``limit`` the running-text sentences per language (0: none), as ``--limit`` does
-    in every command.
+    in every command. ``model``: a name or path, or a loaded ``transformers`` model with
+    ``tokenizer=`` (or the pair ``(model, tokenizer)``), used where it is, as in ``align``.
 
     >>> run = la.lens(model="gemma3-270m", languages=["de", "zh"], concepts=20, static=False)
     >>> run.show()
@@ -697,9 +693,9 @@ def lens(
 
     arguments = dict(locals())
     request = LensRequest(
-        model=_named_model(model, "lens"), adapter=adapter, device=device, dtype=dtype,
-        output=Path(output), name=name, overwrite=overwrite, targets=_languages(languages),
-        source=source, tasks=tuple(task), words=Path(words),
+        model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
+        device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
+        targets=_languages(languages), source=source, tasks=tuple(task), words=Path(words),
         limit=concepts, shots=shots, bootstrap=bootstrap, seed=seed, batch_size=batch_size,
         static=static, sentences=_count(limit), positions=positions, sentence_data=sentence_data,
         table_data=table_data, top_k=top_k, tuned_steps=tuned_steps,
@@ -710,7 +706,7 @@ def lens(
 
 
 def patch(
-    *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None, adapter: str | None = None,
     pair: Sequence[Sequence[str]] | None = None,
     mean_languages: Sequence[str] | str | None = None, layers: Sequence[int] | None = None,
     onward: bool = False, words: str | Path = WORDS, concepts: int | None = None, shots: int = 4,
@@ -722,7 +718,9 @@ def patch(
     """Cross-lingual activation patching: ``layer-analysis patch``.
 
     Options as the command's; ``pair`` is a list of settings ``(A, B, A2, B2)`` (``--pair``),
-    ``concepts`` counts target concepts (one pair each).
+    ``concepts`` counts target concepts (one pair each). ``model``: a name or path, or a loaded
+    ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), used where
+    it is, as in ``align``.
 
     >>> run = la.patch(model="smollm2-135m", pair=[("de", "en", "fr", "es")], concepts=30)
     >>> run.tables["switch"]
@@ -731,8 +729,8 @@ def patch(
 
     arguments = dict(locals())
     request = PatchRequest(
-        model=_named_model(model, "patch"), adapter=adapter, device=device, dtype=dtype,
-        output=Path(output), name=name, overwrite=overwrite,
+        model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
+        device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
         settings=[tuple(p) for p in pair] if pair else None,
         mean_languages=_languages(mean_languages), layers=tuple(layers) if layers else None,
         onward=onward, words=Path(words), limit=concepts, shots=shots, bootstrap=bootstrap,
@@ -743,7 +741,7 @@ def patch(
 
 
 def neurons(
-    *, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
+    *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None, adapter: str | None = None,
     languages: Sequence[str] | str = DEFAULT_LANGUAGES, data: str = "flores-dev",
     limit: int = 200, eval_data: str = "flores-devtest", eval_sentences: int = 50,
     top_rate: float = 0.01, filter_rate: float = 0.95, bar_rate: float = 0.95,
@@ -755,7 +753,9 @@ def neurons(
     ``layer-analysis neurons``.
 
     ``limit``: sentences per language LAPE counts on; ``eval_sentences``: held-out sentences
-    per language for the deactivation check (0: none).
+    per language for the deactivation check (0: none). ``model``: a name or path, or a loaded
+    ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), used where
+    it is, as in ``align``.
 
     >>> run = la.neurons(model="smollm2-135m", languages="en,de,zh", limit=100)
     >>> run.tables["counts"]
@@ -765,9 +765,10 @@ def neurons(
 
     arguments = dict(locals())
     request = NeuronRequest(
-        model=_named_model(model, "neurons"), adapter=adapter, device=device, dtype=dtype,
-        output=Path(output), name=name, overwrite=overwrite, languages=_languages(languages),
-        data=data, sentences=_count(limit), eval_data=eval_data, eval_sentences=eval_sentences,
+        model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
+        device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
+        languages=_languages(languages), data=data, sentences=_count(limit),
+        eval_data=eval_data, eval_sentences=eval_sentences,
         thresholds=LapeThresholds(top_rate, filter_rate, bar_rate), bootstrap=bootstrap,
         seed=seed, batch_size=batch_size, static=static)
     with _stages("neurons", progress) as say:
@@ -776,9 +777,10 @@ def neurons(
 
 
 def intervene(
-    kind: str, *, language: str, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
-    layer: int | None = None, strengths: Sequence[float] = (1.0, 2.0), task: str = "repeat",
-    fit_data: str = "flores-dev", fit_sentences: int = 300, eval_data: str = "flores-devtest",
+    kind: str, *, language: str, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None,
+    adapter: str | None = None, layer: int | None = None,
+    strengths: Sequence[float] = (1.0, 2.0), task: str = "repeat", fit_data: str = "flores-dev",
+    fit_sentences: int = 300, eval_data: str = "flores-devtest",
     eval_sentences: int = 50, xquad: int = 50, max_new_tokens: int = 64, bootstrap: int = 200,
     seed: int = 0, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
     output: str | Path = Path("runs"), name: str | None = None, overwrite: bool = False,
@@ -786,6 +788,8 @@ def intervene(
 ) -> Result:
     """Steer generation with a language vector (``kind="steer"``) or map a language onto
     English (``kind="map"``), each against its control: ``layer-analysis intervene``.
+    ``model``: a name or path, or a loaded ``transformers`` model with ``tokenizer=`` (or the
+    pair ``(model, tokenizer)``), used where it is, as in ``align``.
 
     >>> run = la.intervene("steer", language="el", model="smollm2-135m", strengths=[1, 2])
     >>> run.table[["control", "strength", "measure", "value", "delta"]]
@@ -794,9 +798,10 @@ def intervene(
 
     arguments = dict(locals())
     request = InterventionRequest(
-        model=_named_model(model, "intervene"), adapter=adapter, device=device, dtype=dtype,
-        output=Path(output), name=name, overwrite=overwrite, kind=kind, language=language,
-        layer=layer, strengths=tuple(float(s) for s in strengths), task=task, fit_data=fit_data,
+        model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
+        device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
+        kind=kind, language=language, layer=layer,
+        strengths=tuple(float(s) for s in strengths), task=task, fit_data=fit_data,
         fit_sentences=fit_sentences, eval_data=eval_data, eval_sentences=eval_sentences,
         xquad=xquad, max_new_tokens=max_new_tokens, bootstrap=bootstrap, seed=seed,
         batch_size=batch_size, static=static)
@@ -807,14 +812,17 @@ def intervene(
 
 def mine(
     source: str | Path, target: str | Path, *, source_language: str, target_language: str,
-    gold: str | Path | None = None, model: ModelLike = DEFAULT_MODEL, adapter: str | None = None,
-    layer: int | None = None, k: int = MARGIN_K, cosine: bool = False, batch_size: int = 32,
+    gold: str | Path | None = None, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None,
+    adapter: str | None = None, layer: int | None = None, k: int = MARGIN_K,
+    cosine: bool = False, batch_size: int = 32,
     max_length: int = 256, store: str | Path | None = None, device: str = "auto",
     dtype: str = "auto", output: str | Path = Path("runs"), name: str | None = None,
     overwrite: bool = False, progress: bool = True,
 ) -> Result | None:
     """Bitext mining between two monolingual files (ratio margin; BUCC F1 and xSIM with
     ``gold``): ``layer-analysis mine``. None in the other processes of a multi-process launch.
+    ``model``: a name or path, or a loaded ``transformers`` model with ``tokenizer=`` (or the
+    pair ``(model, tokenizer)``), used where it is, as in ``align``.
 
     >>> run = la.mine("de.txt", "en.txt", source_language="de", target_language="en",
     ...               gold="gold.tsv")
@@ -824,9 +832,10 @@ def mine(
 
     arguments = dict(locals())
     request = MiningRequest(
-        model=_named_model(model, "mine"), adapter=adapter, device=device, dtype=dtype,
-        output=Path(output), name=name, overwrite=overwrite, source=Path(source),
-        target=Path(target), source_language=source_language, target_language=target_language,
+        model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
+        device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
+        source=Path(source), target=Path(target), source_language=source_language,
+        target_language=target_language,
         gold=None if gold is None else Path(gold), layer=layer, k=k, margin=not cosine,
         batch_size=batch_size, max_length=max_length,
         store=None if store is None else Path(store), progress_bars=progress)
@@ -835,8 +844,9 @@ def mine(
 
 
 def transfer(
-    *, model: str = DEFAULT_MODEL, adapter: str | None = None, data: str = "sib200",
-    languages: Sequence[str] | str = "all", source: str = "en", limit: int | str | None = None,
+    *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None, adapter: str | None = None,
+    data: str = "sib200", languages: Sequence[str] | str = "all", source: str = "en",
+    limit: int | str | None = None,
     c: float = 1.0, max_iter: int = 1000, no_ceiling: bool = False, bootstrap: int = 1000,
     seed: int = 0, pooling: str = "mean", layers: Sequence[int] | str | None = None,
     sinks: str = "exclude", sink_ratio: float = SINK_RATIO, max_length: int = 256,
@@ -847,7 +857,9 @@ def transfer(
     """Per-layer zero-shot transfer of a linear probe on SIB-200 topics: ``layer-analysis
     transfer`` (options as its flags; ``no_ceiling=True`` for ``--no-ceiling``). Returns the
     run read back: ``tables["transfer"]`` per target and layer, ``tables["summary"]`` the mean
-    over targets with ceiling, ratio and chance.
+    over targets with ceiling, ratio and chance. ``model``: a name or path, or a loaded
+    ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), used where
+    it is, as in ``align``.
 
     >>> run = la.transfer(model="smollm2-135m", languages="en,de,zh,sw", limit=100)
     >>> run.tables["summary"].query("metric == 'accuracy'")
@@ -859,8 +871,8 @@ def transfer(
     arguments = dict(locals())
     chosen = _languages(languages)
     request = TransferRequest(
-        model=_named_model(model, "transfer"), adapter=adapter, device=device, dtype=dtype,
-        output=Path(output), name=name, overwrite=overwrite, data=data,
+        model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
+        device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite, data=data,
         languages=None if chosen == ["all"] else chosen, source=source, limit=_count(limit),
         probe=ProbeConfig(c=c, max_iter=max_iter, bootstrap=bootstrap, seed=seed,
                           ceiling=not no_ceiling),
@@ -921,6 +933,9 @@ def train(
     """Instruction tuning (CoIT ``recipe="coit"``, MuIT ``recipe="muit"``, or a ``mixture``
     spec), LoRA or full: ``layer-analysis train``. Returns the training output read back (None
     in the other processes of a multi-process launch); probe it with ``la.align(model=OUTPUT)``.
+    ``model`` is a name or path only, unlike the other functions': training loads the model
+    itself (again on resume, in every process of a launch); save a loaded one with
+    ``save_pretrained(DIR)`` (its tokenizer too) and pass ``DIR``.
 
     >>> out = la.train(recipe="coit", languages="zh", output="out/x-zh", max_steps=100)
     >>> out.show()
@@ -969,7 +984,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from layer_analysis.probe.models import load_model
+    from layer_analysis.probe.models import loaded_or_load
     from layer_analysis.train.evaluate import (
         check_languages,
         check_scores_output,
@@ -987,9 +1002,7 @@ def evaluate(
     check_languages(task, targets, data, limit)  # every one, before the model
     if output is not None:
         check_scores_output(Path(output))
-    given = _model(model, tokenizer, device, dtype)
-    loaded = given if isinstance(given, LoadedModel) else load_model(given, device=device,
-                                                                     dtype=dtype)
+    loaded = loaded_or_load(_model(model, tokenizer, device, dtype), device=device, dtype=dtype)
     results = []
     for language in tqdm(targets, desc=f"evaluate {task}", unit="language", disable=not progress):
         if task == "translation":

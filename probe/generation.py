@@ -42,23 +42,26 @@ def generate(loaded: LoadedModel, prompts: list[str], max_new_tokens: int = 128,
     translations are one line; the rest would be the model starting a new prompt)."""
     check_numbers({"max_new_tokens": (max_new_tokens, COUNT), "batch size": (batch_size, COUNT)})
     tokenizer, model = loaded.tokenizer, loaded.model.eval()
-    tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chosen = order[start:start + batch_size]
-        batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True)
-        batch = batch.to(loaded.device)
-        start = batch["input_ids"].shape[1]
-        stop = StoppingCriteriaList([_FirstLineDone(tokenizer, start)]) if one_line else None
-        tokens = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
-                                pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop)
-        texts = tokenizer.batch_decode(tokens[:, start:],
-                                       skip_special_tokens=True)
-        for i, text in zip(chosen, texts, strict=True):
-            out[i] = (text.strip().split("\n")[0] if one_line else text).strip()
-    return out
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored after: it may
+    try:  # be a tokenizer the caller loaded and uses elsewhere
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        out: list[str] = [""] * len(prompts)
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            batch = tokenizer([prompts[i] for i in chosen], return_tensors="pt", padding=True)
+            batch = batch.to(loaded.device)
+            start = batch["input_ids"].shape[1]
+            stop = StoppingCriteriaList([_FirstLineDone(tokenizer, start)]) if one_line else None
+            tokens = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens,
+                                    pad_token_id=tokenizer.pad_token_id,
+                                    eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop)
+            texts = tokenizer.batch_decode(tokens[:, start:],
+                                           skip_special_tokens=True)
+            for i, text in zip(chosen, texts, strict=True):
+                out[i] = (text.strip().split("\n")[0] if one_line else text).strip()
+        return out
+    finally:
+        tokenizer.padding_side = side
 
 
 # --------------------------------------------------------------------------------- scoring

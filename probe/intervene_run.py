@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -47,7 +47,7 @@ from .interventions import (
 from .langid import check_identifiable, identify, iso639_3
 from .languages import ENGLISH, canonical, display_name
 from .metrics import bootstrap_ci, precision_at_1
-from .models import LoadedModel, block_count, load_model
+from .models import LoadedModel, block_count, loaded_or_load
 from .prompts import alpaca_prompt, translation_instruction
 from .runs import RunSettings, check_held_out, run_kind, versions, writes_runs
 
@@ -257,7 +257,7 @@ def execute_intervention(request: InterventionRequest, command: list[str],
     if request.layer is not None and blocks is not None:  # before the weights load
         check_layers([request.layer], blocks, first=1, acting="interventions act")
     clock = time.perf_counter()
-    loaded = load_model(request.model, request.adapter, request.device, request.dtype)
+    loaded = loaded_or_load(request.model, request.adapter, request.device, request.dtype)
     extractor = Extractor(loaded, ExtractionConfig())
     parts = extractor.parts
     if request.layer is not None:
@@ -333,9 +333,10 @@ def execute_intervention(request: InterventionRequest, command: list[str],
     manifest = {
         "command": command, "kind": "intervention",
         "model": loaded.record(request.adapter),
-        "intervention": {**{k: v for k, v in asdict(request).items()
-                            if k not in ("output", "name", "overwrite", "static", "model",
-                                         "adapter", "device", "dtype")},
+        "intervention": {**{f.name: getattr(request, f.name) for f in fields(request)  # not
+                            # asdict: it would deep-copy a model the caller loaded
+                            if f.name not in ("output", "name", "overwrite", "static", "model",
+                                              "adapter", "device", "dtype")},
                          "language": prepared.language, **fitted},
         "versions": versions(),
         "timings_s": {k: round(v, 3) for k, v in timings.items()},

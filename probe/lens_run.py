@@ -33,7 +33,7 @@ from .latent import (
 )
 from .lens import LogitLens
 from .metrics import bootstrap_ci
-from .models import load_model
+from .models import loaded_or_load
 from .runs import RunSettings, versions, writes_runs
 from .token_languages import build_token_languages
 from .tuned_lens import TunedLens, TuningConfig, kl_to_final, train_tuned_lens
@@ -181,7 +181,7 @@ def execute_lens(request: LensRequest, command: list[str],
     corpora = sentence_corpora(request, targets)
     blanks = cloze_blanks(request, words, targets)
     clock = time.perf_counter()
-    loaded = load_model(request.model, request.adapter, request.device, request.dtype)
+    loaded = loaded_or_load(request.model, request.adapter, request.device, request.dtype)
     lens = LogitLens(loaded, max_length=request.max_length)
     timings = {"load_model": time.perf_counter() - clock}
     truncation = None if corpora is None else text_truncation(lens, corpora[0])

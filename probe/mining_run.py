@@ -31,7 +31,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text, start_run_director
 from .hooks import check_layers
 from .languages import canonical
 from .mining import MARGIN_K, candidates, mine, mining_f1
-from .models import block_count, load_model
+from .models import block_count, loaded_or_load
 from .readers import numbered_lines
 from .runs import RunSettings, versions, writes_runs
 from .store import ActivationStore
@@ -153,8 +153,8 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         check_layers((request.layer,), blocks)
     timings = {}
     clock = time.perf_counter()
-    loaded = load_model(request.model, request.adapter, processes.device(request.device),
-                        request.dtype)
+    loaded = loaded_or_load(request.model, request.adapter, processes.device(request.device),
+                            request.dtype)
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length))
     blocks = extractor.parts.num_layers - 1
     layer = request.layer if request.layer is not None else (blocks + 1) // 2

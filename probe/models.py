@@ -273,12 +273,20 @@ def _base_and_adapter(spec: str, adapter: str | None) -> tuple[str, str | None]:
     return spec, adapter
 
 
-def block_count(spec: str, trust_remote_code: bool = False) -> int | None:
+def block_count(spec: str | LoadedModel, trust_remote_code: bool = False) -> int | None:
     """Decoder blocks of the model ``spec`` names, read from its config alone (no weights), so
     a layer out of range fails before a big model loads; None when the config cannot be read
-    or does not say (the check after loading, on the blocks found, still holds)."""
+    or does not say (the check after loading, on the blocks found, still holds). A model
+    already loaded (``LoadedModel``) is counted where it is, by structure."""
     from transformers import AutoConfig
 
+    if isinstance(spec, LoadedModel):
+        from .architecture import find_decoder
+
+        try:
+            return len(find_decoder(spec.model).blocks)
+        except ModelError:  # said again, with the same words, where the run finds its blocks
+            return None
     source = _source(_base_and_adapter(spec, None)[0])
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
@@ -349,6 +357,52 @@ def load_model(
     name = spec if adapter is None else f"{spec}+{Path(adapter).name}"
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, identity=identity,
                        warnings=warnings)
+
+
+def refuse_loading_options(**options: Any) -> None:
+    """Loading options (an adapter, quantisation, a device map, remote code) given with a model
+    that is already loaded: they cannot apply to it, so any that is set is an error."""
+    given = [f"{key}={value!r}" for key, value in options.items() if value not in (None, False)]
+    if given:
+        raise ModelError(f"{', '.join(given)} cannot apply to a model already loaded: load it "
+                         "that way yourself, or pass its name or path")
+
+
+def check_placement(loaded: LoadedModel, device: str = "auto", dtype: str = "auto") -> None:
+    """A model loaded by the caller is used where it is: ``device`` and ``dtype`` other than
+    ``auto`` must agree with where it is and what it holds (it is never moved or converted)."""
+    if device != "auto":
+        wanted = resolve_device(device)
+        if wanted.type != loaded.device.type or (wanted.index is not None
+                                                 and wanted.index != loaded.device.index):
+            raise ModelError(f"the model passed is on {loaded.device}, but device={device!r} was "
+                             "asked for: move the model (model.to(...)) or leave device='auto'")
+    if dtype != "auto" and resolve_dtype(dtype, loaded.device) != loaded.dtype:
+        raise ModelError(f"the model passed is in {str(loaded.dtype).removeprefix('torch.')}, "
+                         f"but dtype={dtype!r} was asked for: convert the model or leave "
+                         "dtype='auto'")
+
+
+def loaded_or_load(
+    model: str | LoadedModel,
+    adapter: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    device_map: str | dict | None = None,
+    quantize: str | None = None,
+) -> LoadedModel:
+    """The model a request holds, ready: a name or path loads (``load_model``, with every
+    option); a model the caller loaded (``LoadedModel``, e.g. ``la.api.adopt_model``) is used
+    as it is, where it is: the loading options then cannot apply and are refused, and
+    ``device``/``dtype`` other than ``auto`` must agree with it (``check_placement``). Every
+    command that takes a model loads it through here."""
+    if isinstance(model, LoadedModel):
+        refuse_loading_options(adapter=adapter, trust_remote_code=trust_remote_code,
+                               device_map=device_map, quantize=quantize)
+        check_placement(model, device, dtype)
+        return model
+    return load_model(model, adapter, device, dtype, trust_remote_code, device_map, quantize)
 
 
 def first_non_finite(tensors: Iterable[tuple[str, torch.Tensor | None]]) -> str | None:

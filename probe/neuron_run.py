@@ -36,7 +36,7 @@ from .files import MANIFEST, atomic_write, atomic_write_text, start_run_director
 from .interventions import deactivated
 from .languages import canonical, display_name
 from .metrics import bootstrap_ci
-from .models import load_model
+from .models import loaded_or_load
 from .neurons import (
     LapeThresholds,
     activation_counts,
@@ -171,7 +171,7 @@ def execute_neurons(request: NeuronRequest, command: list[str],
     """Count, select, check; write the run directory (manifest last) and return it."""
     languages, counted, held_out = check_neuron_request(request)
     clock = time.perf_counter()
-    loaded = load_model(request.model, request.adapter, request.device, request.dtype)
+    loaded = loaded_or_load(request.model, request.adapter, request.device, request.dtype)
     extractor = Extractor(loaded, ExtractionConfig(max_length=request.max_length))
     activation_modules(extractor.parts)  # a clear error before any pass
     truncation = extractor.truncation([s for side in counted.values() for s in side])

@@ -34,7 +34,7 @@ from .hooks import check_layers
 from .languages import canonical
 from .latent import WORDS, WordList, load_words
 from .lens import LogitLens
-from .models import block_count, load_model
+from .models import block_count, loaded_or_load
 from .patching import (
     MEASURES,
     Patcher,
@@ -129,7 +129,7 @@ def execute_patch(request: PatchRequest, command: Sequence[str],
     """Run every setting; returns the run directory, the tidy table and the switch table."""
     words, settings = check_patch_request(request)
     clock = time.perf_counter()
-    loaded = load_model(request.model, request.adapter, request.device, request.dtype)
+    loaded = loaded_or_load(request.model, request.adapter, request.device, request.dtype)
     patcher = Patcher(LogitLens(loaded, max_length=request.max_length))
     timings = {"load_model": time.perf_counter() - clock}
     # the config may not have said; the blocks found do

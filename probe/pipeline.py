@@ -21,7 +21,7 @@ from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write_text
 from .hooks import check_layers
 from .mexa_export import export_mexa
-from .models import LoadedModel, block_count, load_model
+from .models import LoadedModel, block_count, loaded_or_load
 from .projection import METHODS, project
 from .runs import (
     RunResults,
@@ -123,17 +123,17 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                            else load_parallel(request.data), request.languages, request.limit)
     warnings = check_request(request, corpus)
     processes.check(sum(len(side.sentences) for side in corpus.sides.values()))
-    given = request.model if isinstance(request.model, LoadedModel) else None  # loaded by the caller
-    say(f"loading {given.name if given else request.model}", 0.02)
+    model = request.model  # a name or path, or a model loaded by the caller
+    say(f"loading {model.name if isinstance(model, LoadedModel) else model}", 0.02)
     if request.device_map is not None and processes.world > 1:
         raise DataError("--device-map spreads one model over the devices; with several "
                         "processes each loads its own copy: use one or the other")
-    blocks = None if given else block_count(request.model, request.trust_remote_code)
+    blocks = block_count(model, request.trust_remote_code)
     if blocks is not None:  # before the weights load (minutes, for a big model)
         check_layers(request.extraction.layers, blocks)
-    loaded = given or load_model(request.model, request.adapter, processes.device(request.device),
-                                 request.dtype, request.trust_remote_code, request.device_map,
-                                 request.quantize)
+    loaded = loaded_or_load(model, request.adapter, processes.device(request.device),
+                            request.dtype, request.trust_remote_code, request.device_map,
+                            request.quantize)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
     truncation = extractor.truncation([s for side in corpus.sides.values() for s in side.sentences])

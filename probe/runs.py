@@ -41,7 +41,7 @@ from .extract import SinkRecord
 from .files import MANIFEST, WRITER_LOCK, atomic_write, atomic_write_text, start_run_directory, writer_lock
 from .languages import display_name
 from .metrics import linear_cka
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, LoadedModel
 from .paired import paired_differences
 from .ranking import many_language_figures
 from .store import Activations, ActivationStore
@@ -234,9 +234,11 @@ def check_run_name(name: str) -> str:
 @dataclass(kw_only=True)
 class RunSettings:
     """What every command that writes a run directory shares: the model it loads (and the
-    adapter on it, the device, the dtype) and where the run goes (``output/name``)."""
+    adapter on it, the device, the dtype) and where the run goes (``output/name``). ``model``
+    is a name or path, or a model the caller loaded (``LoadedModel``), used as it is
+    (``models.loaded_or_load``)."""
 
-    model: str = DEFAULT_MODEL
+    model: str | LoadedModel = DEFAULT_MODEL
     adapter: str | None = None
     device: str = "auto"
     dtype: str = "auto"

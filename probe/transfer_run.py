@@ -38,7 +38,7 @@ from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .hooks import check_layers
 from .languages import canonical
-from .models import block_count, load_model
+from .models import block_count, loaded_or_load
 from .runs import RunSettings, slug, versions, writes_runs
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, Activations, ActivationStore
@@ -206,8 +206,8 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
         check_layers(request.extraction.layers, blocks)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    loaded = load_model(request.model, request.adapter, processes.device(request.device),
-                        request.dtype)
+    loaded = loaded_or_load(request.model, request.adapter, processes.device(request.device),
+                            request.dtype)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
     store = ActivationStore(request.store or request.output / "store")

@@ -85,6 +85,85 @@ def test_align_on_objects_equals_the_cli_on_files(tiny_llama_dir, sentences, tsv
     assert in_memory.directory == runs / "objects" and in_memory.kind == "alignment"
 
 
+@pytest.fixture(scope="module")
+def small_inputs(tmp_path_factory) -> dict[str, Path]:
+    """The smallest inputs of lens, intervene, mine and transfer, from the shipped sentences
+    only: a word list, held-out sentences, two mining files, a SIB-200 layout."""
+    from test_transfer import write_sib
+
+    root = tmp_path_factory.mktemp("small-inputs")
+    words = root / "words.tsv"
+    words.write_text("eng_Latn\tdeu_Latn\n" + "".join(f"w{i}\tx{i}\n" for i in range(8)))
+    corpus = load_parallel("default").select(["en", "de"])
+    held_out = root / "held-out"
+    held_out.mkdir()
+    files = {"words": words, "held_out": held_out,
+             "sib": write_sib(root / "sib", ("eng_Latn", "deu_Latn"), (12, 3, 6))}
+    for side in corpus.sides.values():
+        (held_out / f"{side.language}.txt").write_text("\n".join(side.sentences[-2:]) + "\n")
+        files[side.language] = root / f"{side.language}.txt"
+        files[side.language].write_text("\n".join(side.sentences[:8]) + "\n")
+    return files
+
+
+def _call(function, *args, **options):
+    """``function`` with the options it takes (mine and transfer write no static figures)."""
+    import inspect
+
+    taken = inspect.signature(function).parameters
+    return function(*args, **{k: v for k, v in options.items() if k in taken})
+
+
+LOADED_MODEL_CALLS = {  # each command at its smallest, the model given by ``given``
+    "lens": lambda given, files, common: _call(
+        la.lens, **given, languages="de", source="en", task=["repetition"], words=files["words"],
+        limit=0, bootstrap=10, **common),
+    "patch": lambda given, files, common: _call(
+        la.patch, **given, pair=[("de", "fr", "es", "en")], mean_languages="de,es", layers=[4],
+        concepts=5, shots=1, bootstrap=10, **common),
+    "neurons": lambda given, files, common: _call(
+        la.neurons, **given, languages="en,de", data="default", limit=6, eval_sentences=0,
+        bootstrap=10, **common),
+    "intervene": lambda given, files, common: _call(
+        la.intervene, "steer", **given, language="de", fit_data="default", fit_sentences=4,
+        eval_data=str(files["held_out"]), eval_sentences=2, max_new_tokens=2, bootstrap=10,
+        strengths=[1], **common),
+    "mine": lambda given, files, common: _call(
+        la.mine, files["deu_Latn"], files["eng_Latn"], source_language="de",
+        target_language="en", **given, **common),
+    "transfer": lambda given, files, common: _call(
+        la.transfer, **given, data=str(files["sib"]), languages="de,en", layers="1,3",
+        bootstrap=10, **common),
+    "evaluate": lambda given, files, common: la.evaluate(  # writes no run: its scores only
+        **given, languages="de", data=str(files["held_out"]), limit=2, max_new_tokens=2,
+        device="cpu", progress=False),
+}
+
+
+@pytest.mark.parametrize("command", LOADED_MODEL_CALLS)
+def test_every_command_takes_a_loaded_model_as_align_does(command, tiny_llama_dir, small_inputs,
+                                                          tmp_path):
+    """Each command (and ``evaluate``) on the loaded (model, tokenizer), as a pair or with
+    ``tokenizer=``, gives the table it gives on the model's directory; the manifest records the
+    model in memory by the fingerprints of its weights and tokenizer, and the caller's
+    tokenizer is left as it was (generation pads on the left)."""
+    model, tokenizer = _loaded_pair(tiny_llama_dir)
+    call = LOADED_MODEL_CALLS[command]
+    common = {"device": "cpu", "static": False, "progress": False, "output": tmp_path}
+    as_pair = list(LOADED_MODEL_CALLS).index(command) % 2 == 0
+    given = {"model": (model, tokenizer)} if as_pair else {"model": model, "tokenizer": tokenizer}
+    in_memory = call(given, small_inputs, {**common, "name": "in-memory"})
+    named = call({"model": str(tiny_llama_dir)}, small_inputs, {**common, "name": "named"})
+    pd.testing.assert_frame_equal(in_memory.table, named.table)
+    identity = in_memory.manifest["model"]["identity"]
+    assert identity["in_memory"] == str(tiny_llama_dir) == in_memory.model
+    assert len(identity["weights"]) == len(identity["tokenizer"]) == 64
+    assert "directory" in named.manifest["model"]["identity"]
+    if command != "evaluate":
+        assert in_memory.manifest["command"][0] == f"layer_analysis.{command}"
+    assert tokenizer.padding_side == "right"
+
+
 def test_result_holds_tables_figures_and_a_short_repr(tiny_llama_dir, runs, cli_run):
     result = la.load(cli_run)
     assert set(result.tables) == {"results", "cka", "projection", "mexa"}
@@ -129,11 +208,8 @@ def test_result_holds_tables_figures_and_a_short_repr(tiny_llama_dir, runs, cli_
 ])
 def test_bad_input_raises_the_cli_s_typed_error_before_any_model(call, error, message,
                                                                   monkeypatch, tmp_path):
-    from layer_analysis.probe import intervene_run, lens_run, neuron_run, pipeline
-
     monkeypatch.chdir(tmp_path)
-    for module in (pipeline, lens_run, neuron_run, intervene_run):
-        monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(error, match=message):
         call()
 
@@ -154,8 +230,14 @@ def test_a_loaded_model_with_contradicting_options_is_refused(tiny_llama_dir, se
         la.align(sentences, model=(model, tokenizer), quantize="8bit")
     with pytest.raises(ModelError, match="needs its tokenizer"):
         la.align(sentences, model=model)
-    with pytest.raises(ModelError, match=r"la\.lens takes the model by name or path"):
-        la.lens(model=model)
+    with pytest.raises(ModelError, match="adapter='x-de' cannot apply"):
+        la.lens(model=(model, tokenizer), adapter="x-de")
+    with pytest.raises(ModelError, match=r"device=.cuda. was asked for|CUDA is not available"):
+        la.neurons(model=(model, tokenizer), device="cuda")
+    with pytest.raises(DataError, match=r"layers \[9\] out of range"):  # counted in memory
+        la.patch(model=(model, tokenizer), layers=[9], pair=[("de", "fr", "es", "en")])
+    with pytest.raises(ModelError, match=r"la\.train takes the model by name or path"):
+        la.train(model=model, output="x", recipe="coit", languages="de")
 
 
 def test_same_option_names_and_defaults_as_the_commands():

@@ -381,16 +381,16 @@ def test_new_run_can_be_cancelled_and_writes_nothing(dashboard_runs, monkeypatch
     import threading
 
     from layer_analysis.app.dashboard import discover_outputs
-    from layer_analysis.probe import pipeline
+    from layer_analysis.probe import models
 
     released = threading.Event()
-    real = pipeline.load_model
+    real = models.load_model
 
     def held(*args, **kwargs):  # the run waits here until the test has pressed Cancel
         released.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "load_model", held)
+    monkeypatch.setattr(models, "load_model", held)
     root = tmp_path / "runs"
     at = goto(app(root, monkeypatch), "new_run")
     at.selectbox(key="new-model").set_value("other…").run()

@@ -30,12 +30,11 @@ def test_capped_says_a_cap_and_refuses_nothing(capsys):
 
 def test_run_says_when_its_limit_is_more_than_the_data_holds(three_pairs, tmp_path, capsys,
                                                              monkeypatch):
-    from layer_analysis.probe import pipeline
 
     def load_model(*args, **kwargs):
         raise DataError("stopped before the model")
 
-    monkeypatch.setattr(pipeline, "load_model", load_model)
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", load_model)
     assert main(["run", "--model", "unused", "--data", str(three_pairs), "--limit", "500",
                  "--output", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err

@@ -104,12 +104,11 @@ def test_bad_inputs_give_one_message_and_exit_2(run_args, capsys, extra, message
 
 
 def test_layers_out_of_range_fail_before_the_weights_load(run_args, capsys, monkeypatch):
-    from layer_analysis.probe import pipeline
 
     def load_model(*args, **kwargs):
         raise AssertionError("the weights were loaded")
 
-    monkeypatch.setattr(pipeline, "load_model", load_model)
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", load_model)
     assert main([*run_args, "--layers", "2,7"]) == 2
     assert "layers [7] out of range: this model has layers 0..4" in capsys.readouterr().err
 

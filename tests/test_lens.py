@@ -182,7 +182,7 @@ def test_lens_command_writes_a_run(tiny_llama_dir, small_words, tmp_path, capsys
 ])
 def test_lens_bad_input_fails_before_the_model_loads(small_words, tmp_path, monkeypatch, capsys,
                                                      args, message):
-    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     code = main(["lens", "--model", "unused", "--words", str(small_words), "--languages", "de",
                  "--output", str(tmp_path / "runs"), *args])
     assert code == 2 and message in capsys.readouterr().err
@@ -195,7 +195,7 @@ def test_where_the_run_goes_is_checked_first(small_words, tmp_path, monkeypatch,
     def check_name(self, kind):
         raise DataError(f"output {self.output} refused")
 
-    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     monkeypatch.setattr(lens_run, "load_words", lambda *a, **k: pytest.fail("words read"))
     monkeypatch.setattr(lens_run.LensRequest, "check_name", check_name)
     assert main(["lens", "--words", str(small_words), "--output", str(tmp_path / "f")]) == 2
@@ -205,7 +205,7 @@ def test_where_the_run_goes_is_checked_first(small_words, tmp_path, monkeypatch,
 def test_an_output_that_is_a_file_fails_before_the_model_loads(small_words, tmp_path,
                                                                monkeypatch, capsys):
     (tmp_path / "file").write_text("not a directory")
-    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     assert main(["lens", "--words", str(small_words), "--languages", "de", "--output",
                  str(tmp_path / "file")]) == 2
     assert "file" in capsys.readouterr().err
@@ -214,7 +214,7 @@ def test_an_output_that_is_a_file_fails_before_the_model_loads(small_words, tmp_
 def test_a_missing_word_is_named(tmp_path, monkeypatch, capsys):
     path = tmp_path / "words.tsv"
     path.write_text(SMALL.replace("Haus", ""), encoding="utf-8")
-    monkeypatch.setattr(lens_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     code = main(["lens", "--words", str(path), "--languages", "de", "--output",
                  str(tmp_path / "runs")])
     assert code == 2 and "no German word for 'house'" in capsys.readouterr().err

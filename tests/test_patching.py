@@ -327,9 +327,8 @@ def test_patch_command_writes_a_run_manifest_last(tiny_llama_dir, tmp_path, caps
 def test_patch_bad_input_fails_before_the_model_loads(tiny_llama_dir, tmp_path, monkeypatch,
                                                       capsys, args, message):
     from layer_analysis.cli import main
-    from layer_analysis.probe import patch_run
 
-    monkeypatch.setattr(patch_run, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr("layer_analysis.probe.models.load_model", lambda *a, **k: pytest.fail("model loaded"))
     code = main(["patch", "--model", str(tiny_llama_dir), *args, "--output",
                  str(tmp_path / "runs")])
     err = capsys.readouterr().err
