@@ -1,7 +1,8 @@
 """Patching speed: prompts/s of one patched batched forward (hooks replacing the last token's
-state at one layer, output read through the lens) against a bare forward of the same prompts
-(the model's own ``forward``, same batches), and of a whole experiment (every condition at
-every layer; the source pass included).
+state at one layer, output read through the lens) — as the experiment runs it (a one-token
+forward on the prompt prefix's kept key/value cache) and on the whole prompt — against a bare
+forward of the same prompts (the model's own ``forward``, same batches), and of a whole
+experiment (every condition at every layer; the source pass included).
 
     python benchmarks/bench_patching.py [--model smollm2-135m] [--limit 30] [--layers 1-30]
 
@@ -53,7 +54,13 @@ def main() -> None:
     def patched() -> None:
         patcher.run(encoded, args.batch_size, token_sets=sets, patches={middle: own[middle]})
 
-    for name, work in (("bare forward", bare), ("patched forward", patched)):
+    whole = Patcher(LogitLens(loaded), reuse_prefix=False)
+
+    def patched_whole() -> None:
+        whole.run(encoded, args.batch_size, token_sets=sets, patches={middle: own[middle]})
+
+    for name, work in (("bare forward", bare), ("patched, cached", patched),
+                       ("patched, whole", patched_whole)):
         work()  # warm-up
         clock = time.perf_counter()
         for _ in range(args.repeats):

@@ -35,15 +35,22 @@ Speed: the source prompts (patch, controls, every mean language) run as one batc
 captures the last position at every layer needed and stops after the deepest; the target's
 baseline pass captures its own states for the self-patch; then each condition × layer is one
 batched forward of the targets, in the same batches as the baseline (so a self-patch is
-bit-identical). The output needs the full forward, so only the source pass stops early.
+bit-identical). A patch at the last position changes nothing before it, so each target batch's
+prefix (all but its last token, left-padded) runs once and is kept as a key/value cache; the
+baseline and every patched pass are then one-token forwards on a copy of it (models whose
+positions cannot be passed run the whole prompt each time). On the packaged models the cached
+and the whole-prompt probabilities agree to 1e-6.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -203,10 +210,17 @@ class Patcher:
     """Batched last-position passes of a loaded model: capture states, patch them, read the
     output distribution (through the lens's final norm and head: equal to the model's logits)."""
 
-    def __init__(self, lens: LogitLens):
+    def __init__(self, lens: LogitLens, reuse_prefix: bool = True):
         self.lens = lens
         self.extractor = lens.extractor
         self.blocks = self.extractor.parts.blocks
+        # A patch at the last position changes nothing before it (causal attention), so the
+        # prompt's prefix runs once per batch and every reading pass is a one-token forward on
+        # its key/value cache. Only for models whose positions can be given (left padding).
+        self.reuse_prefix = reuse_prefix and self.extractor._takes_positions
+        taken = inspect.signature(self.extractor.parts.body.forward).parameters
+        self._cache_argument = "cache" if "cache" in taken else "past_key_values"  # 5.x renamed it
+        self._prefixes: tuple[Encoded, dict[tuple[int, ...], Any]] | None = None
 
     @property
     def num_blocks(self) -> int:
@@ -244,10 +258,17 @@ class Patcher:
                     mask[i, j, : len(ids)] = True
             probs = torch.empty(n, asked.shape[1])
         stop = max(wanted) if token_sets is None else None
+        cached = (token_sets is not None and self.reuse_prefix
+                  and min(encoded.lengths) > 1)
         for batch in self.extractor.batches(encoded.lengths, batch_size):
-            ids, attention, _, _ = self.extractor.collate(encoded, batch)
-            ids, attention = ids.to(self.lens.loaded.device), attention.to(self.lens.loaded.device)
-            last = attention.long().sum(-1) - 1
+            if cached:
+                ids, attention, positions, prefix = self._prefix(encoded, batch)
+                last = torch.zeros(len(batch), dtype=torch.long)
+            else:
+                ids, attention, _, _ = self.extractor.collate(encoded, batch)
+                ids = ids.to(self.lens.loaded.device)
+                attention = attention.to(self.lens.loaded.device)
+                last = attention.long().sum(-1) - 1
             taken: dict[int, torch.Tensor] = {}
 
             def take(layer: int, taken: dict = taken, last: torch.Tensor = last) -> Callable:
@@ -262,7 +283,13 @@ class Patcher:
             with replaced_last(self.blocks, last, {j: s[batch] for j, s in patches.items()}), \
                     hooked(on_outputs(self.blocks, {layer: take(layer) for layer in wanted})), \
                     suppress(StopForward), torch.inference_mode():
-                self.extractor.run_body(ids, attention)
+                if cached:  # the last token alone, on a copy of the prefix's cache
+                    self.extractor.parts.body(
+                        input_ids=ids[:, -1:], attention_mask=attention.long(),
+                        position_ids=positions[:, -1:], use_cache=True,
+                        **{self._cache_argument: copy.deepcopy(prefix)})
+                else:
+                    self.extractor.run_body(ids, attention)
             for layer in wanted:
                 if captured[layer] is None:
                     captured[layer] = torch.empty(n, taken[layer].shape[-1],
@@ -273,6 +300,34 @@ class Patcher:
                 picked = p.gather(1, asked[batch].flatten(1)).view(asked[batch].shape)
                 probs[batch] = (picked * mask[batch]).sum(-1)
         return {layer: captured[layer] for layer in capture}, probs
+
+    def _prefix(self, encoded: Encoded, batch: Sequence[int]
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """Left-padded ids, attention and positions of a batch (its last token in the last
+        column) and the key/value cache of everything before that token, computed once per
+        batch of the latest ``encoded`` prompts and kept."""
+        device = self.lens.loaded.device
+        width = max(len(encoded.input_ids[i]) for i in batch)
+        pad = self.lens.loaded.tokenizer.pad_token_id or 0
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, i in enumerate(batch):
+            n = len(encoded.input_ids[i])
+            ids[row, width - n:] = torch.tensor(encoded.input_ids[i])
+            attention[row, width - n:] = True
+        ids, attention = ids.to(device), attention.to(device)
+        positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
+        if self._prefixes is None or self._prefixes[0] is not encoded:
+            self._prefixes = (encoded, {})
+        kept = self._prefixes[1]
+        if tuple(batch) not in kept:
+            with torch.inference_mode():
+                out = self.extractor.parts.body(
+                    input_ids=ids[:, :-1], attention_mask=attention[:, :-1].long(),
+                    position_ids=positions[:, :-1], use_cache=True)
+            cache = getattr(out, "cache", None)
+            kept[tuple(batch)] = cache if cache is not None else out.past_key_values
+        return ids, attention, positions, kept[tuple(batch)]
 
 
 # ------------------------------------------------------------------------------ experiment

@@ -197,7 +197,13 @@ def test_hooks_are_gone_afterwards_on_every_family(family):
     moved = patcher.run(encoded, 2, token_sets=sets, patches={2: own[2].flip(0)})[1]
     stopped, _ = patcher.run(encoded, 2, capture=[1, 2])  # stops after layer 2
     assert torch.equal(same, base) and not torch.equal(moved, base)
-    assert torch.equal(stopped[2], own[2])
+    # the capture pass runs the whole prompt; the reading pass, the last token on the prefix's
+    # cache where the model takes positions: the same states up to rounding
+    assert torch.allclose(stopped[2], own[2], atol=1e-5, rtol=1e-4)
+    uncached = Patcher(LogitLens(family), reuse_prefix=False)
+    plain_own, plain_base = uncached.run(encoded, 2, capture=[2], token_sets=sets)
+    assert torch.equal(stopped[2], plain_own[2])
+    assert torch.allclose(base, plain_base, atol=1e-6, rtol=1e-4)
     assert torch.equal(_logits(family), before)
     assert all(not b._forward_hooks for b in patcher.blocks)
 
