@@ -437,12 +437,19 @@ def weights_fingerprint(model: Any) -> str:
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """SHA-256 of what tokenizes: a fast tokenizer's full definition (normaliser, merges, the
-    BOS it adds), else its vocabulary and special tokens."""
+    BOS it adds) without the truncation and padding a call left set on it (``tok(...,
+    truncation=True, max_length=16)`` keeps them: the same tokenizer must keep its identity
+    whatever was called before), else its vocabulary and special tokens."""
     import hashlib
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        text = backend.to_str()
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())  # the caller's tokenizer stays as it is
+        copy.no_truncation()
+        copy.no_padding()
+        text = copy.to_str()  # a tokenizer never called so: the very same text as before
     else:
         text = json.dumps([type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
                            tokenizer.special_tokens_map], default=str)

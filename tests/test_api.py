@@ -442,3 +442,27 @@ def test_the_command_line_s_spellings_are_accepted(tiny_llama_dir, sentences, ru
         la.align(sentences, model=str(tiny_llama_dir), limit="some")
     with pytest.raises(DataError, match="layers must look like"):
         la.align(sentences, model=str(tiny_llama_dir), layers="first")
+
+
+def test_a_tokenizer_s_fingerprint_ignores_the_truncation_and_padding_a_call_left(tokenizer):
+    """A call with truncation and fixed padding leaves them set on the fast tokenizer's backend:
+    the same tokenizer keeps its identity (and a run its store key) whatever ran before; a
+    tokenizer that tokenizes differently does not share it."""
+    import copy
+
+    from tokenizers import Tokenizer, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    from layer_analysis.api import tokenizer_fingerprint
+
+    tok = copy.deepcopy(tokenizer)
+    before = tokenizer_fingerprint(tok)
+    tok(["a sentence", "another"], truncation=True, max_length=16, padding="max_length")
+    assert tok.backend_tokenizer.truncation is not None  # the state the fingerprint must skip
+    assert tokenizer_fingerprint(tok) == before
+    assert tok.backend_tokenizer.truncation is not None  # the caller's tokenizer is untouched
+    lowercased = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    lowercased.normalizer = normalizers.Lowercase()
+    other = PreTrainedTokenizerFast(tokenizer_object=lowercased, bos_token="<bos>",
+                                    eos_token="<eos>", pad_token="<pad>")
+    assert tokenizer_fingerprint(other) != before
