@@ -255,3 +255,21 @@ def test_a_law_file_is_read_strictly(tmp_path):
     (tmp_path / "other.json").write_text('{"kind": "lens"}')
     with pytest.raises(DataError, match=r"is not a law\.json written by fit-law"):
         load_fit(tmp_path / "other.json")
+
+
+def test_fit_law_and_allocate_say_a_missing_input_before_the_output_s_state(tmp_path, capsys):
+    """A missing sweep or law with an existing default output: "no such file", not "pass
+    --overwrite"."""
+    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
+    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
+    assert main(["allocate", str(tmp_path / "law" / "law.json"), "--budget", "100",
+                 "--no-static"]) == 0
+    (tmp_path / "sweep.csv").unlink()
+    capsys.readouterr()
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 2
+    assert "sweep.csv: no such file" in capsys.readouterr().err
+    (tmp_path / "law" / "law.json").rename(tmp_path / "kept.json")
+    assert main(["allocate", str(tmp_path / "law" / "law.json"), "--budget", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "law.json does not exist" in err and "--overwrite" not in err

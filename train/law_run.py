@@ -11,8 +11,9 @@ the command prints (``la.fit_law`` and ``la.allocate`` call the same functions).
                                        last (default DIR: allocation/ beside law.json)
     both      DIR/report.html, DIR/figures/  the figures (``train.law_report``)
 
-Each checks its output directory before any work (``runs.check_run_directory``) and writes it
-as its one writer (``runs.run_writer``). The verdict (which law the points support, whether
+Each reads its input first (a missing sweep or law is said as such), then checks its output
+directory before any work (``runs.check_run_directory``) and writes it as its one writer
+(``runs.run_writer``). The verdict (which law the points support, whether
 data size predicts the metric at all) is ``law_summary``.
 """
 
@@ -141,12 +142,13 @@ def law_table(fits: list[LawFit], null: NoSizeEffect) -> pd.DataFrame:
 
 def execute_fit_law(request: LawRequest) -> tuple[Path, list[str]]:
     """Fit the families (and the null) to the sweep's points and write the law: its directory
-    and the lines ``fit-law`` prints. The directory is checked before any work."""
+    and the lines ``fit-law`` prints. The points are read first, then the directory is checked,
+    both before any work."""
     if request.metric not in METRICS:  # the command's choices
         raise DataError(f"unknown metric {request.metric!r}; choose from {', '.join(METRICS)}")
+    points = read_points(request.sweep, request.metric)  # a missing sweep said before --output
     out = request.directory()
     check_run_directory(out, "law", request.overwrite)  # before any work
-    points = read_points(request.sweep, request.metric)
     similarity = dict(zip(points.language, points.similarity, strict=True))
     families = None if request.family == "all" else [request.family]
     fits = compare_families(list(points.language), list(points.pairs),
@@ -245,13 +247,14 @@ def allocation_lines(best: Allocation, even: Allocation, caps: dict[str, int]) -
 
 def execute_allocation(request: AllocationRequest) -> tuple[Path, list[str]]:
     """Split the budget by the law (and uniformly) and write the allocation: its directory and
-    the lines ``allocate`` prints. The directory is checked before any work."""
+    the lines ``allocate`` prints. The law and the caps are read first, then the directory is
+    checked, both before any work."""
     check_numbers({"--budget": (request.budget, COUNT_OR_NONE), "--step": (request.step, COUNT),
                    "--instructions": (request.instructions, COUNT_OR_NONE)})  # the command's
+    fit = load_fit(request.law, request.family)  # a missing law said before --output's state
+    caps = parse_caps(request.caps, list(fit.baselines))
     out = request.directory()
     check_run_directory(out, "allocation", request.overwrite)  # before any work
-    fit = load_fit(request.law, request.family)
-    caps = parse_caps(request.caps, list(fit.baselines))
     best = allocate(fit, request.budget, caps, request.objective, request.step)
     even = uniform(fit, request.budget, caps, request.objective)
     with run_writer(out, "allocation", request.overwrite):
