@@ -257,6 +257,36 @@ def test_a_law_file_is_read_strictly(tmp_path):
         load_fit(tmp_path / "other.json")
 
 
+def test_a_law_written_again_removes_the_allocations_made_from_the_earlier_one(tmp_path, capsys):
+    """fit-law --overwrite replaces the law: the allocations inside its directory made from the
+    earlier law (its default allocation/ and another naming this law.json) go, with a notice;
+    an allocation of another law kept there stays. la.load then cannot report the new law's
+    path with the old fit's predictions."""
+    import layer_analysis as la
+
+    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
+    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    shifted = points.assign(score=points.score + 5 * (points.language == "ell_Grek"))
+    shifted.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "other.csv", index=False)
+    law, other = tmp_path / "law", tmp_path / "other-law"
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
+    assert main(["fit-law", str(tmp_path / "other.csv"), "--no-static", "--output",
+                 str(other)]) == 0
+    allocate = ["--budget", "1000", "--caps", "el=500,hi=500,zh=500", "--no-static"]
+    assert main(["allocate", str(law / "law.json"), *allocate]) == 0
+    assert main(["allocate", str(law / "law.json"), *allocate, "--output",
+                 str(law / "small")]) == 0
+    assert main(["allocate", str(other / "law.json"), *allocate, "--output",
+                 str(law / "foreign")]) == 0
+    capsys.readouterr()
+    assert main(["fit-law", str(tmp_path / "other.csv"), "--no-static", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert not (law / "allocation").exists() and not (law / "small").exists()
+    assert f"removed {law / 'allocation'}" in err and f"removed {law / 'small'}" in err
+    assert "foreign" not in err and la.load(law / "foreign").kind == "allocation"
+    assert la.load(law).kind == "law" and (law / "report.html").exists()
+
+
 def test_fit_law_and_allocate_say_a_missing_input_before_the_output_s_state(tmp_path, capsys):
     """A missing sweep or law with an existing default output: "no such file", not "pass
     --overwrite"."""

@@ -13,8 +13,10 @@ the command prints (``la.fit_law`` and ``la.allocate`` call the same functions).
 
 Each reads its input first (a missing sweep or law is said as such), then checks its output
 directory before any work (``runs.check_run_directory``) and writes it as its one writer
-(``runs.run_writer``). The verdict (which law the points support, whether
-data size predicts the metric at all) is ``law_summary``.
+(``runs.run_writer``). A law written again removes the allocations inside its directory that
+were made from the earlier law (``earlier_allocations``), with a notice: their predictions were
+the old fit's. The verdict (which law the points support, whether data size predicts the metric
+at all) is ``law_summary``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,11 @@ import pandas as pd
 
 from layer_analysis.probe import report
 from layer_analysis.probe.checks import COUNT, COUNT_OR_NONE, check_numbers
-from layer_analysis.probe.errors import DataError
-from layer_analysis.probe.files import atomic_write_text
+from layer_analysis.probe.errors import DataError, notice
+from layer_analysis.probe.files import atomic_write_text, writer_lock
 from layer_analysis.probe.languages import canonical, display_name
 from layer_analysis.probe.readers import read_json
-from layer_analysis.probe.runs import check_run_directory, run_writer
+from layer_analysis.probe.runs import OUR_FILES, check_run_directory, directory_owner, run_writer
 
 from .allocate import Allocation, allocate, available_pairs, uniform
 from .law import LawFit, NoSizeEffect, compare_families, load_fit, no_size_effect
@@ -165,6 +167,10 @@ def _write_law(request: LawRequest, out: Path, points: pd.DataFrame, fits: list[
     from .law_report import law_curves, predicted_vs_measured
 
     (out / LAW).unlink(missing_ok=True)  # written last: the law is complete with it
+    for earlier in earlier_allocations(out):  # their predictions were the earlier law's
+        _remove_allocation(earlier)
+        notice(f"removed {earlier}: an allocation made from the earlier law in {out} (run "
+               "allocate again on the new one)")
     atomic_write_text(out / LAW_TABLE, law_table(fits, null).to_csv(index=False))
     metric = request.metric
     measured = points.assign(model="x-models (sweep)", measured=points[metric],
@@ -180,6 +186,48 @@ def _write_law(request: LawRequest, out: Path, points: pd.DataFrame, fits: list[
         {"metric": metric, "best": fits[0].family, "fits": [
             {**f.as_dict(), "explained_within": null.explained(f)} for f in fits],
          "no_size_effect": asdict(null), "verdict": law_summary(fits, null)}, indent=2))
+
+
+def earlier_allocations(directory: Path) -> list[Path]:
+    """The allocations inside a law's ``directory`` that were made from its law: ``allocation/``
+    (``allocate``'s default output for it) and any other subdirectory whose ``allocation.json``
+    names this ``law.json``. An allocation of another law stays."""
+    law = (directory / LAW).resolve()
+    found = []
+    children = sorted(directory.iterdir()) if directory.is_dir() else []
+    for child in children:
+        if child.is_symlink() or not child.is_dir():
+            continue
+        owner = directory_owner(child)
+        if owner is None or owner[0] != "allocation":
+            continue
+        if child.name != "allocation":
+            try:
+                named = Path(read_json(child / ALLOCATION)["law"])
+            except (DataError, KeyError, TypeError):
+                continue
+            if named.resolve() != law:
+                continue
+        found.append(child)
+    return found
+
+
+def _remove_allocation(directory: Path) -> None:
+    """Remove an allocation's directory as its one writer (an ``allocate`` writing it now makes
+    this a ``StoreError``: the law is not written)."""
+    import shutil
+
+    with writer_lock(directory):
+        for path in directory.iterdir():
+            if path.name in OUR_FILES:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    for name in OUR_FILES:
+        (directory / name).unlink(missing_ok=True)
+    directory.rmdir()
 
 
 def read_law(directory: Path) -> tuple[dict[str, Any], pd.DataFrame]:

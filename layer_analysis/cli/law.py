@@ -58,7 +58,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fit.add_argument("--family", default="all", choices=["all", *FAMILIES])
     fit.add_argument("--output", type=Path, help="directory (default: SWEEP/law)")
     add_static_option(fit)
-    fit.add_argument("--overwrite", action="store_true", help="replace an existing law")
+    fit.add_argument("--overwrite", action="store_true",
+                     help="replace an existing law (and remove the allocations made from it in "
+                          "its directory)")
 
     alloc = sub.add_parser(
         "allocate", formatter_class=fmt,
