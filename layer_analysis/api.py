@@ -398,6 +398,10 @@ def _load_law(path: Path) -> Result:
 
 
 def _load_evaluation(path: Path) -> Result:
+    """An evaluation's scores file: its records (the table), its predictions beside it, and the
+    model's record (``manifest["model"]``; None in a file written before scores carried it)."""
+    from layer_analysis.train.evaluate import evaluation_model
+
     try:
         scores = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -406,12 +410,13 @@ def _load_evaluation(path: Path) -> Result:
                                                         for s in scores)):
         raise StoreError(f"{path} is not an evaluation's scores file (layer-analysis evaluate "
                          "--output) nor a run directory")
+    scores, model = evaluation_model(scores)
     predictions = path.with_suffix(".predictions.jsonl")
     tables = {"scores": pd.DataFrame(scores)}
     if predictions.exists():
         tables["predictions"] = pd.read_json(predictions, lines=True)
-    return Result("evaluation", path.parent, {"task": scores[0]["task"], "scores": str(path)},
-                  tables)
+    return Result("evaluation", path.parent, {"model": model, "task": scores[0]["task"],
+                                              "scores": str(path)}, tables)
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -1021,13 +1026,14 @@ def evaluate(
                                           max_new_tokens=max_new_tokens or 32,
                                           batch_size=batch_size))
         if output is not None:  # after every language: a later failure keeps the finished ones
-            write_evaluation(results, Path(output))
+            write_evaluation(results, Path(output), loaded.record())
     scores = pd.DataFrame([r.scores for r in results])
     predictions = pd.DataFrame([{**p, **{k: v for k, v in r.scores.items()  # as written to disk
                                          if k in ("task", "target", "language")}}
                                 for r in results for p in r.predictions])
     return Result("evaluation", None if output is None else Path(output).parent,
-                  {"model": loaded.record(), "task": task, "scores": output},
+                  {"model": loaded.record(), "task": task,
+                   "scores": None if output is None else str(output)},
                   {"scores": scores, "predictions": predictions})
 
 

@@ -466,3 +466,27 @@ def test_a_tokenizer_s_fingerprint_ignores_the_truncation_and_padding_a_call_lef
     other = PreTrainedTokenizerFast(tokenizer_object=lowercased, bos_token="<bos>",
                                     eos_token="<eos>", pad_token="<pad>")
     assert tokenizer_fingerprint(other) != before
+
+
+def test_evaluate_s_scores_file_records_the_model(tiny_llama_dir, small_inputs, tmp_path):
+    """The scores file carries the model's record (name and identity: for a loaded model the
+    fingerprints of its weights and tokenizer), which la.load gives back; correlate still reads
+    the file, and a scores file written before (no model) still loads."""
+    from layer_analysis.probe.correlate import read_scores
+
+    model, tokenizer = _loaded_pair(tiny_llama_dir)
+    scores = tmp_path / "eval" / "scores.json"
+    evaluated = la.evaluate(model, tokenizer=tokenizer, languages="de",
+                            data=str(small_inputs["held_out"]), limit=2, max_new_tokens=2,
+                            device="cpu", output=scores, progress=False)
+    loaded = la.load(scores)
+    assert loaded.model == evaluated.model == str(tiny_llama_dir)
+    assert loaded.manifest["model"]["identity"] == evaluated.manifest["model"]["identity"]
+    assert len(loaded.manifest["model"]["identity"]["weights"]) == 64
+    pd.testing.assert_frame_equal(loaded.table, evaluated.table)  # the model is no column
+    [table] = read_scores(scores)
+    assert list(table.values) == ["deu_Latn"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps([{k: v for k, v in record.items() if k != "model"}
+                               for record in json.loads(scores.read_text())]))
+    assert la.load(old).model is None and la.load(old).table.equals(loaded.table)

@@ -310,6 +310,7 @@ def test_evaluate_cli_writes_scores_and_predictions(tmp_path, tiny_llama_dir, sh
     scores = json.loads(out.read_text())
     assert [s["target"] for s in scores] == ["deu_Latn", "zho_Hans"]
     assert all(s["sentences"] == 3 and 0 <= s["chrf++"] <= 100 for s in scores)
+    assert all(s["model"]["name"] == str(tiny_llama_dir) for s in scores)  # who was evaluated
     predictions = out.with_suffix(".predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 6 and json.loads(predictions[0])["reference"]
     xquad = tmp_path / "xquad.json"

@@ -130,14 +130,25 @@ def check_scores_output(path: Path) -> None:
                              "file; it is not overwritten: choose another --output")
 
 
-def write_evaluation(evaluations: list[Evaluation], path: Path) -> None:
-    """Scores as JSON (predictions beside it as JSONL), each written atomically."""
+def write_evaluation(evaluations: list[Evaluation], path: Path,
+                     model: dict | None = None) -> None:
+    """Scores as JSON (predictions beside it as JSONL), each written atomically: a list of
+    score records, each with the evaluated ``model``'s record (``LoadedModel.record``: its name
+    and identity) where given; a reader of the scores skips that key (``evaluation_model``)."""
     from layer_analysis.probe.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps([e.scores for e in evaluations], indent=2,
-                                       ensure_ascii=False))
+    records = [{**e.scores, **({"model": model} if model is not None else {})}
+               for e in evaluations]
+    atomic_write_text(path, json.dumps(records, indent=2, ensure_ascii=False, default=str))
     lines = [json.dumps({**p, **{k: v for k, v in e.scores.items() if k in ("task", "target",
                                                                              "language")}},
                         ensure_ascii=False) for e in evaluations for p in e.predictions]
     atomic_write_text(path.with_suffix(".predictions.jsonl"), "\n".join(lines) + "\n")
+
+
+def evaluation_model(records: list[dict]) -> tuple[list[dict], dict | None]:
+    """An evaluation's score records without the model's record, and that record (None in a
+    file written before scores carried it)."""
+    model = next((r["model"] for r in records if isinstance(r.get("model"), dict)), None)
+    return [{k: v for k, v in r.items() if k != "model"} for r in records], model

@@ -182,7 +182,7 @@ def run_point(config: SweepConfig, language: str, size: int) -> Path:
         if config.xquad:
             results.append(evaluate_xquad(loaded, language, config.xquad,
                                           batch_size=config.eval_batch_size))
-        write_evaluation(results, directory / "evaluation.json")
+        write_evaluation(results, directory / "evaluation.json", loaded.record())
     return directory
 
 

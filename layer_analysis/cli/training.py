@@ -232,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                   f"contains {s['contains']:.1f} ({s['questions']} questions)")
         results.append(result)
         if args.output:  # after every language: a later failure keeps the finished ones
-            write_evaluation(results, args.output)
+            write_evaluation(results, args.output, loaded.record())
     if args.output:
         print(f"scores: {args.output}")
 
