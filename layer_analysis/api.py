@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -539,16 +539,33 @@ def as_corpus(data: DataLike) -> str | ParallelCorpus:
                     f"a DataFrame with a column per language, got {type(data).__name__}")
 
 
+def _items(value: Any) -> tuple:
+    """Every list parameter's spellings: a sequence (``["mean", "last"]``, ``[1, 2]``), one item
+    (``"last"``, ``2``, a path), or the command line's comma-separated ``"mean,last"``."""
+    if isinstance(value, str):
+        return tuple(value.split(","))
+    if isinstance(value, Iterable) and not isinstance(value, Path | bytes | Mapping):
+        return tuple(value)
+    return (value,)
+
+
 def _languages(languages: Sequence[str] | str | None) -> list[str] | None:
-    """``["en", "de"]`` or the command line's ``"en,de"``."""
-    if languages is None:
-        return None
-    return languages.split(",") if isinstance(languages, str) else list(languages)
+    """``["en", "de"]``, ``"de"`` or the command line's ``"en,de"``."""
+    return None if languages is None else list(_items(languages))
 
 
 def _names(value: Sequence[str] | str) -> tuple[str, ...]:
     """``["mean", "last"]``, or one name (``"last"``) or the command line's ``"mean,last"``."""
-    return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+    return _items(value)
+
+
+def _parsed(text: str, parse: Callable[[str], Any]) -> Any:
+    """The command line's spelling of an option, read by the command's own parser (its
+    message a ``DataError``)."""
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _count(value: int | str | None) -> int | None:
@@ -560,18 +577,38 @@ def _count(value: int | str | None) -> int | None:
     return value
 
 
-def _layer_list(value: Sequence[int] | str | None) -> tuple[int, ...] | None:
-    """Layer numbers, or the command line's ``"all"``, ``"0,4,8"``, ``"2-10"``."""
+def _layer_list(value: Sequence[int] | int | str | None) -> tuple[int, ...] | None:
+    """Layer numbers, one layer, or the command line's ``"all"``, ``"0,4,8"``, ``"2-10"``."""
     if isinstance(value, str):
-        import argparse
-
         from layer_analysis.cli.options import parse_layers
 
-        try:
-            return parse_layers(value)
-        except argparse.ArgumentTypeError as exc:
-            raise DataError(str(exc)) from None
-    return None if value is None else tuple(value)
+        return _parsed(value, parse_layers)
+    return None if value is None else _items(value)
+
+
+def _strengths(value: Sequence[float] | float | str) -> tuple[float, ...]:
+    """``intervene``'s multipliers: numbers, one number, or the command line's ``"1,2"``."""
+    if isinstance(value, str):
+        from layer_analysis.cli.interventions import STRENGTH
+        from layer_analysis.cli.options import listed
+
+        return _parsed(value, listed(STRENGTH, float))
+    try:
+        return tuple(float(s) for s in _items(value))
+    except (TypeError, ValueError):
+        raise DataError(f"--strengths must be numbers, got {value!r}") from None
+
+
+def _settings(pair: Any) -> list[tuple[str, ...]] | None:
+    """``patch``'s settings: a list of ``(A, B, A2, B2)``, each also as ``"A,B,A2,B2"``; one
+    setting alone as its four languages (a flat tuple or list of names without commas, or one
+    ``"A,B,A2,B2"``)."""
+    if pair is None:
+        return None
+    items = _items(pair)
+    if isinstance(pair, str) or all(isinstance(x, str) and "," not in x for x in items):
+        return [items]  # one setting (a wrong count is the request's "four languages" error)
+    return [_items(setting) for setting in items]
 
 
 def _command(function: Callable, arguments: dict[str, Any]) -> list[str]:
@@ -682,7 +719,7 @@ def align(
 def lens(
     *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None, adapter: str | None = None,
     languages: Sequence[str] | str | None = None, source: str | None = None,
-    task: Sequence[str] = ("translation",), cloze_data: str | None = None,
+    task: Sequence[str] | str = ("translation",), cloze_data: str | None = None,
     words: str | Path = WORDS, concepts: int | None = None, shots: int = 4,
     limit: int | None = 50, positions: int = 4, sentence_data: str | None = None,
     table_data: str | None = None, top_k: int = 10, tuned_steps: int = 0,
@@ -707,7 +744,7 @@ def lens(
     request = LensRequest(
         model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
         device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
-        targets=_languages(languages), source=source, tasks=tuple(task), words=Path(words),
+        targets=_languages(languages), source=source, tasks=_names(task), words=Path(words),
         limit=concepts, shots=shots, bootstrap=bootstrap, seed=seed, batch_size=batch_size,
         static=static, sentences=_count(limit), positions=positions, sentence_data=sentence_data,
         table_data=table_data, top_k=top_k, tuned_steps=tuned_steps,
@@ -719,8 +756,9 @@ def lens(
 
 def patch(
     *, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None, adapter: str | None = None,
-    pair: Sequence[Sequence[str]] | None = None,
-    mean_languages: Sequence[str] | str | None = None, layers: Sequence[int] | None = None,
+    pair: Sequence[Sequence[str]] | Sequence[str] | str | None = None,
+    mean_languages: Sequence[str] | str | None = None,
+    layers: Sequence[int] | int | str | None = None,
     onward: bool = False, words: str | Path = WORDS, concepts: int | None = None, shots: int = 4,
     bootstrap: int = 1000, seed: int = 0, batch_size: int = 16, max_length: int = 2048,
     device: str = "auto", dtype: str = "auto", output: str | Path = Path("runs"),
@@ -729,8 +767,10 @@ def patch(
 ) -> Result:
     """Cross-lingual activation patching: ``layer-analysis patch``.
 
-    Options as the command's; ``pair`` is a list of settings ``(A, B, A2, B2)`` (``--pair``),
-    ``concepts`` counts target concepts (one pair each). ``model``: a name or path, or a loaded
+    Options as the command's; ``pair`` is a list of settings ``(A, B, A2, B2)`` (``--pair``;
+    one setting may be given alone, ``("de", "fr", "es", "en")`` or ``"de,fr,es,en"``),
+    ``layers`` a list, one layer or ``"2-10"``, ``concepts`` counts target concepts (one pair
+    each). ``model``: a name or path, or a loaded
     ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), used where
     it is, as in ``align``.
 
@@ -743,8 +783,8 @@ def patch(
     request = PatchRequest(
         model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
         device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
-        settings=[tuple(p) for p in pair] if pair else None,
-        mean_languages=_languages(mean_languages), layers=tuple(layers) if layers else None,
+        settings=_settings(pair) if pair else None,
+        mean_languages=_languages(mean_languages), layers=_layer_list(layers) or None,
         onward=onward, words=Path(words), limit=concepts, shots=shots, bootstrap=bootstrap,
         seed=seed, batch_size=batch_size, max_length=max_length, static=static)
     with _stages("patch", progress) as say:
@@ -791,7 +831,8 @@ def neurons(
 def intervene(
     kind: str, *, language: str, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None,
     adapter: str | None = None, layer: int | None = None,
-    strengths: Sequence[float] = (1.0, 2.0), task: str = "repeat", fit_data: str = "flores-dev",
+    strengths: Sequence[float] | float | str = (1.0, 2.0), task: str = "repeat",
+    fit_data: str = "flores-dev",
     fit_sentences: int = 300, eval_data: str = "flores-devtest",
     eval_sentences: int = 50, xquad: int = 50, max_new_tokens: int = 64, bootstrap: int = 200,
     seed: int = 0, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
@@ -813,7 +854,7 @@ def intervene(
         model=_model(model, tokenizer, device, dtype, adapter=adapter), adapter=adapter,
         device=device, dtype=dtype, output=Path(output), name=name, overwrite=overwrite,
         kind=kind, language=language, layer=layer,
-        strengths=tuple(float(s) for s in strengths), task=task, fit_data=fit_data,
+        strengths=_strengths(strengths), task=task, fit_data=fit_data,
         fit_sentences=fit_sentences, eval_data=eval_data, eval_sentences=eval_sentences,
         xquad=xquad, max_new_tokens=max_new_tokens, bootstrap=bootstrap, seed=seed,
         batch_size=batch_size, static=static)
@@ -897,7 +938,7 @@ def transfer(
 
 
 def correlate(
-    alignment: str | Path, *, scores: Sequence[str | Path], output: str | Path,
+    alignment: str | Path, *, scores: Sequence[str | Path] | str | Path, output: str | Path,
     metric: str = "p@1", normalisation: str = "centered", score_column: str = "score",
     transfer_variant: str = "centered", transfer_metric: str = "accuracy",
     transfer_layer: int | None = None, covariates: Sequence[str] | str = COVARIATES,
@@ -907,7 +948,8 @@ def correlate(
     """Does alignment predict downstream scores? ``layer-analysis correlate``: per layer of an
     alignment run (and MEXA's mean and max over layers), Pearson and Spearman across languages
     with bootstrap CIs and permutation p-values, partial on the tokenization ``covariates``
-    (``"none"`` or ``()`` for none). ``scores``: transfer runs, ``evaluate`` JSON files or CSVs.
+    (``"none"`` or ``()`` for none). ``scores``: transfer runs, ``evaluate`` JSON files or CSVs
+    (one, a list, or comma-separated).
 
     >>> corr = la.correlate("runs/sib45", scores=["runs/transfer45"], output="runs/corr45")
     >>> corr.table.query("method == 'pearson'")
@@ -922,7 +964,8 @@ def correlate(
     config = CorrelationConfig(bootstrap=bootstrap, permutations=permutations, seed=seed,
                                covariates=parse_covariates(covariates))
     _, directory, _ = correlate_files(
-        Path(alignment), [Path(p) for p in scores], Path(output), config, metric, normalisation,
+        Path(alignment), [Path(p) for p in _items(scores)], Path(output), config, metric,
+        normalisation,
         score_column, transfer_variant, transfer_metric, transfer_layer, layer,
         _command(correlate, arguments), overwrite)
     return load(directory)
@@ -932,12 +975,13 @@ def train(
     *, output: str | Path, model: str = "smollm2-135m", recipe: str | None = None,
     languages: Sequence[str] | str | None = None, instructions: int = 2000,
     translations: int = 5000, mixture: str | None = None, full: bool = False, lora_r: int = 8,
-    lora_alpha: int = 16, lora_dropout: float = 0.05, lora_targets: Sequence[str] | None = None,
+    lora_alpha: int = 16, lora_dropout: float = 0.05,
+    lora_targets: Sequence[str] | str | None = None,
     epochs: float = 1.0, max_steps: int | None = None, batch_size: int = 8, grad_accum: int = 1,
     lr: float | None = None, warmup: float = 0.03, max_length: int = 256, seed: int = 0,
     save_every: int = 100, log_every: int = 10, device: str = "auto", dtype: str = "auto",
     resume: bool = False, progress: bool = True, align_weight: float = 0.0,
-    align_layers: Sequence[int] | None = None, align_temperature: float = 0.1,
+    align_layers: Sequence[int] | int | str | None = None, align_temperature: float = 0.1,
     align_batch: int = 16, track_every: int | None = None,
     track_languages: Sequence[str] | str | None = None, track_data: str = "flores-dev",
     track_sentences: int = 100,
@@ -968,12 +1012,12 @@ def train(
         spec = str(parse_spec(mixture))
     options = argparse.Namespace(
         model=model, full=full, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        lora_targets=",".join(lora_targets) if lora_targets else None, epochs=epochs,
+        lora_targets=",".join(_names(lora_targets)) if lora_targets else None, epochs=epochs,
         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
         max_length=max_length, seed=seed, save_every=save_every, log_every=log_every,
         device=device, dtype=dtype, resume=resume, no_progress=not progress,
-        align_weight=align_weight, align_layers=None if align_layers is None
-        else tuple(align_layers), align_temperature=align_temperature, align_batch=align_batch,
+        align_weight=align_weight, align_layers=_layer_list(align_layers),
+        align_temperature=align_temperature, align_batch=align_batch,
         track_every=track_every, track_languages=",".join(_languages(track_languages) or [])
         or None, track_data=track_data, track_sentences=track_sentences)
     result = run_training(training_config(options, spec, Path(output)))

@@ -490,3 +490,76 @@ def test_evaluate_s_scores_file_records_the_model(tiny_llama_dir, small_inputs, 
     old.write_text(json.dumps([{k: v for k, v in record.items() if k != "model"}
                                for record in json.loads(scores.read_text())]))
     assert la.load(old).model is None and la.load(old).table.equals(loaded.table)
+
+
+class _Captured(Exception):
+    """Raised in place of a run: the request the function built."""
+
+
+def _capture(monkeypatch, module: str, function: str) -> list:
+    """Replace ``module.function`` (imported by the API at call time) by one that keeps its
+    arguments and stops."""
+    import importlib
+
+    seen: list = []
+
+    def stop(*args, **kwargs):
+        seen.append(args)
+        raise _Captured
+
+    monkeypatch.setattr(importlib.import_module(module), function, stop)
+    return seen
+
+
+def test_list_parameters_take_one_item_or_the_command_line_s_string(monkeypatch, tmp_path):
+    """What align, neurons and transfer already take: ``"a,b"`` and one item, in patch's
+    layers and pair (one flat setting of four languages is one setting), lens's task,
+    intervene's strengths, correlate's scores and train's lora_targets and align_layers."""
+    patched = _capture(monkeypatch, "layer_analysis.probe.patch_run", "execute_patch")
+    one = ("de", "fr", "es", "en")
+    for layers, pair, expected_layers, settings in (
+            ("2,3", one, (2, 3), [one]), (2, list(one), (2,), [one]),
+            ("1-2", "de,fr,es,en", (1, 2), [one]),
+            ([3], [one, "de,en,fr,es"], (3,), [one, ("de", "en", "fr", "es")])):
+        with pytest.raises(_Captured):
+            la.patch(layers=layers, pair=pair)
+        request = patched[-1][0]
+        assert request.layers == expected_layers and request.settings == settings
+    with pytest.raises(DataError, match="layers must look like"):
+        la.patch(layers="first")
+
+    lensed = _capture(monkeypatch, "layer_analysis.probe.lens_run", "execute_lens")
+    with pytest.raises(_Captured):
+        la.lens(task="repetition")
+    assert lensed[-1][0].tasks == ("repetition",)
+
+    steered = _capture(monkeypatch, "layer_analysis.probe.intervene_run", "execute_intervention")
+    for strengths, expected in (("1,2", (1.0, 2.0)), (2, (2.0,)), ([0.5, "3"], (0.5, 3.0))):
+        with pytest.raises(_Captured):
+            la.intervene("steer", language="de", strengths=strengths)
+        assert steered[-1][0].strengths == expected
+    with pytest.raises(DataError, match="expected a number, got 'x'"):
+        la.intervene("steer", language="de", strengths="1,x")
+    with pytest.raises(DataError, match="--strengths must be numbers"):
+        la.intervene("steer", language="de", strengths=[None])
+
+    correlated = _capture(monkeypatch, "layer_analysis.probe.correlate", "correlate_files")
+    for scores, expected in (("runs/x", [Path("runs/x")]), (Path("runs/x"), [Path("runs/x")]),
+                             (["runs/x", "runs/y"], [Path("runs/x"), Path("runs/y")])):
+        with pytest.raises(_Captured):
+            la.correlate("runs/a", scores=scores, output=tmp_path / "corr")
+        assert correlated[-1][1] == expected
+
+    trained = _capture(monkeypatch, "layer_analysis.train.loop", "train")
+    alpaca = tmp_path / "tiny.jsonl"
+    alpaca.write_text(json.dumps({"instruction": "Name a fruit.", "input": "",
+                                  "output": "apple"}) + "\n")
+    for targets, layers, expected_layers in (("q_proj,v_proj", "2", (2,)),
+                                             (["q_proj", "v_proj"], 2, (2,)),
+                                             ("q_proj,v_proj", [1, 2], (1, 2))):
+        with pytest.raises(_Captured):
+            la.train(mixture=str(alpaca), output=tmp_path / "out", lora_targets=targets,
+                     align_layers=layers)
+        config = trained[-1][0]
+        assert config.lora_targets == ("q_proj", "v_proj")
+        assert config.alignment.layers == expected_layers
