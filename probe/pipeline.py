@@ -104,6 +104,20 @@ def check_request(request: RunRequest, corpus: ParallelCorpus) -> list[str]:
     return warnings
 
 
+def check_model_layers(request: RunRequest, blocks: int) -> None:
+    """The layers a run keeps (``--layers``) and the one it projects (``--projection-layer``)
+    against the model's ``blocks``: both before the weights load where the config tells the
+    count (a projection layer that is not extracted failed only after the extraction)."""
+    kept = check_layers(request.extraction.layers, blocks)
+    layer = request.projection_layer
+    if request.projection == "none" or layer is None:
+        return
+    check_layers([layer], blocks, option="--projection-layer")
+    if layer not in kept:
+        raise DataError(f"--projection-layer {layer} is not among the layers kept (--layers "
+                        f"{','.join(map(str, kept))}): add it to --layers or choose one of them")
+
+
 @writes_runs
 def execute(request: RunRequest, command: list[str], progress: Progress | None = None
             ) -> RunOutcome | None:
@@ -130,10 +144,12 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
                         "processes each loads its own copy: use one or the other")
     blocks = block_count(model, request.trust_remote_code)
     if blocks is not None:  # before the weights load (minutes, for a big model)
-        check_layers(request.extraction.layers, blocks)
+        check_model_layers(request, blocks)
     loaded = loaded_or_load(model, request.adapter, processes.device(request.device),
                             request.dtype, request.trust_remote_code, request.device_map,
                             request.quantize)
+    if blocks is None and (blocks := block_count(loaded)) is not None:  # before extracting
+        check_model_layers(request, blocks)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
     truncation = extractor.truncation([s for side in corpus.sides.values() for s in side.sentences])

@@ -563,3 +563,20 @@ def test_list_parameters_take_one_item_or_the_command_line_s_string(monkeypatch,
         config = trained[-1][0]
         assert config.lora_targets == ("q_proj", "v_proj")
         assert config.alignment.layers == expected_layers
+
+
+def test_a_projection_layer_the_model_lacks_fails_before_it_loads(tiny_llama_dir, sentences,
+                                                                   monkeypatch, capsys):
+    """The tiny model has layers 0..4: --projection-layer 9 (or one that --layers does not
+    keep) is refused from the config, before the weights load, in the API and the CLI."""
+    monkeypatch.setattr("layer_analysis.probe.models.load_model",
+                        lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(DataError, match=r"--projection-layer \[9\] out of range: this model "
+                                        r"has layers 0\.\.4"):
+        la.align(sentences, model=str(tiny_llama_dir), projection_layer=9, **FAST)
+    with pytest.raises(DataError, match=r"--projection-layer 3 is not among the layers kept "
+                                        r"\(--layers 0,1,2\)"):
+        la.align(sentences, model=str(tiny_llama_dir), projection_layer=3, layers="0-2", **FAST)
+    assert main(["run", "--model", str(tiny_llama_dir), "--projection-layer", "9",
+                 *FAST_ARGS]) == 2
+    assert "--projection-layer [9] out of range" in capsys.readouterr().err

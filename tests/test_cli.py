@@ -87,7 +87,7 @@ def test_report_and_compare(run_args, out_dir, tmp_path, capsys, tiny_llama_dir)
         (["--data", "nowhere"], "no data set, directory or file named 'nowhere'"),
         (["--template", "no slot"], "must contain {sentence}"),
         (["--limit", "0"], "at least 1"),
-        (["--projection-layer", "42"], "layer 42 was not extracted"),
+        (["--projection-layer", "42"], "--projection-layer [42] out of range"),
         (["--dtype", "float16"], "float16 on the CPU is refused"),
         (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
         (["--limit", "1"], "too few sentences to analyse"),
