@@ -523,7 +523,8 @@ def _named_model(model: ModelLike, function: str) -> str:
 
 def as_corpus(data: DataLike) -> str | ParallelCorpus:
     """A name or path stays one (``load_parallel`` reads it); ``{language: [sentences]}``, a
-    DataFrame with one column per language, or a ``ParallelCorpus`` become a corpus."""
+    DataFrame with one column per language, or a ``ParallelCorpus`` become a corpus. The
+    sentences of a language may be any iterable (a generator, a Series): read once, here."""
     from layer_analysis.probe.data import ParallelCorpus, corpus_from_sentences
 
     if isinstance(data, str | Path):
@@ -533,8 +534,14 @@ def as_corpus(data: DataLike) -> str | ParallelCorpus:
     if isinstance(data, pd.DataFrame):
         return corpus_from_sentences({str(c): data[c].tolist() for c in data.columns},
                                      "dataframe")
-    if isinstance(data, dict):
-        return corpus_from_sentences(data)
+    if isinstance(data, Mapping):
+        listed = {}
+        for key, values in data.items():
+            if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+                listed[key] = values  # corpus_from_sentences says what a language maps to
+            else:
+                listed[key] = values if isinstance(values, Sequence) else list(values)
+        return corpus_from_sentences(listed)
     raise DataError(f"data must be a data set name or path, a dict of language -> sentences or "
                     f"a DataFrame with a column per language, got {type(data).__name__}")
 
@@ -1082,23 +1089,28 @@ def evaluate(
 
 
 def fit_law(
-    sweep: str | Path, *, metric: str = "chrf++", family: str = "all",
+    sweep: str | Path | pd.DataFrame, *, metric: str = "chrf++", family: str = "all",
     output: str | Path | None = None, static: bool = True, overwrite: bool = False,
 ) -> Result:
     """Fit the scaling laws of a sweep (``power``, ``log``, ``saturating``; ``family`` for
     one), ranked by AICc and compared with no size effect: ``layer-analysis fit-law``.
-    ``sweep``: a sweep directory or a CSV with language, pairs, similarity and the metric;
-    ``output`` defaults to ``SWEEP/law``. Returns the law read back: ``manifest`` is its
-    ``law.json`` (``best``, ``fits``, ``no_size_effect`` and ``verdict``, the lines the command
-    prints: which law the points support, whether data size predicts the metric), ``table`` its
-    ``law.csv``.
+    ``sweep``: a sweep directory, a CSV with language, pairs, similarity and the metric, or
+    that table as a DataFrame (its rows checked as the CSV's lines are); ``output`` defaults to
+    ``SWEEP/law`` for a directory and ``law/`` beside a CSV (a DataFrame needs ``output``).
+    Returns the law read back: ``manifest`` is its ``law.json`` (``best``, ``fits``,
+    ``no_size_effect`` and ``verdict``, the lines the command prints: which law the points
+    support, whether data size predicts the metric), ``table`` its ``law.csv``.
 
     >>> law = la.fit_law("out/sweep", static=False)
     >>> print("\n".join(law.manifest["verdict"]))
     """
     from layer_analysis.train.law_run import LawRequest, execute_fit_law
 
-    request = LawRequest(sweep=Path(sweep), metric=metric, family=family,
+    if not isinstance(sweep, str | Path | pd.DataFrame):
+        raise DataError(f"sweep must be a sweep directory, a CSV or a DataFrame of points, got "
+                        f"{type(sweep).__name__}")
+    request = LawRequest(sweep=sweep if isinstance(sweep, pd.DataFrame) else Path(sweep),
+                         metric=metric, family=family,
                          output=None if output is None else Path(output), static=static,
                          overwrite=overwrite)
     directory, _ = execute_fit_law(request)

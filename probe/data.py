@@ -13,7 +13,7 @@ import hashlib
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -327,10 +327,11 @@ def corpus_from_sentences(sentences: dict[str, Sequence[str]], name: str = "sent
     sentence a non-empty string (stripped, as files are read)."""
     if not isinstance(sentences, dict) or not sentences:
         raise DataError("sentences must be a non-empty dict of language -> list of sentences")
-    lengths = {key: len(values) for key, values in sentences.items()
-               if not isinstance(values, str | bytes)}
-    if len(lengths) < len(sentences):
-        raise DataError("each language maps to a list of sentences, not one string")
+    for key, values in sentences.items():
+        if isinstance(values, str | bytes) or not isinstance(values, Sized):
+            what = "one string" if isinstance(values, str | bytes) else type(values).__name__
+            raise DataError(f"each language maps to a list of sentences; {key!r} maps to {what}")
+    lengths = {key: len(values) for key, values in sentences.items()}
     if len(set(lengths.values())) > 1:
         raise DataError("parallel sentences must be line-aligned; the lists have "
                         + ", ".join(f"{n} ({key})" for key, n in lengths.items()))

@@ -580,3 +580,45 @@ def test_a_projection_layer_the_model_lacks_fails_before_it_loads(tiny_llama_dir
     assert main(["run", "--model", str(tiny_llama_dir), "--projection-layer", "9",
                  *FAST_ARGS]) == 2
     assert "--projection-layer [9] out of range" in capsys.readouterr().err
+
+
+def test_sentences_may_come_from_any_iterable(sentences):
+    """A generator or an iterator per language is read once into the corpus (it was a raw
+    TypeError); a number is one DataError."""
+    from layer_analysis.api import as_corpus
+
+    english, german = sentences["eng_Latn"], sentences["deu_Latn"]
+    lazy = as_corpus({"en": (s for s in english), "de": iter(german),
+                      "zh": pd.Series(sentences["zho_Hans"])})
+    eager = as_corpus({"en": english, "de": german, "zh": sentences["zho_Hans"]})
+    assert {k: s.sentences for k, s in lazy.sides.items()} == \
+        {k: s.sentences for k, s in eager.sides.items()}
+    with pytest.raises(DataError, match="each language maps to a list of sentences; 'de' maps "
+                                        "to int"):
+        la.align({"en": english, "de": 5})
+
+
+def test_fit_law_takes_the_points_as_a_dataframe(tmp_path):
+    """The sweep's table as a DataFrame: the law the CSV gives, its rows checked as the CSV's
+    lines are; it needs output=; anything else is one DataError (it was pathlib's
+    TypeError)."""
+    rows = pd.DataFrame([{"language": x, "pairs": n, "similarity": s,
+                          "chrf++": 20 + s * 10 + 3 * (n > 0) + 0.004 * n}
+                         for x, s in (("deu_Latn", 0.8), ("zho_Hans", 0.4), ("ell_Grek", 0.6))
+                         for n in (0, 250, 500, 1000, 2000)])
+    rows.to_csv(tmp_path / "sweep.csv", index=False)
+    from_csv = la.fit_law(tmp_path / "sweep.csv", static=False)
+    from_frame = la.fit_law(rows, output=tmp_path / "frame-law", static=False)
+    assert (tmp_path / "frame-law" / "law.json").read_text() == \
+        (tmp_path / "law" / "law.json").read_text()
+    assert from_frame.table.equals(from_csv.table)
+    with pytest.raises(DataError, match="pass output="):
+        la.fit_law(rows)
+    with pytest.raises(DataError, match=r"unknown language 'xx' \(dataframe, row 2\)"):
+        la.fit_law(rows.assign(language=["de", "zh", "xx"] * 5), output=tmp_path / "bad")
+    gaps = rows.astype({"chrf++": object})
+    gaps.loc[0, "chrf++"] = None  # an empty cell: the row is left out, as in a CSV
+    assert la.fit_law(gaps, output=tmp_path / "gaps", static=False).kind == "law"
+    with pytest.raises(DataError, match="sweep must be a sweep directory, a CSV or a "
+                                        "DataFrame of points, got dict"):
+        la.fit_law({"language": ["de"]})

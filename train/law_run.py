@@ -54,10 +54,11 @@ ALLOCATION = "allocation.json"
 
 @dataclass(frozen=True)
 class LawRequest:
-    """``fit-law``: the sweep (its directory or a CSV with language, pairs, similarity and the
-    metric), the metric, ``all`` families or one, the output directory (None: SWEEP/law)."""
+    """``fit-law``: the sweep (its directory, a CSV with language, pairs, similarity and the
+    metric, or that table as a DataFrame), the metric, ``all`` families or one, the output
+    directory (None: SWEEP/law, law/ beside a CSV; a DataFrame has no default)."""
 
-    sweep: Path
+    sweep: Path | pd.DataFrame
     metric: str = "chrf++"
     family: str = "all"
     output: Path | None = None
@@ -65,7 +66,12 @@ class LawRequest:
     overwrite: bool = False
 
     def directory(self) -> Path:
-        return self.output or (self.sweep if self.sweep.is_dir() else self.sweep.parent) / "law"
+        if self.output is not None:
+            return self.output
+        if isinstance(self.sweep, pd.DataFrame):
+            raise DataError("points given as a DataFrame have no sweep directory to write the law "
+                            "beside: pass output= (the law's directory)")
+        return (self.sweep if self.sweep.is_dir() else self.sweep.parent) / "law"
 
 
 def fit_lines(fit: LawFit) -> list[str]:

@@ -255,18 +255,26 @@ def _run_sweep(config: SweepConfig, say: Callable[[str], None]) -> pd.DataFrame:
     return table
 
 
-def read_points(path: Path, metric: str) -> pd.DataFrame:
-    """The points of a sweep (its directory or a CSV) that have ``metric`` and a similarity.
+def read_points(path: Path | pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The points of a sweep (its directory, a CSV, or the same table as a DataFrame) that have
+    ``metric`` and a similarity.
 
-    Read strictly (``probe.readers``), each error naming the file and line: a language the
-    project does not know, ``pairs`` that is not a whole number ≥ 0, a similarity or score that
-    is not a finite number, one language with two different similarities, one point (language
-    and pairs, and ``requested`` where the table has it) with two different scores. A row with
-    an empty score or similarity is left out; an exact repeat of a point counts once."""
-    table_path = path / "sweep.csv" if path.is_dir() else path
-    if path.is_dir() and not table_path.exists():
-        raise DataError(f"{path} holds no sweep.csv: run `layer-analysis sweep` first")
-    header, rows = read_csv_rows(table_path)
+    Read strictly (``probe.readers``), each error naming the file and line (a DataFrame's row):
+    a language the project does not know, ``pairs`` that is not a whole number ≥ 0, a similarity
+    or score that is not a finite number, one language with two different similarities, one
+    point (language and pairs, and ``requested`` where the table has it) with two different
+    scores. A row with an empty score or similarity is left out; an exact repeat of a point
+    counts once."""
+    if isinstance(path, pd.DataFrame):  # each cell as the CSV would hold it (missing: empty)
+        table_path, line = "dataframe", "row"
+        header = [str(c) for c in path.columns]
+        rows = [(number, {str(c): "" if pd.isna(v) else str(v) for c, v in row.items()})
+                for number, (_, row) in enumerate(path.iterrows())]
+    else:
+        table_path, line = path / "sweep.csv" if path.is_dir() else path, "line"
+        if path.is_dir() and not table_path.exists():
+            raise DataError(f"{path} holds no sweep.csv: run `layer-analysis sweep` first")
+        header, rows = read_csv_rows(table_path)
     missing = [c for c in ("language", "pairs", "similarity", metric) if c not in header]
     if missing:
         raise DataError(f"{table_path} lacks the column(s) {', '.join(missing)}")
@@ -274,7 +282,7 @@ def read_points(path: Path, metric: str) -> pd.DataFrame:
     points: dict[tuple, tuple[float, int]] = {}  # point -> (score, line)
     kept = []
     for number, row in rows:
-        where = f"{table_path}, line {number}"
+        where = f"{table_path}, {line} {number}"
         if not row["language"].strip():
             raise DataError(f"{where}: no language")
         language = canonical(row["language"].strip(), where)
@@ -283,21 +291,21 @@ def read_points(path: Path, metric: str) -> pd.DataFrame:
             raise DataError(f"{where}: pairs is {row['pairs'].strip()!r}, not a whole number ≥ 0")
         s_l = finite_number(row["similarity"], where, "similarity")
         if s_l is not None:
-            seen, line = similarity.setdefault(language, (s_l, number))
+            seen, first = similarity.setdefault(language, (s_l, number))
             if seen != s_l:
-                raise DataError(f"{where}: similarity of {language} is {s_l}, line {line} says "
-                                f"{seen}; a language has one similarity")
+                raise DataError(f"{where}: similarity of {language} is {s_l}, {line} {first} "
+                                f"says {seen}; a language has one similarity")
         score = finite_number(row[metric], where, metric)
         if score is None or s_l is None:
             continue
         point = (language, int(pairs),
                  finite_number(row["requested"], where, "requested") if "requested" in row else None)
-        seen, line = points.setdefault(point, (score, number))
-        if line != number:
+        seen, first = points.setdefault(point, (score, number))
+        if first != number:
             if seen != score:
                 raise DataError(f"{where}: {language} at {int(pairs)} pairs has {metric} {score}, "
-                                f"line {line} says {seen}")
-            notice(f"{where} repeats line {line}; the point counts once")
+                                f"{line} {first} says {seen}")
+            notice(f"{where} repeats {line} {first}; the point counts once")
             continue
         kept.append({**row, "language": language, "pairs": int(pairs), "similarity": s_l,
                      metric: score})
