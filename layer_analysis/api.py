@@ -618,19 +618,31 @@ def _settings(pair: Any) -> list[tuple[str, ...]] | None:
     return [_items(setting) for setting in items]
 
 
+def _plain(value: Any) -> bool:
+    """A value the command shows as it is: a string, number, path or None, or a tuple or list
+    of them."""
+    if isinstance(value, tuple | list):
+        return all(_plain(v) for v in value)
+    return isinstance(value, str | int | float | bool | Path | type(None))
+
+
+def _shown(value: Any) -> str:
+    """An argument as the command shows it: plain values by ``repr``, objects (a loaded model,
+    its tokenizer, a DataFrame) by their type, also inside a tuple or list (``(model, tok)``)."""
+    if _plain(value):
+        return repr(value)[:200]
+    if isinstance(value, tuple | list):
+        inner = ", ".join(_shown(v) for v in value)
+        return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+    return f"<{type(value).__name__}>"
+
+
 def _command(function: Callable, arguments: dict[str, Any]) -> list[str]:
     """What the manifest records as the command: the call, with the arguments that differ from
     their defaults (objects by their type)."""
     parameters = inspect.signature(function).parameters
-    shown = []
-    plain = str | int | float | bool | Path | tuple | list | type(None)
-    for key, value in arguments.items():
-        if key not in parameters:
-            continue
-        if not isinstance(value, plain):
-            shown.append(f"{key}=<{type(value).__name__}>")
-        elif value != parameters[key].default:
-            shown.append(f"{key}={repr(value)[:200]}")
+    shown = [f"{key}={_shown(value)}" for key, value in arguments.items() if key in parameters
+             and (not _plain(value) or value != parameters[key].default)]
     return [f"layer_analysis.{function.__name__}", *shown]
 
 

@@ -622,3 +622,18 @@ def test_fit_law_takes_the_points_as_a_dataframe(tmp_path):
     with pytest.raises(DataError, match="sweep must be a sweep directory, a CSV or a "
                                         "DataFrame of points, got dict"):
         la.fit_law({"language": ["de"]})
+
+
+def test_the_recorded_command_shows_objects_by_their_type(tiny_llama_dir):
+    """A loaded model in the manifest's command is ``<ClassName>``, also inside the pair
+    ``(model, tokenizer)`` (it was the model's module repr); plain values stay as they are."""
+    from layer_analysis.api import _command
+
+    model, tokenizer = _loaded_pair(tiny_llama_dir)
+    command = _command(la.align, {"data": pd.DataFrame({"en": ["a"]}),
+                                  "model": (model, tokenizer), "layers": [0, 2],
+                                  "pooling": ("mean",), "tokenizer": None})
+    assert command == ["layer_analysis.align", "data=<DataFrame>",
+                       f"model=(<LlamaForCausalLM>, <{type(tokenizer).__name__}>)", "layers=[0, 2]"]
+    assert _command(la.align, {"model": [model, tokenizer]})[1] == \
+        f"model=[<LlamaForCausalLM>, <{type(tokenizer).__name__}>]"
