@@ -501,9 +501,19 @@ def _model(model: ModelLike, tokenizer: Any, device: str, dtype: str, **unused: 
     weights are fingerprinted; ``models.loaded_or_load`` checks the request again)."""
     from layer_analysis.probe.models import refuse_loading_options
 
+    if model is None:
+        raise ModelError(f"model=None names no model: pass a name or path (the default is "
+                         f"{DEFAULT_MODEL}), or a loaded model with tokenizer= or as the pair "
+                         "(model, tokenizer)")
     if isinstance(model, str | Path) and tokenizer is None:
         return str(model)
-    if isinstance(model, tuple) and len(model) == 2 and tokenizer is None:
+    if isinstance(model, tuple | list):
+        if tokenizer is not None:
+            raise ModelError("the tokenizer is given twice: pass model=(model, tokenizer) or "
+                             "model= with tokenizer=, not both")
+        if len(model) != 2:
+            raise ModelError(f"model= as a {type(model).__name__} is the pair (model, tokenizer); "
+                             f"this one has {len(model)} item(s)")
         model, tokenizer = model
     if isinstance(model, str | Path):
         raise ModelError("tokenizer= goes with a loaded model; a model given by name or path "

@@ -637,3 +637,26 @@ def test_the_recorded_command_shows_objects_by_their_type(tiny_llama_dir):
                        f"model=(<LlamaForCausalLM>, <{type(tokenizer).__name__}>)", "layers=[0, 2]"]
     assert _command(la.align, {"model": [model, tokenizer]})[1] == \
         f"model=[<LlamaForCausalLM>, <{type(tokenizer).__name__}>]"
+
+
+def test_a_model_given_wrongly_is_told_precisely(tiny_llama_dir, sentences, monkeypatch):
+    """model=None, a tuple of three, and (model, tokenizer) with tokenizer= again each get their
+    own message (they said "needs its tokenizer" or "got tuple"); a list [model, tokenizer] is
+    taken as the pair is."""
+    from layer_analysis.api import _model
+    from layer_analysis.probe.models import LoadedModel
+
+    monkeypatch.setattr("layer_analysis.probe.models.load_model",
+                        lambda *a, **k: pytest.fail("model loaded"))
+    model, tokenizer = _loaded_pair(tiny_llama_dir)
+    with pytest.raises(ModelError, match="model=None names no model: pass a name or path"):
+        la.align(sentences, model=None)
+    with pytest.raises(ModelError, match=r"model= as a tuple is the pair \(model, tokenizer\); "
+                                         r"this one has 3 item\(s\)"):
+        la.lens(model=(model, tokenizer, "extra"))
+    with pytest.raises(ModelError, match="the tokenizer is given twice"):
+        la.neurons(model=(model, tokenizer), tokenizer=tokenizer)
+    with pytest.raises(ModelError, match="the tokenizer is given twice"):
+        la.evaluate([model, tokenizer], tokenizer=tokenizer, languages="de", data="default")
+    loaded = _model([model, tokenizer], None, "auto", "auto")
+    assert isinstance(loaded, LoadedModel) and loaded.model is model
