@@ -287,15 +287,19 @@ def _engine_warnings(manifest: dict[str, Any]) -> list[str]:
 def load(path: str | Path) -> Result:
     """Read any finished run back: an alignment run or comparison, a lens, neurons,
     intervention, patch, mining, transfer or correlate run, a training output, an evaluation's
-    scores file, a fitted law (``fit-law``) or an allocation (``allocate``).
+    scores file, a fitted law (``fit-law``) or an allocation (``allocate``), each also by the
+    JSON it writes last (``law.json``, ``allocation.json``: their directory is read).
 
     >>> run = la.load("runs/gemma3-270m-default-1a2b3c4d")
     >>> run.table.query("metric == 'p@1'").head()
     """
     from layer_analysis.probe.files import MANIFEST
     from layer_analysis.probe.runs import read_run, run_kind
+    from layer_analysis.train.law_run import ALLOCATION, LAW
 
     path = Path(path)
+    if path.is_file() and path.name in (LAW, ALLOCATION):  # the directory it completes
+        return _load_law(path.parent)
     if path.is_file():
         return _load_evaluation(path)
     if not path.is_dir():

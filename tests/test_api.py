@@ -386,6 +386,10 @@ def test_fit_law_and_allocate_write_what_the_commands_write(tmp_path, capsys):
     assert alloc.table.groupby("allocation").pairs.sum().le(1000).all()
     assert alloc.table.cap.eq(500).all()
     assert set(alloc.figures()) == {"allocation"} and not law.figures()
+    for written, result in (("law.json", law), ("allocation/allocation.json", alloc)):
+        again = la.load(tmp_path / "law" / written)  # the JSON written last names its directory
+        assert (again.kind, again.directory) == (result.kind, result.directory)
+        assert again.table.equals(result.table)
     assert repr(alloc).startswith(f"<Result allocation; model {alloc.manifest['family']} law of")
     same = la.allocate(law.directory / "law.json", budget=1000, static=False, overwrite=True,
                        caps="de=500,zh=500,el=500")
