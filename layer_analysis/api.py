@@ -11,8 +11,9 @@ Each function builds the request the matching ``layer-analysis`` command builds,
 option names (``--batch-size`` is ``batch_size``, ``--no-static`` is ``static=False``,
 ``--no-progress`` is ``progress=False``) and defaults, so the checks and their messages are the
 library's: bad input raises a ``ProbeError`` subclass (``DataError``, ``ModelError``,
-``StoreError``) with the command's one-line message, before a model loads where the check needs
-none. Each returns a :class:`Result`: the run directory's tables, manifest and figures.
+``StoreError``, from ``layer_analysis.probe.errors``, also ``la.DataError``, ...) with the
+command's one-line message, before a model loads where the check needs none. Each returns a
+:class:`Result`: the run directory's tables, manifest and figures.
 """
 
 from __future__ import annotations
@@ -705,8 +706,10 @@ def align(
     ``model``: a packaged name, directory, .gguf file, Hub id or adapter directory, or a loaded
     ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), probed where
     it is (``device``/``dtype`` other than ``auto`` must agree with it; ``adapter``,
-    ``device_map``, ``quantize``, ``trust_remote_code`` cannot apply to it and are refused); its
-    run records it by name and a fingerprint of its weights and tokenizer. ``lens``,
+    ``device_map``, ``quantize``, ``trust_remote_code`` cannot apply to it and are refused) and
+    put in eval mode (dropout off; it stays so), its tokenizer given the EOS token as its pad
+    token if it has none (``adopt_model``); its run records it by name and a fingerprint of its
+    weights and tokenizer. ``lens``,
     ``patch``, ``neurons``, ``intervene``, ``mine``, ``transfer`` and ``evaluate`` take a model
     the same way. The other options are ``run``'s (``all_pairs=True`` or ``pivot=None`` for
     ``--all-pairs``; ``static=False`` for ``--no-static``; ``progress=False`` for
@@ -1173,5 +1176,6 @@ def allocate(
     return load(directory)
 
 
-__all__ = ["Result", "adopt_model", "align", "allocate", "as_corpus", "evaluate", "fit_law",
-           "intervene", "lens", "load", "mine", "neurons", "train"]
+__all__ = ["Result", "adopt_model", "align", "allocate", "as_corpus", "correlate", "evaluate",
+           "fit_law", "intervene", "lens", "load", "mine", "neurons", "patch",
+           "tokenizer_fingerprint", "train", "transfer", "weights_fingerprint"]

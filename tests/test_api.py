@@ -664,3 +664,20 @@ def test_a_model_given_wrongly_is_told_precisely(tiny_llama_dir, sentences, monk
         la.evaluate([model, tokenizer], tokenizer=tokenizer, languages="de", data="default")
     loaded = _model([model, tokenizer], None, "auto", "auto")
     assert isinstance(loaded, LoadedModel) and loaded.model is model
+
+
+def test_la_gives_the_api_module_its_names_and_the_errors_in_a_fresh_session():
+    """``la.DataError`` (without importing torch) and ``la.api.adopt_model`` (the docstring's
+    example) work before any other use of the API; ``api.__all__`` holds every name ``la``
+    gives (the API reference lists ``__all__``)."""
+    from layer_analysis import API, api
+
+    code = ("import sys, layer_analysis as la; from layer_analysis.probe import errors; "
+            "print(la.DataError is errors.DataError, issubclass(la.StoreError, la.ProbeError), "
+            "'torch' in sys.modules, callable(la.api.adopt_model))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "False", "True"]
+    assert set(API) | {"patch", "transfer", "correlate", "weights_fingerprint",
+                       "tokenizer_fingerprint"} <= set(api.__all__)
+    assert all(hasattr(api, name) for name in api.__all__)
+    assert {"api", "DataError", "ModelError", "StoreError"} <= set(dir(la))
