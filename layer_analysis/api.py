@@ -702,19 +702,19 @@ def align(
     """Layer-by-layer alignment of parallel sentences: ``layer-analysis run``.
 
     ``data``: a named set, directory, .tsv/.jsonl file or ``hf:NAME@SPLIT``, or in memory
-    ``{language: [sentences]}`` (line-aligned lists) or a DataFrame with a column per language.
+    ``{language: [sentences]}`` (line-aligned lists, or any iterables: read once) or a DataFrame
+    with a column per language.
     ``model``: a packaged name, directory, .gguf file, Hub id or adapter directory, or a loaded
     ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), probed where
     it is (``device``/``dtype`` other than ``auto`` must agree with it; ``adapter``,
     ``device_map``, ``quantize``, ``trust_remote_code`` cannot apply to it and are refused) and
     put in eval mode (dropout off; it stays so), its tokenizer given the EOS token as its pad
     token if it has none (``adopt_model``); its run records it by name and a fingerprint of its
-    weights and tokenizer. ``lens``,
-    ``patch``, ``neurons``, ``intervene``, ``mine``, ``transfer`` and ``evaluate`` take a model
-    the same way. The other options are ``run``'s (``all_pairs=True`` or ``pivot=None`` for
-    ``--all-pairs``; ``static=False`` for ``--no-static``; ``progress=False`` for
-    ``--no-progress``). Returns the run read back (None in the other processes of a
-    multi-process launch).
+    weights and tokenizer. ``lens``, ``patch``, ``neurons``, ``intervene``, ``mine``,
+    ``transfer`` and ``evaluate`` take a model the same way. The other options are ``run``'s
+    (``all_pairs=True`` or ``pivot=None`` for ``--all-pairs``; ``static=False`` for
+    ``--no-static``; ``progress=False`` for ``--no-progress``). Returns the run read back
+    (None in the other processes of a multi-process launch).
 
     >>> run = la.align({"en": ["The cat sleeps.", "It rains."], "de": ["Die Katze schläft.",
     ...                 "Es regnet."]}, model="gemma3-270m", static=False)
@@ -806,9 +806,8 @@ def patch(
     Options as the command's; ``pair`` is a list of settings ``(A, B, A2, B2)`` (``--pair``;
     one setting may be given alone, ``("de", "fr", "es", "en")`` or ``"de,fr,es,en"``),
     ``layers`` a list, one layer or ``"2-10"``, ``concepts`` counts target concepts (one pair
-    each). ``model``: a name or path, or a loaded
-    ``transformers`` model with ``tokenizer=`` (or the pair ``(model, tokenizer)``), used where
-    it is, as in ``align``.
+    each). ``model``: a name or path, or a loaded ``transformers`` model with ``tokenizer=`` (or
+    the pair ``(model, tokenizer)``), used where it is, as in ``align``.
 
     >>> run = la.patch(model="smollm2-135m", pair=[("de", "en", "fr", "es")], concepts=30)
     >>> run.tables["switch"]
@@ -868,8 +867,7 @@ def intervene(
     kind: str, *, language: str, model: ModelLike = DEFAULT_MODEL, tokenizer: Any = None,
     adapter: str | None = None, layer: int | None = None,
     strengths: Sequence[float] | float | str = (1.0, 2.0), task: str = "repeat",
-    fit_data: str = "flores-dev",
-    fit_sentences: int = 300, eval_data: str = "flores-devtest",
+    fit_data: str = "flores-dev", fit_sentences: int = 300, eval_data: str = "flores-devtest",
     eval_sentences: int = 50, xquad: int = 50, max_new_tokens: int = 64, bootstrap: int = 200,
     seed: int = 0, batch_size: int = 16, device: str = "auto", dtype: str = "auto",
     output: str | Path = Path("runs"), name: str | None = None, overwrite: bool = False,
@@ -1001,8 +999,7 @@ def correlate(
                                covariates=parse_covariates(covariates))
     _, directory, _ = correlate_files(
         Path(alignment), [Path(p) for p in _items(scores)], Path(output), config, metric,
-        normalisation,
-        score_column, transfer_variant, transfer_metric, transfer_layer, layer,
+        normalisation, score_column, transfer_variant, transfer_metric, transfer_layer, layer,
         _command(correlate, arguments), overwrite)
     return load(directory)
 
