@@ -293,6 +293,7 @@ def test_xquad_scores_as_squad_and_as_mlqa(prediction, answers, language, squad,
 
 def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llama_dir):
     loaded = load_model(str(tiny_llama_dir), device="cpu", dtype="float32")
+    side = loaded.tokenizer.padding_side
     prompts = [alpaca_prompt("Translate.", s) for s in
                ("Hello.", "A much longer sentence about rivers and mountains.", "Yes", "Why not?")]
     batched = generation.generate(loaded, prompts, max_new_tokens=6, batch_size=4)
@@ -300,7 +301,7 @@ def test_batched_left_padded_generation_equals_one_at_a_time(tiny_llama_dir):
     assert batched == single and any(batched)
     whole = generation.generate(loaded, prompts, max_new_tokens=6, batch_size=4, one_line=False)
     assert batched == [w.strip().split("\n")[0].strip() for w in whole]  # stopping keeps line 1
-    assert loaded.tokenizer.padding_side == "left"
+    assert loaded.tokenizer.padding_side == side  # generation pads on the left, then restores
 
 
 def test_evaluate_cli_writes_scores_and_predictions(tmp_path, tiny_llama_dir, shared_data):
