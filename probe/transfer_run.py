@@ -190,6 +190,26 @@ def alignment_of_test(states: dict[str, torch.Tensor], texts: dict[str, list[str
     return analyse(acts, model, config).table
 
 
+def language_truncation(extractor: Extractor, corpus: LabelledCorpus
+                        ) -> tuple[dict[str, dict], str | None]:
+    """Per language, what ``--max-length`` cuts (only languages with a cut sentence), and one
+    warning naming the languages where it is serious (over 5 % of sentences, or any cut by
+    more than half): their states describe only the start of those sentences."""
+    records, serious = {}, []
+    for code, side in corpus.parallel().sides.items():
+        cut = extractor.truncation(list(side.sentences))
+        if cut.sentences:
+            records[code] = cut.to_dict()
+        if cut.serious:
+            serious.append(f"{code} {cut.share:.0%}")
+    if not serious:
+        return records, None
+    limit = extractor.config.max_length
+    return records, (f"--max-length {limit} truncates sentences of {len(serious)} language(s) "
+                     f"({', '.join(serious)}; per language in the manifest): their states describe "
+                     "only the start of those sentences (raise --max-length)")
+
+
 @writes_runs
 def execute_transfer(request: TransferRequest, command: list[str]) -> Path | None:
     """Run the transfer the request describes; the run directory (main process) or None."""
@@ -210,6 +230,9 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
                             request.dtype)
     extractor = Extractor(loaded, request.extraction)
     timings["load_model"] = time.perf_counter() - clock
+    truncation, cut_warning = language_truncation(extractor, corpus)
+    if cut_warning and processes.main:
+        notice(cut_warning)
     store = ActivationStore(request.store or request.output / "store")
     probes: SourceProbes | None = None
     rows: list[dict] = []
@@ -263,8 +286,8 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
     prefix = slug(f"{loaded.name}-transfer-{corpus.name}-{source}")[:51]  # slug keeps 60
     run_dir = request.claim(KIND, f"{prefix}-{digest}", content_named=True)
-    warnings = [w for w in [transfer_confound(table, summary, tokenization)] if w]
-    for warning in warnings:
+    warnings = [w for w in [cut_warning, transfer_confound(table, summary, tokenization)] if w]
+    for warning in warnings[1:] if cut_warning else warnings:  # the cut was said before extracting
         notice(warning)
     if nonconverged:
         notice(f"{len(nonconverged)} probe fit(s) did not converge within {request.probe.max_iter} "
@@ -276,7 +299,8 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
                  "languages": corpus.languages, "splits": sizes, "limit": request.limit,
                  "categories": sorted(set(y_train))},
         "extraction": {**asdict(request.extraction), "layers": layers,
-                       "batch_size": request.batch_size, "group_size": request.group_size},
+                       "batch_size": request.batch_size, "group_size": request.group_size,
+                       "truncation": truncation},
         "probe": {**asdict(request.probe), "classifier": "StandardScaler + LogisticRegression"},
         "nonconverged": nonconverged,
         "warnings": warnings,

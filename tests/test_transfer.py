@@ -386,3 +386,22 @@ def test_la_transfer_equals_the_command_and_loads_back(tiny_llama_dir, tmp_path)
     assert run.kind == cli.kind == "transfer" and "summary" in run.tables
     pd.testing.assert_frame_equal(run.table, cli.table)
     assert {"transfer_curves"} <= set(run.figures())
+
+
+def test_transfer_says_which_languages_max_length_cuts(tiny_llama_dir, tmp_path, capsys):
+    from layer_analysis.cli import main
+
+    root = write_sib(tmp_path / "sib")
+    out = tmp_path / "runs"
+    assert main(transfer_args(tiny_llama_dir, root, out, "--languages", "en,zh", "--name", "t",
+                              "--layers", "2", "--no-ceiling", "--max-length", "6")) == 0
+    err = capsys.readouterr().err
+    assert "--max-length 6 truncates sentences of 2 language(s)" in err
+    manifest = json.loads((out / "t" / "manifest.json").read_text())
+    cut = manifest["extraction"]["truncation"]
+    assert set(cut) == {"eng_Latn", "zho_Hans"} and cut["eng_Latn"]["max_length"] == 6
+    assert any("truncates" in w for w in manifest["warnings"])
+    assert main(transfer_args(tiny_llama_dir, root, out, "--languages", "en,zh", "--name", "u",
+                              "--layers", "2", "--no-ceiling")) == 0
+    assert "truncates" not in capsys.readouterr().err
+    assert json.loads((out / "u" / "manifest.json").read_text())["extraction"]["truncation"] == {}
