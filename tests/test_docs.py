@@ -51,7 +51,8 @@ def test_every_results_page_gives_the_command_that_measured_it():
         if page.name == "index.md":
             continue
         text = page.read_text(encoding="utf-8")
-        assert re.search(r"`(layer-analysis |python benchmarks/|make (run|bench))", text), page.name
+        assert re.search(r"(`|^)(layer-analysis |python (benchmarks|demos)/|make (run|bench))",
+                         text, re.MULTILINE), page.name
 
 
 @pytest.fixture(scope="module")
