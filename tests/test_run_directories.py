@@ -63,6 +63,13 @@ def test_a_file_as_output_is_refused_before_anything_loads(tmp_path, capsys):
     other.mkdir()
     (other / "eng_Latn.txt").write_text("One.\nTwo.\nThree.\nFour.\n")
     (other / "deu_Latn.txt").write_text("Eins.\nZwei.\nDrei.\nVier.\n")
+    # fit-law and allocate read their input first (a missing one is "no such file"): real ones
+    pd.DataFrame([{"language": x, "pairs": n, "similarity": s, "chrf++": 20 + s * 10 + 0.004 * n}
+                  for x, s in (("deu_Latn", 0.8), ("zho_Hans", 0.4), ("ell_Grek", 0.6))
+                  for n in (0, 250, 500, 1000, 2000)]).to_csv(tmp_path / "sweep.csv", index=False)
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static", "--output",
+                 str(tmp_path / "law")]) == 0
+    capsys.readouterr()
     commands = {
         "run": _tiny_run(MISSING_MODEL, file, "x"),
         "run unnamed": ["run", "--model", MISSING_MODEL, "--languages", "en,de", "--output",
@@ -77,8 +84,8 @@ def test_a_file_as_output_is_refused_before_anything_loads(tmp_path, capsys):
         "mine": [*MINE, "--output", str(file), "--name", "x"],
         "compare": ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(file)],
         "fit-law": ["fit-law", str(tmp_path / "sweep.csv"), "--output", str(file)],
-        "allocate": ["allocate", str(tmp_path / "law.json"), "--budget", "10", "--output",
-                     str(file)],
+        "allocate": ["allocate", str(tmp_path / "law" / "law.json"), "--budget", "10",
+                     "--output", str(file)],
     }
     for what, argv in commands.items():
         assert main(argv) == 2, what
