@@ -49,8 +49,8 @@ def stages(out: Path, trained: Path, limit: str, patched_base: Path
                   str(out / "transfer" / "x-zh"), "--output",
                   str(out / "transfer-x-zh-vs-base.csv")]))
     plan.append((out / "patching" / "x-zh" / "manifest.json",
-                 ["patch", "--model", str(x_zh), "--device", "cpu", "--no-progress",
-                  "--output", str(out / "patching"), "--name", "x-zh"]))
+                 ["patch", "--model", str(x_zh), "--concepts", "30", "--device", "cpu",
+                  "--no-progress", "--output", str(out / "patching"), "--name", "x-zh"]))
     plan.append((out / "patching-compare" / "manifest.json",
                  ["compare", str(patched_base), str(out / "patching" / "x-zh"), "--output",
                   str(out / "patching-compare"), "--no-static"]))
@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--trained", type=Path, default=Path("runs/demo"))
     parser.add_argument("--limit", default="100")
     parser.add_argument("--patched-base", type=Path, default=Path("runs/patching") / BASE,
-                        help="the base model's patch run (demos/patching.py)")
+                        help="the base model's patch run (docs/results/patching.md: "
+                             "--concepts 30, as here; compare needs the same settings)")
     args = parser.parse_args()
     for done, command in stages(args.output, args.trained, args.limit, args.patched_base):
         if done.exists():
