@@ -12,22 +12,12 @@ it runs and skipped when its output exists, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from stages import run_stages
 
 BASE = "smollm2-135m"
 LANGUAGES = "en,zh,de,ar,hi"  # the trained language and four it was not trained on
-
-
-def layer_analysis(*args: str) -> None:
-    command = [sys.executable, "-m", "layer_analysis", *args]
-    print(f"[{time.strftime('%H:%M:%S')}] $ layer-analysis " + shlex.join(args), flush=True)
-    clock = time.perf_counter()
-    subprocess.run(command, check=True)
-    print(f"[{time.strftime('%H:%M:%S')}] done in {time.perf_counter() - clock:.0f} s", flush=True)
 
 
 def stages(out: Path, trained: Path, limit: str, patched_base: Path
@@ -66,11 +56,7 @@ def main() -> None:
                         help="the base model's patch run (docs/results/patching.md: "
                              "--concepts 30, as here; compare needs the same settings)")
     args = parser.parse_args()
-    for done, command in stages(args.output, args.trained, args.limit, args.patched_base):
-        if done.exists():
-            print(f"skip (done): layer-analysis {shlex.join(command)}", flush=True)
-            continue
-        layer_analysis(*command)
+    run_stages(stages(args.output, args.trained, args.limit, args.patched_base))
 
 
 if __name__ == "__main__":

@@ -14,21 +14,11 @@ output exists, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from stages import run_stages
+
 MODELS = ("gemma3-270m", "smollm2-135m")
-
-
-def layer_analysis(*args: str) -> None:
-    command = [sys.executable, "-m", "layer_analysis", *args]
-    print(f"[{time.strftime('%H:%M:%S')}] $ layer-analysis " + shlex.join(args), flush=True)
-    clock = time.perf_counter()
-    subprocess.run(command, check=True)
-    print(f"[{time.strftime('%H:%M:%S')}] done in {time.perf_counter() - clock:.0f} s", flush=True)
 
 
 def main() -> None:
@@ -37,14 +27,10 @@ def main() -> None:
     parser.add_argument("--concepts", default="all")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     args = parser.parse_args()
-    for model in args.models:
-        done = args.output / model / "manifest.json"
-        command = ["patch", "--model", model, "--concepts", args.concepts, "--device", "cpu",
-                   "--no-progress", "--output", str(args.output), "--name", model]
-        if done.exists():
-            print(f"skip (done): layer-analysis {shlex.join(command)}", flush=True)
-            continue
-        layer_analysis(*command)
+    run_stages((args.output / model / "manifest.json",
+                ["patch", "--model", model, "--concepts", args.concepts, "--device", "cpu",
+                 "--no-progress", "--output", str(args.output), "--name", model])
+               for model in args.models)
 
 
 if __name__ == "__main__":

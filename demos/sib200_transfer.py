@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 from scipy.stats import spearmanr
+from stages import run_stages
 
 LANGUAGES = (  # 45 languages, 24 scripts: high-resource to very low-resource
     "eng_Latn,deu_Latn,fra_Latn,spa_Latn,rus_Cyrl,ukr_Cyrl,bul_Cyrl,zho_Hans,zho_Hant,jpn_Jpan,"
@@ -30,14 +28,6 @@ LANGUAGES = (  # 45 languages, 24 scripts: high-resource to very low-resource
     "hye_Armn,amh_Ethi,tir_Ethi,swh_Latn,yor_Latn,hau_Latn,zul_Latn,vie_Latn,ind_Latn,tur_Latn,"
     "fin_Latn,quy_Latn,bod_Tibt,sin_Sinh,ory_Orya")
 MODELS = ("smollm2-135m", "gemma3-270m")
-
-
-def layer_analysis(*args: str) -> None:
-    command = [sys.executable, "-m", "layer_analysis", *args]
-    print(f"[{time.strftime('%H:%M:%S')}] $ layer-analysis " + shlex.join(args), flush=True)
-    clock = time.perf_counter()
-    subprocess.run(command, check=True)
-    print(f"[{time.strftime('%H:%M:%S')}] done in {time.perf_counter() - clock:.0f} s", flush=True)
 
 
 def stages(out: Path, models: list[str], limit: str) -> list[tuple[Path, list[str]]]:
@@ -135,11 +125,7 @@ def main() -> None:
     parser.add_argument("--limit", default="100")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     args = parser.parse_args()
-    for done, command in stages(args.output, args.models, args.limit):
-        if done.exists():
-            print(f"skip (done): layer-analysis {shlex.join(command)}", flush=True)
-            continue
-        layer_analysis(*command)
+    run_stages(stages(args.output, args.models, args.limit))
     lines = [f"# SIB-200 transfer ({time.strftime('%Y-%m-%d')})", ""]
     for model in args.models:
         if (args.output / "correlate" / f"{model}-raw" / "manifest.json").exists():
