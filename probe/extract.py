@@ -341,8 +341,11 @@ class Extractor:
 
     # ----------------------------------------------------------------------------------- forward
 
-    def collate(self, encoded: Encoded, batch: Sequence[int]) -> tuple[torch.Tensor, ...]:
-        """ids, attention mask, pool mask and first-token mask (B, T), padded on ``padding_side``."""
+    def collate(self, encoded: Encoded, batch: Sequence[int], padding_side: str | None = None
+                ) -> tuple[torch.Tensor, ...]:
+        """ids, attention mask, pool mask and first-token mask (B, T), padded on
+        ``padding_side`` (default: the extractor's)."""
+        side = padding_side or self.padding_side
         width = max(len(encoded.input_ids[i]) for i in batch)
         pad_id = self.loaded.tokenizer.pad_token_id or 0
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -351,7 +354,7 @@ class Extractor:
         first = torch.zeros((len(batch), width), dtype=torch.bool)
         for row, i in enumerate(batch):
             n = len(encoded.input_ids[i])
-            cols = slice(0, n) if self.padding_side == "right" else slice(width - n, width)
+            cols = slice(0, n) if side == "right" else slice(width - n, width)
             ids[row, cols] = torch.tensor(encoded.input_ids[i])
             attention[row, cols] = True
             pool[row, cols] = torch.tensor(encoded.pool_masks[i])

@@ -307,14 +307,7 @@ class Patcher:
         column) and the key/value cache of everything before that token, computed once per
         batch of the latest ``encoded`` prompts and kept."""
         device = self.lens.loaded.device
-        width = max(len(encoded.input_ids[i]) for i in batch)
-        pad = self.lens.loaded.tokenizer.pad_token_id or 0
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.bool)
-        for row, i in enumerate(batch):
-            n = len(encoded.input_ids[i])
-            ids[row, width - n:] = torch.tensor(encoded.input_ids[i])
-            attention[row, width - n:] = True
+        ids, attention, _, _ = self.extractor.collate(encoded, batch, padding_side="left")
         ids, attention = ids.to(device), attention.to(device)
         positions = (attention.long().cumsum(-1) - 1).clamp(min=0)
         if self._prefixes is None or self._prefixes[0] is not encoded:
