@@ -15,10 +15,9 @@ Needs ../shared/data (FLORES, translation pairs, Alpaca data).
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
-import sys
 from pathlib import Path
+
+from stages import layer_analysis
 
 COMMON = ["--lora-r", "32", "--lora-alpha", "64", "--lr", "5e-4", "--batch-size", "8",
           "--max-length", "192", "--max-steps", "200", "--save-every", "25", "--log-every", "5",
@@ -32,11 +31,6 @@ TRAINED = {  # name -> the arguments that differ
     "x-el-align-0.1": ["--mixture", COIT, "--align-weight", "0.1", "--track-every", "50"],
     "m3": ["--mixture", MUIT, "--track-every", "100"],
 }
-
-
-def layer_analysis(*args: str) -> None:
-    print("$ layer-analysis " + shlex.join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "layer_analysis", *args], check=True)
 
 
 def main() -> None:

@@ -1,12 +1,14 @@
-"""Does CoIT change transfer and patching? The x-zh model of the training demonstration
-(smollm2-135m + LoRA, CoIT for Chinese: docs/results/training-demo.md) against its base on
-SIB-200 transfer (paired per test sentence) and on cross-lingual activation patching.
+"""Do CoIT and MuIT change transfer and patching? The x-zh and m6 models of the training
+demonstration (smollm2-135m + LoRA; CoIT for Chinese, MuIT for the paper's six languages:
+docs/results/training-demo.md) against their base on SIB-200 transfer (paired per test sentence)
+and on cross-lingual activation patching.
 
     python demos/coit_effects.py [--output runs/coit] [--trained runs/demo] [--limit 100]
 
-Trains x-zh with the training demonstration's exact command when ``TRAINED/x-zh`` is missing
-(about 10 minutes on a 2-core CPU). Every stage is a ``layer-analysis`` command, printed before
-it runs and skipped when its output exists, so an interrupted run resumes.
+Trains x-zh and m6 with the training demonstration's exact commands when they are missing from
+``TRAINED`` (about 10 minutes each on a 2-core CPU). Every stage is a ``layer-analysis``
+command, printed before it runs and skipped when its output exists, so an interrupted run
+resumes.
 """
 
 from __future__ import annotations
@@ -17,33 +19,42 @@ from pathlib import Path
 from stages import run_stages
 
 BASE = "smollm2-135m"
-LANGUAGES = "en,zh,de,ar,hi"  # the trained language and four it was not trained on
+# English (the probe's source), the six MuIT languages (zh: both adapters; ar, el, hi, tr, vi:
+# m6 only) and two languages neither adapter was trained on
+LANGUAGES = "en,zh,ar,el,hi,tr,vi,de,fr"
 
 
 def stages(out: Path, trained: Path, limit: str, patched_base: Path
            ) -> list[tuple[Path, list[str]]]:
-    x_zh = trained / "x-zh"
-    models = {"base": BASE, "x-zh": str(x_zh)}
-    plan: list[tuple[Path, list[str]]] = [
-        (x_zh / "training.json",  # demos/training.py's first stage, verbatim
+    x_zh, m6 = trained / "x-zh", trained / "m6"
+    models = {"base": BASE, "x-zh": str(x_zh), "m6": str(m6)}
+    common = ["--lr", "5e-4", "--batch-size", "8", "--max-length", "256", "--save-every", "50",
+              "--log-every", "5", "--device", "cpu"]
+    plan: list[tuple[Path, list[str]]] = [  # demos/training.py's two training stages, verbatim
+        (x_zh / "training.json",
          ["train", "--recipe", "coit", "--languages", "zh", "--instructions", "160",
-          "--translations", "640", "--output", str(x_zh), "--lr", "5e-4", "--batch-size", "8",
-          "--max-length", "256", "--save-every", "50", "--log-every", "5", "--device", "cpu"])]
+          "--translations", "640", "--output", str(x_zh), *common]),
+        (m6 / "training.json",
+         ["train", "--recipe", "muit", "--languages", "ar,el,hi,tr,vi,zh", "--instructions", "40",
+          "--translations", "120", "--output", str(m6), *common])]
     for name, model in models.items():
         plan.append((out / "transfer" / name / "manifest.json",
                      ["transfer", "--model", model, "--languages", LANGUAGES, "--limit", limit,
                       "--device", "cpu", "--no-progress", "--output", str(out / "transfer"),
                       "--name", name]))
-    plan.append((out / "transfer-x-zh-vs-base.csv",
-                 ["transfer-compare", str(out / "transfer" / "base"),
-                  str(out / "transfer" / "x-zh"), "--output",
-                  str(out / "transfer-x-zh-vs-base.csv")]))
-    plan.append((out / "patching" / "x-zh" / "manifest.json",
-                 ["patch", "--model", str(x_zh), "--concepts", "30", "--device", "cpu",
-                  "--no-progress", "--output", str(out / "patching"), "--name", "x-zh"]))
+    for name in ("x-zh", "m6"):
+        plan.append((out / f"transfer-{name}-vs-base.csv",
+                     ["transfer-compare", str(out / "transfer" / "base"),
+                      str(out / "transfer" / name), "--output",
+                      str(out / f"transfer-{name}-vs-base.csv")]))
+    for name in ("x-zh", "m6"):
+        plan.append((out / "patching" / name / "manifest.json",
+                     ["patch", "--model", models[name], "--concepts", "30", "--device", "cpu",
+                      "--no-progress", "--output", str(out / "patching"), "--name", name]))
     plan.append((out / "patching-compare" / "manifest.json",
-                 ["compare", str(patched_base), str(out / "patching" / "x-zh"), "--output",
-                  str(out / "patching-compare"), "--no-static"]))
+                 ["compare", str(patched_base), str(out / "patching" / "x-zh"),
+                  str(out / "patching" / "m6"), "--output", str(out / "patching-compare"),
+                  "--no-static"]))
     return plan
 
 

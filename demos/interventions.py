@@ -15,18 +15,12 @@ exists. About an hour on a 2-core CPU. Needs ../shared/data (FLORES, XQuAD).
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
-import sys
 from pathlib import Path
+
+from stages import layer_analysis
 
 DEVICE = ["--device", "cpu", "--no-static"]
 LANGUAGES = "en,de,zh,el,ar"
-
-
-def layer_analysis(*args: str) -> None:
-    print("$ layer-analysis " + shlex.join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "layer_analysis", *args], check=True)
 
 
 def main() -> None:

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from stages import layer_analysis
 
 from layer_analysis.probe import report
 from layer_analysis.probe.languages import canonical, display_name
@@ -28,11 +26,6 @@ from layer_analysis.train.law_report import predicted_vs_measured
 
 TRAINING = ["--lr", "5e-4", "--batch-size", "8", "--max-length", "256", "--save-every", "50",
             "--log-every", "5", "--device", "cpu", "--no-progress"]
-
-
-def layer_analysis(*args: str) -> None:
-    print("$ layer-analysis " + shlex.join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "layer_analysis", *args], check=True)
 
 
 def main() -> None:

@@ -14,21 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from stages import run_stages
 
 LANGUAGES = ["ar", "el", "hi", "tr", "vi", "zh"]  # the paper's MuIT languages
 X_LANGUAGE = "zh"
-
-
-def layer_analysis(*args: str) -> None:
-    command = [sys.executable, "-m", "layer_analysis", *args]
-    print("$ layer-analysis " + shlex.join(args), flush=True)
-    subprocess.run(command, check=True)
 
 
 def stages(out: Path, sentences: int, steps_lr: str) -> list[tuple[Path, list[str]]]:
@@ -93,11 +85,7 @@ def main() -> None:
     parser.add_argument("--eval-sentences", type=int, default=40)
     parser.add_argument("--lr", default="5e-4", help="LoRA learning rate")
     args = parser.parse_args()
-    for done, command in stages(args.output, args.eval_sentences, args.lr):
-        if done.exists():
-            print(f"(done: {done})")
-            continue
-        layer_analysis(*command)
+    run_stages(stages(args.output, args.eval_sentences, args.lr))
     text = summary(args.output)
     (args.output / "summary.md").write_text(text)
     print(text)
