@@ -19,8 +19,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-API = ("align", "lens", "patch", "neurons", "intervene", "mine", "transfer", "correlate", "train",
-       "evaluate", "fit_law", "allocate", "load", "Result")
+API = ("align", "lens", "patch", "neurons", "intervene", "mine", "transfer", "transfer_compare",
+       "correlate", "train", "evaluate", "fit_law", "allocate", "load", "Result")
 """What ``la.NAME`` gives from ``layer_analysis.api``."""
 ERRORS = ("ProbeError", "DataError", "ModelError", "StoreError")
 """What ``la.NAME`` gives from ``layer_analysis.probe.errors``: the errors the API raises."""

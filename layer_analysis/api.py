@@ -971,6 +971,23 @@ def transfer(
     return None if run_dir is None else load(run_dir)
 
 
+def transfer_compare(a: str | Path, b: str | Path, *, output: str | Path | None = None,
+                     bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Two transfer runs on the same data (base vs adapter), paired per test sentence:
+    ``layer-analysis transfer-compare``. Returns run B minus run A per variant, target, setting
+    and layer: the mean difference of accuracy, its 95 % bootstrap CI over sentences, a
+    sign-flip p-value and the Benjamini-Hochberg q over layers; also written to ``output`` (a
+    CSV) when given.
+
+    >>> diff = la.transfer_compare("runs/base-transfer", "runs/x-zh-transfer")
+    >>> diff.query("setting == 'transfer' and q_value < 0.05")
+    """
+    from layer_analysis.probe.transfer_run import compare_transfer_runs
+
+    return compare_transfer_runs(Path(a), Path(b), None if output is None else Path(output),
+                                 bootstrap, seed=seed)
+
+
 def correlate(
     alignment: str | Path, *, scores: Sequence[str | Path] | str | Path, output: str | Path,
     metric: str = "p@1", normalisation: str = "centered", score_column: str = "score",
@@ -1175,4 +1192,5 @@ def allocate(
 
 __all__ = ["Result", "adopt_model", "align", "allocate", "as_corpus", "correlate", "evaluate",
            "fit_law", "intervene", "lens", "load", "mine", "neurons", "patch",
-           "tokenizer_fingerprint", "train", "transfer", "weights_fingerprint"]
+           "tokenizer_fingerprint", "train", "transfer",
+           "transfer_compare", "weights_fingerprint"]

@@ -33,13 +33,13 @@ import torch
 from . import distributed, report
 from .analysis import AnalysisConfig, analyse
 from .checks import COUNT, check_numbers
-from .errors import DataError, notice
+from .errors import DataError, StoreError, notice
 from .extract import ExtractionConfig, Extractor
 from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
 from .hooks import check_layers
 from .languages import canonical
 from .models import block_count, loaded_or_load
-from .runs import RunSettings, slug, versions, writes_runs
+from .runs import RunSettings, check_not_a_file, slug, versions, writes_runs
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, Activations, ActivationStore
 from .tokenization import FILE as TOKENIZATION
@@ -356,8 +356,9 @@ def read_test_alignment(directory: Path) -> pd.DataFrame:
         raise DataError(f"{Path(directory) / ALIGNMENT} is unreadable ({exc})") from None
 
 
-PAIRED_COLUMNS = ["variant", "target", "setting", "layer", "difference", "ci_low", "ci_high",
-                  "p_value", "q_value", "n"]
+PAIRED_COLUMNS = ["model", "reference", "variant", "target", "setting", "layer", "difference",
+                  "ci_low", "ci_high", "p_value", "q_value", "n"]
+PAIRED_DATA = ("name", "source", "languages", "splits", "limit", "categories")  # must agree
 
 
 def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1000,
@@ -365,16 +366,23 @@ def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1
     """Run B minus run A per test sentence (correct or not), per variant, target, setting and
     layer: mean difference of accuracy, 95 % bootstrap CI over sentences, sign-flip p and
     Benjamini-Hochberg q over each curve's layers (``probe.paired``'s statistics). The runs
-    must hold the same targets, layers and test sentences (base vs adapters: same data)."""
+    must hold the same data (``PAIRED_DATA``: base vs adapters on one sample), targets, layers
+    and test labels."""
     from scipy.stats import false_discovery_control
 
     from .metrics import bootstrap_ci
     from .paired import sign_flip_p
 
-    frames = []
+    frames, manifests = [], []
     for path in (a, b):
-        read_transfer(path)  # a clear error if it is no transfer run
+        manifests.append(read_transfer(path)[1])  # a clear error if it is no transfer run
         frames.append(pd.read_parquet(Path(path) / PREDICTIONS))
+    data = [m.get("data", {}) for m in manifests]
+    differs = [k for k in PAIRED_DATA if data[0].get(k) != data[1].get(k)]
+    if differs:
+        raise DataError(f"{a} and {b} differ in their data ({', '.join(differs)}); paired "
+                        "differences need the same sentences (run both with the same --data, "
+                        "--languages, --source and --limit)")
     keys = ["variant", "target", "setting", "layer", "row"]
     merged = frames[0].merge(frames[1], on=keys, suffixes=("_a", "_b"), how="outer",
                              indicator=True)
@@ -383,6 +391,8 @@ def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1
                         "paired differences need the same (run both on the same data)")
     merged["difference"] = ((merged.prediction_b == merged.label_b).astype(float)
                             - (merged.prediction_a == merged.label_a).astype(float))
+    names = [m.get("model", {}).get("name", str(path)) for m, path in zip(manifests, (a, b),
+                                                                          strict=True)]
     rows = []
     for (variant, target, setting), part in merged.groupby(["variant", "target", "setting"],
                                                            observed=True, sort=False):
@@ -392,7 +402,41 @@ def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1
         p = sign_flip_p(values, permutations, seed)
         q = false_discovery_control(p.numpy(), method="bh")
         for i, layer in enumerate(grid.index):
-            rows.append([variant, target, setting, int(layer), float(values[i].mean()),
-                         float(low[i]), float(high[i]), float(p[i]), float(q[i]),
-                         values.shape[1]])
+            rows.append([names[1], names[0], variant, target, setting, int(layer),
+                         float(values[i].mean()), float(low[i]), float(high[i]), float(p[i]),
+                         float(q[i]), values.shape[1]])
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def check_paired_output(path: Path) -> None:
+    """``transfer-compare --output`` takes a CSV: not a directory, not below a file, and not an
+    existing file other than an earlier comparison's table (replaced); anything else (a run's
+    table or manifest, data) is never overwritten."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"--output {path} is a directory; name the CSV to write (e.g. "
+                         f"{path / 'transfer-compare.csv'})")
+    check_not_a_file(path.parent)
+    if path.exists() or path.is_symlink():
+        try:
+            with open(path, encoding="utf-8") as handle:
+                header = handle.readline().strip()
+        except (OSError, UnicodeDecodeError):
+            header = None
+        if path.is_symlink() or header != ",".join(PAIRED_COLUMNS):
+            raise StoreError(f"--output {path} exists and is no earlier transfer-compare table; "
+                             "it is not overwritten: choose another --output")
+
+
+def compare_transfer_runs(a: Path, b: Path, output: Path | None = None, samples: int = 1000,
+                          permutations: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """``paired_transfer`` of two runs, written to ``output`` (a CSV, checked first) when given."""
+    if output is not None:
+        for run in (a, b):  # inputs before outputs
+            read_transfer(run)
+        check_paired_output(output)
+    table = paired_transfer(a, b, samples, permutations, seed)
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(output), lambda tmp: table.to_csv(tmp, index=False))
+    return table

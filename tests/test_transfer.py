@@ -343,7 +343,8 @@ def fake_transfer_run(directory: Path, correct: dict[int, list[bool]]) -> Path:
     """A transfer run directory holding predictions only: per layer, which of the test
     sentences the probe got right."""
     directory.mkdir(parents=True)
-    (directory / "manifest.json").write_text(json.dumps({"kind": "transfer"}))
+    (directory / "manifest.json").write_text(json.dumps(
+        {"kind": "transfer", "model": {"name": directory.name.upper()}}))
     pd.DataFrame(columns=["layer"]).to_csv(directory / "transfer.csv", index=False)
     rows = [{"layer": layer, "variant": "centered", "target": "deu_Latn", "setting": "transfer",
              "row": i, "label": "a", "prediction": "a" if ok else "b"}
@@ -368,7 +369,34 @@ def test_transfer_compare_pairs_sentences(tmp_path, capsys):
         paired_transfer(a, c)
     assert main(["transfer-compare", str(a), str(b), "--output", str(tmp_path / "p.csv")]) == 0
     assert "1 of 2 transfer curves' layers moved" in capsys.readouterr().out
-    assert len(pd.read_csv(tmp_path / "p.csv")) == 2
+    written = pd.read_csv(tmp_path / "p.csv")
+    assert len(written) == 2 and set(written.model) == {"B"} and set(written.reference) == {"A"}
+    import layer_analysis as la
+
+    pd.testing.assert_frame_equal(la.transfer_compare(a, b).reset_index(drop=True), written,
+                                  check_dtype=False)
+    assert main(["transfer-compare", str(a), str(b), "--output", str(tmp_path / "p.csv")]) == 0
+
+
+def test_transfer_compare_never_overwrites_what_it_did_not_write(tmp_path, capsys):
+    """--output replaces only an earlier comparison's table: a run's manifest, a directory or
+    data are refused before anything is written; runs of other samples are refused."""
+    from layer_analysis.cli import main
+
+    a = fake_transfer_run(tmp_path / "a", {1: [True, False]})
+    b = fake_transfer_run(tmp_path / "b", {1: [False, True]})
+    manifest = (a / "manifest.json").read_text()
+    for output, message in ((a / "manifest.json", "no earlier transfer-compare table"),
+                            (a, "is a directory"),
+                            (a / "manifest.json" / "p.csv", "is a file, not a directory")):
+        assert main(["transfer-compare", str(a), str(b), "--output", str(output)]) == 2
+        assert message in capsys.readouterr().err
+    assert (a / "manifest.json").read_text() == manifest
+    other = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps({**other, "data": {"limit": 50}}))
+    assert main(["transfer-compare", str(a), str(b), "--output", str(tmp_path / "p.csv")]) == 2
+    assert "differ in their data (limit)" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_la_transfer_equals_the_command_and_loads_back(tiny_llama_dir, tmp_path):

@@ -28,7 +28,7 @@ from layer_analysis.probe.extract import (
     SINK_RATIO,
     ExtractionConfig,
 )
-from layer_analysis.probe.files import atomic_write, writer_lock
+from layer_analysis.probe.files import writer_lock
 from layer_analysis.probe.mexa_export import export_mexa
 from layer_analysis.probe.runs import read_model_run
 from layer_analysis.probe.tokenization import COVARIATES
@@ -38,8 +38,8 @@ from layer_analysis.probe.transfer_run import (
     TABLE,
     TransferRequest,
     best_layers,
+    compare_transfer_runs,
     execute_transfer,
-    paired_transfer,
 )
 
 from .options import (
@@ -197,8 +197,7 @@ def cmd_correlate(args: argparse.Namespace) -> None:
 
 
 def cmd_transfer_compare(args: argparse.Namespace) -> None:
-    table = paired_transfer(args.a, args.b, args.bootstrap, seed=args.seed)
-    atomic_write(args.output, lambda tmp: table.to_csv(tmp, index=False))
+    table = compare_transfer_runs(args.a, args.b, args.output, args.bootstrap, seed=args.seed)
     moved = table[(table.setting == "transfer") & (table.q_value < 0.05)]
     print(f"{len(moved)} of {int((table.setting == 'transfer').sum())} transfer curves' layers "
           "moved (q < 0.05):")
