@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis import paired_with_english
-from .errors import DataError, notice
+from .errors import DataError, StoreError, notice
 from .files import atomic_directory
 from .languages import canonical
 
@@ -46,9 +46,11 @@ def layer_scores(table: pd.DataFrame, metric: str, normalisation: str
 def export_mexa(run_dir: Path, table: pd.DataFrame, pooling: str | None = None,
                 output: Path | None = None) -> Path | None:
     """Write the export of a run's table, of one ``pooling`` (default: the table's first), to
-    ``output`` (default ``RUN/mexa_export``), replacing an earlier one; None (with a notice)
-    when the run has no language paired with English."""
+    ``output`` (default ``RUN/mexa_export``), replacing an earlier export only (any other
+    existing file or directory is refused, never removed); None (with a notice) when the run has
+    no language paired with English."""
     target = Path(output) if output is not None else Path(run_dir) / DIRECTORY
+    check_export_target(target)
     if "pooling" in table and len(table):
         pooling = pooling or str(table.pooling.iloc[0])
         if pooling not in set(table.pooling):
@@ -72,6 +74,30 @@ def export_mexa(run_dir: Path, table: pd.DataFrame, pooling: str | None = None,
             lines.append(f"{name}: {metric} ({normalisation}), {len(scores)} languages")
         (staging / "about.txt").write_text("\n".join(lines) + "\n")
     return target
+
+
+def is_export(directory: Path) -> bool:
+    """Whether ``directory`` is an export this module wrote: ``about.txt`` (starting ``run:``)
+    and nothing but the sets' directories of ``<code>.json`` files."""
+    directory = Path(directory)
+    try:
+        about = (directory / "about.txt").read_text(encoding="utf-8")
+        entries = list(directory.iterdir())
+    except (OSError, UnicodeDecodeError):
+        return False
+    return (about.startswith("run: ") and not directory.is_symlink()
+            and all(e.name == "about.txt" or (e.name in SETS and e.is_dir() and not e.is_symlink()
+                                              and all(f.suffix == ".json" for f in e.iterdir()))
+                    for e in entries))
+
+
+def check_export_target(target: Path) -> None:
+    """An export replaces an earlier export, never anything else (``--output runs`` must not
+    remove the runs)."""
+    if target.is_symlink() or (target.exists() and not (target.is_dir() and (
+            not any(target.iterdir()) or is_export(target)))):
+        raise StoreError(f"--output {target} exists and is no earlier MEXA export; it is not "
+                         "replaced: choose a new directory")
 
 
 def read_mexa(directory: Path) -> dict[str, dict[int, float]]:

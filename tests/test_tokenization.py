@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from layer_analysis.probe.data import ParallelCorpus, Side
-from layer_analysis.probe.errors import DataError
+from layer_analysis.probe.errors import DataError, StoreError
 from layer_analysis.probe.mexa_export import export_mexa, layer_scores, read_mexa
 from layer_analysis.probe.tokenization import confound, script_of, tokenization_table
 
@@ -80,6 +80,14 @@ def test_mexa_export_reads_back_to_the_same_numbers(tmp_path):
     assert strict["ace_Arab"] == pytest.approx({0: 0.1, 1: 0.11, 2: 0.12})
     assert read_mexa(out / "centered_p1") == layer_scores(table, "p@1", "centered")
     assert "pooling: mean" in (out / "about.txt").read_text()
+    assert export_mexa(tmp_path, table, "mean") == out  # an earlier export is replaced
+    precious = tmp_path / "runs"
+    (precious / "a-run").mkdir(parents=True)
+    (precious / "a-run" / "manifest.json").write_text("{}")
+    for target in (precious, precious / "a-run" / "manifest.json"):
+        with pytest.raises(StoreError, match="no earlier MEXA export; it is not replaced"):
+            export_mexa(tmp_path, table, "mean", target)
+    assert (precious / "a-run" / "manifest.json").read_text() == "{}"
     (out / "strict" / "deu_Latn.json").write_text('{"0": NaN}')
     with pytest.raises(DataError, match=r"deu_Latn\.json: non-finite"):
         read_mexa(out / "strict")
