@@ -58,13 +58,15 @@ def output_kind(directory: Path) -> str | None:
         return None
     except ValueError:
         return UNREADABLE
-    if kind is None:
+    if not isinstance(manifest, dict):
         return UNREADABLE
+    if kind is None:
+        return None  # another manifest: an activation store's, another program's
     if "compare" in manifest:
         compared = manifest.get("kind", ALIGNMENT)
         return COMPARISON if compared == ALIGNMENT else f"{compared} {COMPARISON}"
     if kind == ALIGNMENT and not (directory / RESULTS).exists():
-        return None  # a manifest without results: not a run (e.g. the activation store's)
+        return None  # a run's manifest without its results: not a finished run
     return kind
 
 

@@ -8,7 +8,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -16,6 +16,16 @@ from filelock import FileLock, Timeout
 from .errors import StoreError
 
 MANIFEST = "manifest.json"  # written last: a directory that holds it is complete
+
+
+def _file_mode() -> int:
+    """What a plainly created file gets: 0666 less the process's umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -29,6 +39,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
         raise StoreError(f"could not write {path}: {exc.strerror or exc}") from None
     try:
         write(tmp)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp's 0600 would make every output private
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -45,11 +56,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def start_run_directory(path: Path) -> Path:
-    """Create a run directory to (re)write, its old manifest removed first: until the new one
-    is written last, the directory never looks complete with old and new files mixed."""
+UNFINISHED = ".unfinished"  # in a run directory while a command writes it; holds its kind
+REWRITTEN = ("figures", "mexa_export")  # a run's own sub-directories, rewritten with it
+
+
+def start_run_directory(path: Path, keep: Iterable[str] = ()) -> Path:
+    """Create a run directory to (re)write (its writer checked it is one of its kind, or new):
+    the old manifest goes first, then every other file of an earlier run and its
+    ``REWRITTEN`` sub-directories, but the writer's lock and marker and ``keep`` (e.g. a
+    checkpoint the run reuses); other sub-directories (an activation store) stay. So a file
+    only some settings write is never left beside a new manifest, as if the new run had made
+    it."""
     path.mkdir(parents=True, exist_ok=True)
     (path / MANIFEST).unlink(missing_ok=True)
+    spared = {WRITER_LOCK, UNFINISHED, *keep}
+    for entry in path.iterdir():
+        if entry.name in spared:
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink(missing_ok=True)
+        elif entry.name in REWRITTEN:
+            shutil.rmtree(entry)
     return path
 
 

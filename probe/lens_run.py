@@ -242,7 +242,7 @@ def execute_lens(request: LensRequest, command: list[str],
     table = pd.concat(tables, ignore_index=True)[
         ["model", "task", "lens", "source", "target", "layer", "measure", "value", "ci_low",
          "ci_high", "concepts"]]
-    start_run_directory(run_dir)
+    start_run_directory(run_dir, keep=[CHECKPOINT])
     atomic_write(run_dir / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
     words_table = pd.DataFrame(word_rows)
     atomic_write(run_dir / WORDS_TABLE, lambda tmp: words_table.to_csv(tmp, index=False))
@@ -399,8 +399,7 @@ def compare_lens_runs(directories: list[Path], output: Path, static: bool = True
     if len(set(names)) < len(names):
         raise DataError(f"two lens runs share a model name ({', '.join(names)})")
     table = pd.concat(tables, ignore_index=True)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / MANIFEST).unlink(missing_ok=True)
+    start_run_directory(output)
     atomic_write(output / LENS_TABLE, lambda tmp: table.to_csv(tmp, index=False))
     figures = {f"latent_{task}": report.latent_language(table[table.task == task])
                for task in dict.fromkeys(table.task)}

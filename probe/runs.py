@@ -38,7 +38,15 @@ from . import distributed, report
 from .analysis import mexa_summary, peak_layers
 from .errors import DataError, StoreError, notice
 from .extract import SinkRecord
-from .files import MANIFEST, WRITER_LOCK, atomic_write, atomic_write_text, start_run_directory, writer_lock
+from .files import (
+    MANIFEST,
+    UNFINISHED,
+    WRITER_LOCK,
+    atomic_write,
+    atomic_write_text,
+    start_run_directory,
+    writer_lock,
+)
 from .languages import display_name
 from .metrics import linear_cka
 from .models import DEFAULT_MODEL, LoadedModel
@@ -62,18 +70,24 @@ def versions() -> dict[str, str]:
 
 def run_kind(directory: Path) -> str | None:
     """What a finished run directory holds (its manifest's ``kind``: lens, neurons,
-    intervention, mining; "compare" for any comparison; "alignment" for a run without one), or
-    None when it is no finished run."""
+    intervention, mining; "compare" for any comparison; "alignment" for a run without one that
+    has a run's results or sections), or None when it is no finished run (a ``manifest.json``
+    of something else, e.g. a web app's, is none)."""
     try:
         manifest = json.loads((Path(directory) / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict):
         return None
-    return "compare" if "compare" in manifest else manifest.get("kind", "alignment")
+    if "compare" in manifest:
+        return "compare"
+    if "kind" in manifest:
+        return str(manifest["kind"])
+    # an alignment run's manifest names no kind: known by its results or its sections
+    ours = (Path(directory) / RESULTS).exists() or {"extraction", "analysis"} <= manifest.keys()
+    return "alignment" if ours else None
 
 
-UNFINISHED = ".unfinished"  # in a run directory while a command writes it; holds its kind
 OUR_FILES = {WRITER_LOCK, UNFINISHED}  # a directory holding only these is empty
 # Outputs of other commands, known by a file they write (train/loop.py, fit-law, allocate, sweep)
 KNOWN_FILES = {"training.json": "training", "train_log.jsonl": "training",
@@ -219,8 +233,13 @@ _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def slug(text: str) -> str:
-    """``text`` as a run name: runs of other characters become '-', at most 60 characters."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:60]
+    """``text`` as a run name: runs of other characters become '-', at most 60 characters; a
+    longer one keeps its first 51 and a hash of the whole (two long names that share their
+    start, e.g. two models in one deep directory, stay two runs)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+    if len(name) <= 60:
+        return name
+    return f"{name[:51].rstrip('-.')}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def check_run_name(name: str) -> str:

@@ -284,7 +284,7 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     settings = json.dumps([corpus.languages, request.limit, asdict(request.extraction),
                            asdict(request.probe), loaded.identity], sort_keys=True, default=str)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:8]
-    prefix = slug(f"{loaded.name}-transfer-{corpus.name}-{source}")[:51]  # slug keeps 60
+    prefix = slug(f"{loaded.name}-transfer-{corpus.name}-{source}")[:51]  # + digest: 60
     run_dir = request.claim(KIND, f"{prefix}-{digest}", content_named=True)
     warnings = [w for w in [cut_warning, transfer_confound(table, summary, tokenization)] if w]
     for warning in warnings[1:] if cut_warning else warnings:  # the cut was said before extracting

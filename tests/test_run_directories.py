@@ -273,3 +273,53 @@ def test_a_run_directory_that_is_a_symbolic_link_is_refused(tmp_path):
     (tmp_path / "runs" / "link").symlink_to(elsewhere)
     with pytest.raises(StoreError, match="is a symbolic link"):
         check_run_directory(tmp_path / "runs" / "link", "alignment", overwrite=True)
+
+
+def test_a_foreign_manifest_is_no_alignment_run(tmp_path, capsys):
+    """A directory with some other program's manifest.json (a web app's) is not taken for an
+    alignment run, so even --overwrite does not write into it."""
+    app = tmp_path / "runs" / "webapp"
+    app.mkdir(parents=True)
+    (app / "manifest.json").write_text('{"name": "my web app", "icons": []}')
+    assert directory_owner(app) == ("other", True)
+    with pytest.raises(StoreError, match="files that are not a layer-analysis run"):
+        check_run_directory(app, "alignment", overwrite=True)
+    (app / "manifest.json").write_text('{"extraction": {}, "analysis": {}}')  # an older run's
+    assert directory_owner(app) == ("alignment", True)
+
+
+def test_long_default_names_of_two_models_stay_two_runs():
+    """Default run names are cut to 60 characters; two names that differ only after the cut
+    (two models in one deep directory) keep a hash of the whole, so neither replaces the
+    other's run."""
+    from layer_analysis.probe.runs import check_run_name, slug
+
+    stem = "tmp/audit/models/a-rather-long-experiment-directory-name-for-model-"
+    a, b = slug(stem + "A-flores-1234abcd"), slug(stem + "B-flores-1234abcd")
+    assert a != b and len(a) <= 60 and len(b) <= 60 and a[:40] == b[:40]
+    assert check_run_name(a) == a and slug(stem + "A-flores-1234abcd") == a  # stable
+    assert slug("gemma3-270m-flores-devtest-1234abcd") == "gemma3-270m-flores-devtest-1234abcd"
+
+
+def test_a_rewritten_run_keeps_nothing_of_the_earlier_one(tmp_path):
+    """Overwriting (or finishing an interrupted run) removes the earlier run's files, also
+    those only some settings write (a neurons run's deactivation.csv, an old MEXA export), so
+    no old table sits beside the new manifest; the lock, the marker, what the writer keeps and
+    other sub-directories (an activation store) stay. Outputs are readable as plain files."""
+    import os
+
+    from layer_analysis.probe.files import atomic_write_text, start_run_directory
+
+    run = tmp_path / "run"
+    for name in ("manifest.json", "results.parquet", "deactivation.csv", ".writer.lock",
+                 ".unfinished", "tuned_lens.safetensors", "figures/run-curves.png",
+                 "mexa_export/strict/deu_Latn.json", "store/abcd/manifest.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("old")
+    start_run_directory(run, keep=["tuned_lens.safetensors"])
+    assert sorted(p.name for p in run.iterdir()) == [".unfinished", ".writer.lock", "store",
+                                                      "tuned_lens.safetensors"]
+    atomic_write_text(run / "table.csv", "a\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (run / "table.csv").stat().st_mode & 0o777 == 0o666 & ~mask
