@@ -750,6 +750,7 @@ def test_evaluate_never_overwrites_what_is_not_its_scores(tmp_path, tiny_llama_d
                                                          capsys):
     """A hostile --output: a run's manifest, training data, a directory, a path below a file,
     English as a translation target — each refused before the model loads."""
+    from layer_analysis.probe.errors import StoreError
     from layer_analysis.train import evaluate
 
     monkeypatch.setattr("layer_analysis.probe.models.load_model",
@@ -769,5 +770,15 @@ def test_evaluate_never_overwrites_what_is_not_its_scores(tmp_path, tiny_llama_d
     earlier = tmp_path / "scores.json"
     earlier.write_text('[{"task": "translation", "target": "deu_Latn", "chrf++": 1.0}]')
     evaluate.check_scores_output(earlier)  # an earlier scores file may be replaced
+    (tmp_path / "scores.predictions.jsonl").write_text('{"earlier": 1}')
+    evaluate.check_scores_output(earlier)  # with the predictions that belong to it
+    precious = tmp_path / "new.predictions.jsonl"  # no new.json: not an evaluation's
+    precious.write_text('{"my": "precious"}')
+    assert main([*base, str(tmp_path / "new.json")]) == 2
+    assert "new.predictions.jsonl exists without the scores file" in capsys.readouterr().err
+    assert precious.read_text() == '{"my": "precious"}' and not (tmp_path / "new.json").exists()
+    (tmp_path / "dir.predictions.jsonl").mkdir()
+    with pytest.raises(StoreError, match="is a directory"):
+        evaluate.check_scores_output(tmp_path / "dir.json")
     with pytest.raises(DataError, match="English is no target"):
         evaluate.check_languages("translation", ["en"], "default")
