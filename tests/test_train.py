@@ -715,6 +715,7 @@ def test_one_writer_per_training_directory_of_its_own_kind(tmp_path, tiny_llama_
     assert not (tmp_path / "sweep" / "sweep.json").exists()
     with pytest.raises(DataError, match=r"not a sweep's \(notes\.txt\)"):
         run_sweep(SweepConfig(["de"], [0], other, TrainConfig(mixture="-", output=out)))
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]  # no lock file left
 
 
 def test_train_writes_only_into_a_training_run_of_its_own(tmp_path, tiny_llama_dir,
