@@ -93,13 +93,25 @@ OUR_FILES = {WRITER_LOCK, UNFINISHED}  # a directory holding only these is empty
 KNOWN_FILES = {"training.json": "training", "train_log.jsonl": "training",
                "checkpoints": "training", "law.json": "law", "allocation.json": "allocation",
                "sweep.csv": "sweep"}
+# a JSON one of them only when it holds the keys its command writes (a copy elsewhere, or a
+# file of that name that is someone else's, makes no law or allocation of a directory)
+KNOWN_KEYS = {"law.json": {"best", "fits"}, "allocation.json": {"law", "allocated", "uniform"}}
+
+
+def _holds_keys(path: Path, keys: set[str]) -> bool:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and keys <= saved.keys()
 
 
 def directory_owner(directory: Path) -> tuple[str, bool] | None:
     """Who a directory belongs to and whether that output is finished: a run's kind
     (``run_kind``) from its manifest, an unfinished run's from ``UNFINISHED``, an activation
-    store entry, a training, law, allocation or sweep output by its files, "other" for any other
-    non-empty directory; None when it is absent or empty."""
+    store entry, a training, law, allocation or sweep output by its files (``KNOWN_FILES``; a law
+    or allocation by its JSON's keys), "other" for any other non-empty directory; None when it
+    is absent or empty."""
     directory = Path(directory)
     try:
         names = {p.name for p in directory.iterdir()} - OUR_FILES
@@ -120,7 +132,8 @@ def directory_owner(directory: Path) -> tuple[str, bool] | None:
     except OSError:
         pass
     for name, kind in KNOWN_FILES.items():
-        if name in names:
+        if name in names and (name not in KNOWN_KEYS
+                              or _holds_keys(directory / name, KNOWN_KEYS[name])):
             return kind, (directory / "training.json").exists() if kind == "training" else True
     return ("other", True) if names else None
 

@@ -287,6 +287,56 @@ def test_a_law_written_again_removes_the_allocations_made_from_the_earlier_one(t
     assert la.load(law).kind == "law" and (law / "report.html").exists()
 
 
+def test_a_law_written_again_removes_only_its_allocations_files(tmp_path, capsys):
+    """fit-law --overwrite removes only what allocate wrote from the earlier law: an allocation
+    of another law in allocation/ stays whole; beside files of one's own they stay, and so does
+    the directory (said); a JSON file named allocation.json of someone else's is no allocation."""
+    import shutil
+
+    import layer_analysis as la
+
+    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
+    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    law, other = tmp_path / "law", tmp_path / "other-law"
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static", "--output",
+                 str(other)]) == 0
+    allocate = ["--budget", "1000", "--caps", "el=500,hi=500,zh=500", "--no-static"]
+    assert main(["allocate", str(other / "law.json"), *allocate, "--output",
+                 str(law / "allocation")]) == 0  # another law's, under the default name
+    mine = law / "mine"
+    assert main(["allocate", str(law / "law.json"), *allocate, "--output", str(mine)]) == 0
+    (mine / "figures").mkdir()  # as a run with figures leaves them
+    for ext in ("png", "pdf"):
+        (mine / "figures" / f"mine-allocation.{ext}").write_bytes(b"figure")
+    (mine / "precious.txt").write_text("precious")
+    (mine / "my-notes").mkdir()
+    (mine / "my-notes" / "paper.tex").write_text("\\section{}")
+    (law / "paper").mkdir()
+    shutil.copy(mine / "allocation.json", law / "paper" / "allocation.json")
+    (law / "paper" / "thesis-figure-data.csv").write_text("a,b\n1,2\n")
+    foreign = law / "foreign"
+    foreign.mkdir()
+    (foreign / "allocation.json").write_text('{"mine": 1}')
+    (foreign / "report.html").write_text("my report")
+    before = {p: p.read_bytes() for p in (law / "allocation").rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (law / "allocation").rglob("*") if p.is_file()} == before
+    assert la.load(law / "allocation").kind == "allocation"
+    assert sorted(p.name for p in mine.iterdir()) == ["my-notes", "precious.txt"]
+    assert (mine / "my-notes" / "paper.tex").exists()
+    assert sorted(p.name for p in (law / "paper").iterdir()) == ["thesis-figure-data.csv"]
+    assert f"allocation in {mine}" in err and "kept the directory" in err and "precious.txt" in err
+    assert f"{law / 'allocation'}" not in err and "foreign" not in err
+    assert (foreign / "allocation.json").read_text() == '{"mine": 1}'
+    assert main(["allocate", str(law / "law.json"), *allocate, "--output", str(foreign),
+                 "--overwrite"]) == 2  # not an allocation: not replaced, even so
+    assert "not a layer-analysis run" in capsys.readouterr().err
+    assert (foreign / "report.html").read_text() == "my report"
+
+
 def test_fit_law_and_allocate_say_a_missing_input_before_the_output_s_state(tmp_path, capsys):
     """A missing sweep or law with an existing default output: "no such file", not "pass
     --overwrite"."""

@@ -12,7 +12,7 @@ import torch
 
 from layer_analysis.cli import main
 from layer_analysis.probe import generation
-from layer_analysis.probe.errors import DataError, ModelError
+from layer_analysis.probe.errors import DataError, ModelError, StoreError
 from layer_analysis.probe.models import load_model
 from layer_analysis.probe.prompts import TRANSLATION_INSTRUCTIONS, alpaca_prompt, translation_instruction
 from layer_analysis.train import evaluate, loop
@@ -481,7 +481,7 @@ def test_training_parts_alone(tiny_llama_dir, tmp_path):
     assert loop.check_output(config) == loop.NEW
     with pytest.raises(DataError, match="no checkpoint to resume"):
         loop.check_output(resume)
-    (tmp_path / "out" / "training.json").write_text("{}")
+    (tmp_path / "out" / "training.json").write_text('{"config": {}, "model": "m", "steps": 1}')
     with pytest.raises(DataError, match="finished training run"):
         loop.check_output(config)
     assert loop.check_output(resume) == loop.FINISHED  # nothing to do, said by train
@@ -715,6 +715,59 @@ def test_one_writer_per_training_directory_of_its_own_kind(tmp_path, tiny_llama_
     assert not (tmp_path / "sweep" / "sweep.json").exists()
     with pytest.raises(DataError, match=r"not a sweep's \(notes\.txt\)"):
         run_sweep(SweepConfig(["de"], [0], other, TrainConfig(mixture="-", output=out)))
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]  # no lock file left
+
+
+def test_train_writes_only_into_a_training_run_of_its_own(tmp_path, tiny_llama_dir,
+                                                         memorisable, monkeypatch, capsys):
+    """--output must be absent, empty or a training run this loop wrote: files it did not write
+    (alone, beside an empty checkpoints/ or a run of its own), logs, checkpoints or a
+    training.json that are not its, and a link, are refused before the model loads, naming the
+    directory; nothing there changes, no lock file is left. Its own unfinished run (final files
+    beside its checkpoints included) resumes."""
+    monkeypatch.setattr(loop, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    hostile = {
+        "beside an empty checkpoints/": {"checkpoints/": None, "precious.txt": "precious",
+                                         "README.md": "# My README",
+                                         "adapter_config.json": '{"mine": 1}'},
+        "foreign logs": {"train_log.jsonl": '{"mine": 1}\n', "alignment_log.csv": "a,b\n1,2\n",
+                         "README.md": "# My README"},
+        "a foreign summary": {"training.json": '{"mine": 1}'},
+        "a foreign checkpoint": {"checkpoints/step-1/weights.bin": "w"},
+        "notes beside a log of its own": {"train_log.jsonl": "", "notes.txt": "mine"},
+    }
+    for case, files in hostile.items():
+        out = tmp_path / case.replace(" ", "-")
+        for name, text in files.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            if text is not None:
+                (out / name).write_text(text)
+        before = snapshot(out)
+        args = ["train", "--mixture", str(memorisable), "--model", str(tiny_llama_dir),
+                "--output", str(out), "--max-steps", "1", "--device", "cpu", "--no-progress"]
+        for extra in ([], ["--resume"]):
+            assert main([*args, *extra]) == 2, case
+            err = capsys.readouterr().err
+            assert f"{out} holds files that are not a training run's" in err, (case, err)
+        assert snapshot(out) == before and not (out / ".writer.lock").exists(), case
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(StoreError, match="is a symbolic link"):
+        train(config(tmp_path, tiny_llama_dir, memorisable, output=tmp_path / "link"))
+    assert not any(target.iterdir())
+    # its own unfinished run: checkpoints of its, its logs, final files of a kill at the end
+    out = tmp_path / "mine"
+    (out / CHECKPOINTS / "step-2").mkdir(parents=True)
+    (out / CHECKPOINTS / "step-2" / loop.STATE).write_text('{"step": 2, "settings": {}}')
+    (out / "train_log.jsonl").write_text('{"step": 1, "epoch": 0.5, "loss": 2.0, "lr": 0.1}\n'
+                                         '{"step": 2, "ep')
+    (out / "README.md").write_text("model card")
+    resume = config(tmp_path, tiny_llama_dir, memorisable, output=out, resume=True)
+    assert loop.check_output(resume) == loop.UNFINISHED
+    (out / "thesis.tex").write_text("mine")
+    with pytest.raises(DataError, match=r"not a training run's of this tool \(thesis\.tex\)"):
+        loop.check_output(resume)
 
 
 def test_log_readers_leave_out_a_partial_last_line_and_name_a_bad_one(tmp_path):
@@ -769,5 +822,15 @@ def test_evaluate_never_overwrites_what_is_not_its_scores(tmp_path, tiny_llama_d
     earlier = tmp_path / "scores.json"
     earlier.write_text('[{"task": "translation", "target": "deu_Latn", "chrf++": 1.0}]')
     evaluate.check_scores_output(earlier)  # an earlier scores file may be replaced
+    (tmp_path / "scores.predictions.jsonl").write_text('{"earlier": 1}')
+    evaluate.check_scores_output(earlier)  # with the predictions that belong to it
+    precious = tmp_path / "new.predictions.jsonl"  # no new.json: not an evaluation's
+    precious.write_text('{"my": "precious"}')
+    assert main([*base, str(tmp_path / "new.json")]) == 2
+    assert "new.predictions.jsonl exists without the scores file" in capsys.readouterr().err
+    assert precious.read_text() == '{"my": "precious"}' and not (tmp_path / "new.json").exists()
+    (tmp_path / "dir.predictions.jsonl").mkdir()
+    with pytest.raises(StoreError, match="is a directory"):
+        evaluate.check_scores_output(tmp_path / "dir.json")
     with pytest.raises(DataError, match="English is no target"):
         evaluate.check_languages("translation", ["en"], "default")

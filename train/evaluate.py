@@ -106,11 +106,18 @@ def evaluate_xquad(loaded: LoadedModel, language: str, limit: int | None = 100,
     return Evaluation(scores, per)
 
 
+def predictions_path(path: Path) -> Path:
+    """Where the predictions of the scores file ``path`` go: ``F.predictions.jsonl`` beside
+    ``F.json``."""
+    return Path(path).with_suffix(".predictions.jsonl")
+
+
 def check_scores_output(path: Path) -> None:
     """Before a model loads: ``path`` may take an evaluation's scores — not a directory, not
     below a file, and not an existing file other than an earlier scores file (a list of score
     records), which is replaced; anything else (a run's manifest, training data) is never
-    overwritten."""
+    overwritten. The predictions file beside it (``predictions_path``) is replaced only with
+    the earlier scores it belongs to: one without them is refused."""
     from layer_analysis.probe.errors import StoreError
     from layer_analysis.probe.runs import check_not_a_file
 
@@ -119,6 +126,10 @@ def check_scores_output(path: Path) -> None:
         raise StoreError(f"--output {path} is a directory; name the scores file (e.g. "
                          f"{path / 'scores.json'})")
     check_not_a_file(path.parent)
+    predictions = predictions_path(path)
+    if predictions.is_dir() and not predictions.is_symlink():
+        raise StoreError(f"{predictions}, where the predictions of --output {path} go, is a "
+                         "directory; choose another --output")
     if path.exists() or path.is_symlink():
         try:
             earlier = read_json(path)
@@ -128,6 +139,9 @@ def check_scores_output(path: Path) -> None:
                 and all(isinstance(r, dict) and "task" in r for r in earlier)):
             raise StoreError(f"--output {path} exists and is no earlier evaluation's scores "
                              "file; it is not overwritten: choose another --output")
+    elif predictions.exists() or predictions.is_symlink():
+        raise StoreError(f"{predictions} exists without the scores file {path} it would belong "
+                         "to; it is not overwritten: choose another --output")
 
 
 def write_evaluation(evaluations: list[Evaluation], path: Path,
@@ -144,7 +158,7 @@ def write_evaluation(evaluations: list[Evaluation], path: Path,
     lines = [json.dumps({**p, **{k: v for k, v in e.scores.items() if k in ("task", "target",
                                                                              "language")}},
                         ensure_ascii=False) for e in evaluations for p in e.predictions]
-    atomic_write_text(path.with_suffix(".predictions.jsonl"), "\n".join(lines) + "\n")
+    atomic_write_text(predictions_path(path), "\n".join(lines) + "\n")
 
 
 def evaluation_model(records: list[dict]) -> tuple[list[dict], dict | None]:

@@ -14,9 +14,11 @@ the command prints (``la.fit_law`` and ``la.allocate`` call the same functions).
 Each reads its input first (a missing sweep or law is said as such), then checks its output
 directory before any work (``runs.check_run_directory``) and writes it as its one writer
 (``runs.run_writer``). A law written again removes the allocations inside its directory that
-were made from the earlier law (``earlier_allocations``), with a notice: their predictions were
-the old fit's. The verdict (which law the points support, whether data size predicts the metric
-at all) is ``law_summary``.
+were made from the earlier law (``earlier_allocations``: their ``allocation.json`` names it),
+with a notice: their predictions were the old fit's. Only the files ``allocate`` writes go
+(``allocation_files``); a directory holding anything else keeps it, and the notice says so. The
+verdict (which law the points support, whether data size predicts the metric at all) is
+``law_summary``.
 """
 
 from __future__ import annotations
@@ -31,11 +33,11 @@ import pandas as pd
 
 from layer_analysis.probe import report
 from layer_analysis.probe.checks import COUNT, COUNT_OR_NONE, check_numbers
-from layer_analysis.probe.errors import DataError, notice
-from layer_analysis.probe.files import atomic_write_text, writer_lock
+from layer_analysis.probe.errors import DataError, ProbeError, notice
+from layer_analysis.probe.files import WRITER_LOCK, atomic_write_text, writer_lock
 from layer_analysis.probe.languages import canonical, display_name
 from layer_analysis.probe.readers import read_json
-from layer_analysis.probe.runs import OUR_FILES, check_run_directory, directory_owner, run_writer
+from layer_analysis.probe.runs import OUR_FILES, check_run_directory, run_writer
 
 from .allocate import Allocation, allocate, available_pairs, uniform
 from .law import LawFit, NoSizeEffect, compare_families, load_fit, no_size_effect
@@ -47,6 +49,7 @@ METRICS = ("chrf++", "spbleu", "xquad_f1", "xquad_f1_mlqa", "xquad_em", "xquad_c
 LAW = "law.json"
 LAW_TABLE = "law.csv"
 ALLOCATION = "allocation.json"
+ALLOCATION_FIGURE = "allocation"  # allocate's one figure (report.html, figures/RUN-allocation.*)
 
 
 # ------------------------------------------------------------------------------- fit-law
@@ -174,9 +177,15 @@ def _write_law(request: LawRequest, out: Path, points: pd.DataFrame, fits: list[
 
     (out / LAW).unlink(missing_ok=True)  # written last: the law is complete with it
     for earlier in earlier_allocations(out):  # their predictions were the earlier law's
-        _remove_allocation(earlier)
-        notice(f"removed {earlier}: an allocation made from the earlier law in {out} (run "
-               "allocate again on the new one)")
+        kept = _remove_allocation(earlier)
+        if kept:
+            shown = ", ".join(kept[:5]) + (", ..." if len(kept) > 5 else "")
+            notice(f"removed the files of the allocation in {earlier}, made from the earlier "
+                   f"law in {out} (run allocate again on the new one); kept the directory and "
+                   f"what else it holds ({shown})")
+        else:
+            notice(f"removed {earlier}: an allocation made from the earlier law in {out} (run "
+                   "allocate again on the new one)")
     atomic_write_text(out / LAW_TABLE, law_table(fits, null).to_csv(index=False))
     metric = request.metric
     measured = points.assign(model="x-models (sweep)", measured=points[metric],
@@ -195,45 +204,55 @@ def _write_law(request: LawRequest, out: Path, points: pd.DataFrame, fits: list[
 
 
 def earlier_allocations(directory: Path) -> list[Path]:
-    """The allocations inside a law's ``directory`` that were made from its law: ``allocation/``
-    (``allocate``'s default output for it) and any other subdirectory whose ``allocation.json``
-    names this ``law.json``. An allocation of another law stays."""
+    """The allocations inside a law's ``directory`` that were made from its law: each
+    subdirectory (``allocation/``, ``allocate``'s default, or any other) whose
+    ``allocation.json`` is an allocation's and names this ``law.json``. An allocation of another
+    law, and a directory without such an ``allocation.json``, stay."""
     law = (directory / LAW).resolve()
     found = []
     children = sorted(directory.iterdir()) if directory.is_dir() else []
     for child in children:
         if child.is_symlink() or not child.is_dir():
             continue
-        owner = directory_owner(child)
-        if owner is None or owner[0] != "allocation":
+        try:
+            saved = read_json(child / ALLOCATION)
+            named = Path(saved["law"]) if {"allocated", "uniform"} <= saved.keys() else None
+        except (ProbeError, KeyError, TypeError, AttributeError):
             continue
-        if child.name != "allocation":
-            try:
-                named = Path(read_json(child / ALLOCATION)["law"])
-            except (DataError, KeyError, TypeError):
-                continue
-            if named.resolve() != law:
-                continue
-        found.append(child)
+        if named is not None and named.resolve() == law:
+            found.append(child)
     return found
 
 
-def _remove_allocation(directory: Path) -> None:
-    """Remove an allocation's directory as its one writer (an ``allocate`` writing it now makes
-    this a ``StoreError``: the law is not written)."""
-    import shutil
+def allocation_files(directory: Path) -> list[Path]:
+    """The files ``allocate`` writes into ``directory`` (``_write_allocation``, its figures and
+    its writer's marks included): all that removing an allocation removes."""
+    figures = directory / "figures"
+    return [*(directory / name for name in (ALLOCATION, "allocated.spec", "uniform.spec",
+                                            "report.html", *sorted(OUR_FILES))),
+            *(figures / report.export_name(directory, ALLOCATION_FIGURE, ext)
+              for ext in ("png", "pdf"))]
 
+
+def _remove_allocation(directory: Path) -> list[str]:
+    """Remove an allocation's files (``allocation_files``) as its one writer (an ``allocate``
+    writing it now makes this a ``StoreError``: the law is not written), and the directory when
+    nothing else is left; the names of what else it holds, kept."""
     with writer_lock(directory):
-        for path in directory.iterdir():
-            if path.name in OUR_FILES:
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
+        figures = directory / "figures"
+        for path in allocation_files(directory):
+            if path.name == WRITER_LOCK or (path.parent == figures and figures.is_symlink()):
+                continue  # the lock goes once released; never through a link
+            if path.is_symlink() or path.is_file():
                 path.unlink()
+        if figures.is_dir() and not figures.is_symlink() and not any(figures.iterdir()):
+            figures.rmdir()
+        kept = sorted(p.name for p in directory.iterdir() if p.name not in OUR_FILES)
     for name in OUR_FILES:
         (directory / name).unlink(missing_ok=True)
-    directory.rmdir()
+    if not kept:
+        directory.rmdir()
+    return kept
 
 
 def read_law(directory: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -328,7 +347,7 @@ def _write_allocation(request: AllocationRequest, out: Path, fit: LawFit, caps: 
              for name, a in (("allocated", best), ("uniform", even))}
     for name, spec in specs.items():
         atomic_write_text(out / f"{name}.spec", spec + "\n")
-    figures = {"allocation": allocation_bars(best, even, request.budget)}
+    figures = {ALLOCATION_FIGURE: allocation_bars(best, even, request.budget)}
     report.export(figures, out, "Budgeted allocation of translation data",
                   static=request.static, model=f"{fit.family} law of {request.law}")
     atomic_write_text(out / ALLOCATION, json.dumps({

@@ -6,8 +6,10 @@ resumable checkpoints. Runs as one process or under ``accelerate launch`` / ``to
 Robustness (each one tested):
 
 - One writer: the main process holds ``probe.files.writer_lock(OUTPUT)`` for the whole run; an
-  OUTPUT that is a file, another kind of directory, a finished run (without ``resume``) or an
-  unfinished one (without ``resume``) is refused before the model loads.
+  OUTPUT that is a file, a symbolic link, a directory that is no training run of this loop (a
+  probe run, files it did not write, alone or beside its own: ``check_output``), a finished
+  run (without ``resume``) or an unfinished one (without ``resume``) is refused before the
+  model loads, and before the lock is taken (a refused directory is left as it was).
 - Divergence: a non-finite loss or gradient (checked at every optimizer step, the verdict
   reduced over the processes) or non-finite weights at a checkpoint stop the run with a
   ``ModelError`` naming the step; the checkpoints saved before it are kept and nothing final
@@ -46,10 +48,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from layer_analysis.probe.architecture import find_decoder
-from layer_analysis.probe.errors import DataError, ModelError, notice
+from layer_analysis.probe.errors import DataError, ModelError, StoreError, notice
 from layer_analysis.probe.files import WRITER_LOCK, atomic_write_text, writer_lock
 from layer_analysis.probe.models import first_non_finite, load_model
-from layer_analysis.probe.runs import run_kind
+from layer_analysis.probe.runs import check_not_a_file, run_kind
 
 from .encode import IGNORE, batches, collate, encode
 from .mixture import Mixture, build_mixture
@@ -57,6 +59,7 @@ from .objective import AlignmentObjective, PairBatches, alignment_loss
 from .records import Record, Report
 from .tracking import (
     ALIGNMENT_LOG,
+    COLUMNS,
     AlignmentTracker,
     TrackingConfig,
     read_train_log,
@@ -237,13 +240,116 @@ class TrainResult:
 NEW, FINISHED, UNFINISHED = "new", "finished", "unfinished"  # what an OUTPUT holds
 
 
-def check_output(config: TrainConfig) -> str:
+# What a run writes beside its logs and checkpoints, at its end only: save_pretrained's files
+# (LoRA: the adapter and its model card; full: the model, its configs and the tokenizer's), its
+# staging directory (.final-*), and the tracking report. Taken for ours beside checkpoints of ours.
+FINAL_FILES = {"adapter_model.safetensors", "adapter_config.json", "README.md", "config.json",
+               "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+               "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt",
+               "added_tokens.json", "alignment.html"}
+_LOG_KEYS = {"step", "loss"}  # of every train_log.jsonl entry
+_SUMMARY_KEYS = {"config", "model", "steps"}  # of every training.json
+
+
+def _json_keys(path: Path) -> set[str]:
+    """The keys of a JSON object file (none when it is unreadable or no object)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return set(saved) if isinstance(saved, dict) else set()
+
+
+def _ours_checkpoint(directory: Path) -> bool:
+    """Whether ``directory`` is a checkpoint this loop saved (maybe damaged since): its
+    ``trainer_state.json`` or its ``checksums.json`` is one."""
+    return ({"step", "settings"} <= _json_keys(directory / STATE)
+            or STATE in _json_keys(directory / CHECKSUMS))
+
+
+def _ours_log(path: Path) -> bool:
+    """Whether ``path`` is a training log this loop wrote (empty, or entries of ours; a partial
+    last line the start of one)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    *lines, partial = text.split("\n")
+    try:
+        entries = [json.loads(line) for line in lines]
+    except ValueError:
+        return False
+    opening = '{"step": '
+    return (all(isinstance(e, dict) and e.keys() >= _LOG_KEYS for e in entries)
+            and (partial.startswith(opening) or opening.startswith(partial)))
+
+
+def _ours_alignment_log(path: Path) -> bool:
+    """Whether ``path`` is an alignment log the tracker wrote (its columns)."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline().strip().split(",")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return set(COLUMNS) <= set(header)
+
+
+def _foreign(output: Path) -> list[str]:
+    """What in ``output`` (a directory that is no finished run) this loop did not write: any
+    link, logs that are not its, ``checkpoints/`` entries that are not its checkpoints, the
+    final files (``FINAL_FILES``) without a checkpoint of its beside them, anything else."""
+    entries = {p.name: p for p in output.iterdir()} if output.is_dir() else {}
+    found = [name for name, path in entries.items() if path.is_symlink()]
+    steps = entries.get(CHECKPOINTS)
+    ours = False  # a checkpoint of this loop is there
+    if steps is not None and not steps.is_symlink():
+        if not steps.is_dir():
+            found.append(CHECKPOINTS)
+        for checkpoint in sorted(steps.iterdir()) if steps.is_dir() else []:
+            staging = checkpoint.name.startswith(".tmp-")  # of a kill while saving
+            name = checkpoint.name.removeprefix("damaged-").removeprefix(".tmp-")
+            fits = (name.startswith("step-") and name[5:].isdigit() and checkpoint.is_dir()
+                    and not checkpoint.is_symlink())
+            if fits and not staging:
+                fits = _ours_checkpoint(checkpoint)
+                ours = ours or fits
+            if not fits:
+                found.append(f"{CHECKPOINTS}/{checkpoint.name}")
+    atomic = {f".{name}." for name in (SUMMARY, LOG, ALIGNMENT_LOG, "alignment.html")}
+    for name, path in entries.items():
+        if name in found or name in (WRITER_LOCK, CHECKPOINTS):
+            continue
+        if name == LOG:
+            mine = _ours_log(path)
+        elif name == ALIGNMENT_LOG:
+            mine = _ours_alignment_log(path)
+        elif name.endswith(".tmp") and any(name.startswith(a) for a in atomic):
+            mine = path.is_file()  # of an atomic write killed on the way
+        else:
+            mine = ours and (name in FINAL_FILES or name.startswith(".final-"))
+        if not mine:
+            found.append(name)
+    return sorted(found)
+
+
+def check_output(config: TrainConfig, say: bool = True) -> str:
     """What ``config.output`` holds — ``NEW`` (nothing, or only the log of a run killed before
     its first checkpoint), ``FINISHED`` or ``UNFINISHED`` (checkpoints) — checked against
     ``resume``: a finished run is never overwritten, checkpoints are resumed only when asked
-    to, and a directory of another kind (a probe run, unrelated files) is refused."""
+    to. A link, and a directory that is no training run of this loop (a probe run; unrelated
+    files, alone or beside a run's; logs, checkpoints or a training.json that are not its) are
+    refused, naming the directory. ``say``: the notice about a restarted run."""
     output = config.output
+    if output.is_symlink():
+        raise StoreError(f"{output} is a symbolic link (to {os.readlink(output)}); a training "
+                         "run is written where it is named: choose another --output")
+    check_not_a_file(output)
     names = {p.name for p in output.iterdir()} - {WRITER_LOCK} if output.is_dir() else set()
+    steps = output / CHECKPOINTS
+    if names == {CHECKPOINTS} and steps.is_dir() and not steps.is_symlink() \
+            and not any(steps.iterdir()):
+        names = set()  # an empty checkpoints/ only: nothing there yet
     if not names:
         if config.resume:
             raise DataError(f"--resume: {output} holds no checkpoint to resume from")
@@ -252,14 +358,15 @@ def check_output(config: TrainConfig) -> str:
     if kind is not None:
         raise DataError(f"{output} holds a probe run (kind: {kind}), not a training run; "
                         "choose another --output")
-    if not names & {SUMMARY, LOG, CHECKPOINTS}:
-        shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
-        raise DataError(f"{output} holds files that are not a training run's ({shown}); "
-                        "choose a new or empty --output")
-    if (output / SUMMARY).exists():
+    if SUMMARY in names and _json_keys(output / SUMMARY) >= _SUMMARY_KEYS:
         if not config.resume:
             raise DataError(f"{output} holds a finished training run; choose another --output")
         return FINISHED
+    foreign = _foreign(output)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise DataError(f"{output} holds files that are not a training run's of this tool "
+                        f"({shown}); nothing is written into it: choose a new or empty --output")
     if checkpoints(output):
         if not config.resume:
             raise DataError(f"{output} holds checkpoints of an unfinished run: pass --resume "
@@ -267,8 +374,9 @@ def check_output(config: TrainConfig) -> str:
         return UNFINISHED
     if config.resume:
         raise DataError(f"--resume: {output} holds no checkpoint to resume from")
-    notice(f"{output} holds the log of a run stopped before its first checkpoint: training "
-           "starts again")
+    if say:
+        notice(f"{output} holds the log of a run stopped before its first checkpoint: training "
+               "starts again")
     return NEW
 
 
@@ -496,12 +604,14 @@ def _main_process() -> bool:
 
 def train(config: TrainConfig, on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train, write OUTPUT/{adapter or model files, training.json, train_log.jsonl, and
-    alignment_log.csv when alignment is tracked}. The main process holds OUTPUT's writer lock
-    throughout (a second writer fails at once); an OUTPUT this call created is removed again
-    when the call fails before anything was written into it."""
+    alignment_log.csv when alignment is tracked}. OUTPUT is checked first (``check_output``);
+    the main process then holds its writer lock throughout (a second writer fails at once); an
+    OUTPUT this call created is removed again when the call fails before anything was written
+    into it."""
     output = config.output
     if not _main_process():
         return _train(config, on_step)
+    check_output(config, say=False)  # before the lock: a refused OUTPUT is left as it was
     created = not output.exists()
     with writer_lock(output):
         try:

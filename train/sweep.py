@@ -135,11 +135,13 @@ def measure_similarity(config: SweepConfig) -> dict[str, float]:
     return {x: scores[x]["score"] for x in config.languages}
 
 
-def _check_settings(config: SweepConfig) -> None:
+def _check_settings(config: SweepConfig, write: bool = True) -> None:
     """A sweep's OUTPUT is new, empty or a sweep with the same settings (``sweep.json``,
-    written first)."""
+    written first; not when ``write`` is false: the check alone)."""
     path = config.output / "sweep.json"
     settings = config.settings()
+    if not write and not config.output.is_dir():
+        return  # absent (or a file: the writer lock says so)
     others = sorted({p.name for p in config.output.iterdir()} - {WRITER_LOCK})
     if others and not path.exists():
         raise DataError(f"{config.output} holds files that are not a sweep's "
@@ -154,8 +156,9 @@ def _check_settings(config: SweepConfig) -> None:
         settings["languages"] = list(dict.fromkeys(saved["languages"] + config.languages))
     else:
         settings["sizes"] = config.sizes
-    config.output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(settings, indent=2))
+    if write:
+        config.output.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(settings, indent=2))
 
 
 def run_point(config: SweepConfig, language: str, size: int) -> Path:
@@ -235,6 +238,7 @@ def sweep_table(output: Path) -> pd.DataFrame:
 def run_sweep(config: SweepConfig, say: Callable[[str], None] = print) -> pd.DataFrame:
     """Similarity, then every (language, size) point; writes and returns the table. A second
     process on the same OUTPUT fails at once (the writer lock)."""
+    _check_settings(config, write=False)  # before the lock: a refused OUTPUT is left as it was
     with writer_lock(config.output):
         return _run_sweep(config, say)
 
