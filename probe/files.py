@@ -56,6 +56,16 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+def check_not_a_file(directory: Path, option: str = "--output (or --name)") -> None:
+    """``directory``, or the first of its parents that exists, is a directory (the error names
+    the ``option`` that chose it)."""
+    for path in (directory, *Path(directory).parents):
+        if path.exists():
+            if not path.is_dir():
+                raise StoreError(f"{path} is a file, not a directory; choose another {option}")
+            return
+
+
 UNFINISHED = ".unfinished"  # in a run directory while a command writes it; holds its kind
 REWRITTEN = ("figures", "mexa_export")  # a run's own sub-directories, rewritten with it
 

@@ -148,6 +148,7 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
     tgt_lang = canonical(request.target_language, "--target-language")
     request.check_name("mining")
     processes.check(len(sources) + len(targets))
+    store = ActivationStore(request.store or request.output / "store")  # a file: refused
     blocks = block_count(request.model)
     if request.layer is not None and blocks is not None:  # before the weights load
         check_layers((request.layer,), blocks)
@@ -168,7 +169,6 @@ def execute_mining(request: MiningRequest, command: list[str]) -> Path | None:
         "source": Side("source", src_lang, "source", tuple(sources)),
         "target": Side("target", tgt_lang, "target", tuple(targets))})
     clock = time.perf_counter()
-    store = ActivationStore(request.store or request.output / "store")
     acts = store.extract(extractor, corpus, request.batch_size,
                          progress=request.progress_bars, processes=processes)
     if acts is None:

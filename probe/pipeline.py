@@ -142,6 +142,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     if request.device_map is not None and processes.world > 1:
         raise DataError("--device-map spreads one model over the devices; with several "
                         "processes each loads its own copy: use one or the other")
+    store = ActivationStore(request.store or request.output / "store")  # a file: refused
     blocks = block_count(model, request.trust_remote_code)
     if blocks is not None:  # before the weights load (minutes, for a big model)
         check_model_layers(request, blocks)
@@ -155,7 +156,6 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     truncation = extractor.truncation([s for side in corpus.sides.values() for s in side.sentences])
     if truncation.serious:
         warnings.append(truncation.warning())
-    store = ActivationStore(request.store or request.output / "store")
     clock = time.perf_counter()
     acts = store.extract(extractor, corpus, batch_size=request.batch_size,
                          progress=request.progress_bars,

@@ -44,6 +44,7 @@ from .files import (
     WRITER_LOCK,
     atomic_write,
     atomic_write_text,
+    check_not_a_file,
     start_run_directory,
     writer_lock,
 )
@@ -149,16 +150,6 @@ def _describe(kind: str, finished: bool = True) -> str:
     what = ("" if finished else "unfinished ") + _WHAT.get(kind, kind if kind.endswith(
         "entry") else f"{kind} run")
     return ("an " if what[0] in "aeiou" else "a ") + what
-
-
-def check_not_a_file(directory: Path) -> None:
-    """``directory``, or the first of its parents that exists, is a directory."""
-    for path in (directory, *directory.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise StoreError(f"{path} is a file, not a directory; choose another --output "
-                                 "(or --name)")
-            return
 
 
 def check_run_directory(directory: Path, kind: str, overwrite: bool = False) -> None:

@@ -35,7 +35,7 @@ from .data import ParallelCorpus
 from .distributed import Processes
 from .errors import StoreError, notice
 from .extract import BatchStats, Extractor, SinkRecord
-from .files import MANIFEST, atomic_write, atomic_write_text
+from .files import MANIFEST, atomic_write, atomic_write_text, check_not_a_file
 
 ENGINE_VERSION = 2  # 2: attention-sink exclusion, layer 0 = input of the first block
 TEXTS = "sentences.json"
@@ -128,6 +128,7 @@ class ActivationStore:
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
+        check_not_a_file(self.root, "--store")
 
     def directory(self, key: str) -> Path:
         return self.root / key[:24]

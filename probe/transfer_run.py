@@ -221,6 +221,7 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     y_train, y_test = np.array(corpus.labels("train")), np.array(corpus.labels("test"))
     groups = groups_of(corpus.languages, request.group_size)
     processes.check(min(len(g) for g in groups) * sum(sizes.values()))  # every group's share
+    store = ActivationStore(request.store or request.output / "store")  # a file: refused
     blocks = block_count(request.model)
     if blocks is not None:  # before the weights load
         check_layers(request.extraction.layers, blocks)
@@ -233,7 +234,6 @@ def execute_transfer(request: TransferRequest, command: list[str]) -> Path | Non
     truncation, cut_warning = language_truncation(extractor, corpus)
     if cut_warning and processes.main:
         notice(cut_warning)
-    store = ActivationStore(request.store or request.output / "store")
     probes: SourceProbes | None = None
     rows: list[dict] = []
     predictions: list[pd.DataFrame] = []
