@@ -557,3 +557,22 @@ def test_no_progress_hides_stage_lines_but_not_warnings(capsys):
         err = capsys.readouterr().err
         assert ("lens: translation -> German (1/2)" in err) == progress
         assert "lens: warning: the ridge chosen" in err
+
+
+def test_run_prints_a_summary_not_a_table_for_many_languages(capsys):
+    """At 205 languages the per-language table is unreadable: over 12 the run prints the spread
+    per layer and the ranking at the mean's peak."""
+    from layer_analysis.cli.probing import _print_table
+
+    languages = [f"l{i:02d}_Latn" for i in range(15)]
+    rows = [{"layer": layer, "source": "eng_Latn", "target": x, "metric": "p@1",
+             "normalisation": "centered", "pooling": "mean",
+             "value": (0.9 if layer == 2 else 0.1) * (i + 1) / 15}
+            for layer in range(4) for i, x in enumerate(languages)]
+    _print_table(pd.DataFrame(rows), "eng_Latn")
+    out = capsys.readouterr().out
+    assert "over 15 languages" in out and "l14_Latn" not in out.splitlines()[1]
+    assert "at layer 2 (the mean's peak), highest: l14_Latn 0.900" in out
+    assert "lowest: l00_Latn 0.060" in out
+    _print_table(pd.DataFrame([r for r in rows if r["target"] in languages[:3]]), "eng_Latn")
+    assert "l02_Latn" in capsys.readouterr().out.splitlines()[1]  # a few: the whole table

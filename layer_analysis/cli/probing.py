@@ -132,9 +132,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("list-data", help="named parallel data sets")
 
 
+WIDE, RANKED = 12, 8  # above WIDE languages the table is summarised, RANKED at each end
+
+
 def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
-    """Centered P@1 per layer, pivot <-> X (both directions averaged), as a text table; one
-    table per pooling (never averaged over poolings)."""
+    """Centered P@1 per layer, pivot <-> X (both directions averaged), as a text table (over
+    ``WIDE`` languages: the spread per layer and the ranking at the peak); one table per pooling
+    (never averaged over poolings)."""
     rows = table[(table.metric == "p@1") & (table.normalisation == "centered")].copy()
     poolings = list(dict.fromkeys(rows.pooling))
     if len(poolings) > 1:
@@ -152,7 +156,19 @@ def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
     grid = rows.pivot_table(index="layer", columns="other", values="value", aggfunc="mean")
     grid.columns = [c.split("@")[0][:8] for c in grid.columns]
     print(f"Retrieval P@1 (mean-centered, {name}):")
-    print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
+    if len(grid.columns) <= WIDE:
+        print(grid.to_string(float_format=lambda v: f"{v:.3f}"))
+        return
+    # many languages: the spread per layer, then the ranking at the mean curve's peak
+    spread = pd.DataFrame({"mean": grid.mean(axis=1), "min": grid.min(axis=1),
+                           "median": grid.median(axis=1), "max": grid.max(axis=1)})
+    print(f"over {len(grid.columns)} {'languages' if pivot else 'pairs'}:")
+    print(spread.to_string(float_format=lambda v: f"{v:.3f}"))
+    peak = int(spread["mean"].idxmax())
+    ranked = grid.loc[peak].sort_values(ascending=False)
+    shown = lambda part: ", ".join(f"{k} {v:.3f}" for k, v in part.items())  # noqa: E731
+    print(f"at layer {peak} (the mean's peak), highest: {shown(ranked.head(RANKED))}")
+    print(f"lowest: {shown(ranked.tail(RANKED).iloc[::-1])}  (every one: the report's ranking)")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
