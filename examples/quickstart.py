@@ -38,7 +38,7 @@ def main() -> None:
     table = run.table
     p_at_1 = table[(table.metric == "p@1") & (table.normalisation == "centered")]
     print(p_at_1.pivot_table(index="layer", columns="target", values="value").round(3))
-    print(f"peak layer (most common over pairs): {run.peak_layer}")
+    print(f"peak layer (of centered P@1 averaged over pairs): {run.peak_layer}")
 
     # Figures are plotly objects: run.show() draws them (inline in Jupyter).
     print("figures:", ", ".join(run.figures()))

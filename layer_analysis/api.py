@@ -92,18 +92,15 @@ class Result:
 
     @property
     def peak_layer(self) -> int | None:
-        """Alignment runs: the most common peak layer of centered P@1 over the pairs, ties to
-        the earliest layer (``analysis.peak_layers``), of the first pooling analysed
-        (``pooling``); None for other kinds."""
+        """Alignment runs: the layer where centered P@1 averaged over the pairs peaks, ties to
+        the earliest (``analysis.peak_layer``), of the first pooling analysed (``pooling``);
+        None for other kinds."""
         if self.kind != "alignment":
             return None
-        from layer_analysis.probe.analysis import peak_layers
+        from layer_analysis.probe.analysis import peak_layer
 
-        table = self.table
-        if self.pooling is not None:
-            table = table[table.pooling == self.pooling]
         try:
-            return int(peak_layers(table).groupby("layer").size().idxmax())
+            return peak_layer(self.table)
         except (DataError, ValueError, KeyError):
             return None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import distributed
-from .analysis import AnalysisConfig, analyse, analysed_poolings, peak_layers
+from .analysis import AnalysisConfig, analyse, analysed_poolings, peak_layer
 from .checks import COUNT, COUNT_OR_NONE, SEED, check_numbers, select_capped
 from .data import ParallelCorpus, load_parallel
 from .errors import DataError
@@ -175,7 +175,7 @@ def execute(request: RunRequest, command: list[str], progress: Progress | None =
     clock = time.perf_counter()
     layer = request.projection_layer
     if layer is None:
-        layer = int(peak_layers(analysis.table).groupby("layer").size().idxmax())
+        layer = peak_layer(analysis.table)
     if request.projection != "none":
         say(f"projecting layer {layer} ({request.projection})", 0.9)
     projection = (pd.concat([project(acts, layer, request.projection, pooling)

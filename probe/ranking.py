@@ -80,7 +80,7 @@ def many_language_figures(figures: dict[str, Any], table: pd.DataFrame, manifest
     become their spread, the heatmap shows English -> X only, and a ranking at the run's layer
     (its projection layer: the most common peak) is added. Fewer languages: unchanged."""
     from . import report
-    from .analysis import peak_layers
+    from .analysis import peak_layer
 
     rows = table[(table.metric == metric) & (table.normalisation == normalisation)]
     english = paired_with_english(rows)
@@ -88,7 +88,7 @@ def many_language_figures(figures: dict[str, Any], table: pd.DataFrame, manifest
         return figures
     layer = manifest.get("analysis", {}).get("projection_layer")
     if layer is None:
-        layer = int(peak_layers(table, metric, normalisation).groupby("layer").size().idxmax())
+        layer = peak_layer(table, metric, normalisation)
     out = dict(figures)
     out[f"heatmap_{metric}"] = report.heatmap(
         table[table.source.str.split("@").str[0] == "eng_Latn"], metric, normalisation)

@@ -51,3 +51,22 @@ def test_many_languages_get_a_ranking_and_spread_instead_of_a_legend_each():
 def test_languages_all_keeps_every_language():
     corpus = load_parallel("default")
     assert corpus.select(["all"], 3).languages == corpus.languages
+
+
+def test_the_runs_layer_is_where_the_mean_peaks_not_the_most_common_peak():
+    """With 20 sentences P@1 ties at 1.0 across layers and a lexical high at layer 0 wins a
+    count of per-pair peaks (a 205-language run got layer 0 so); the run's layer is where the
+    mean over pairs peaks."""
+    from layer_analysis.probe.analysis import peak_layer, peak_layers
+
+    curves = {f"l{i}_Latn": [1.0, 0.2, 0.9, 1.0, 0.8] for i in range(6)}
+    curves |= {f"m{i}_Latn": [0.3, 0.2, 0.6, 0.9, 0.5] for i in range(4)}
+    rows = [{"model": "m", "pooling": "mean", "source": "eng_Latn", "target": lang,
+             "layer": layer, "metric": "p@1", "normalisation": "centered", "value": v,
+             "ci_low": v, "ci_high": v}
+            for lang, values in curves.items() for layer, v in enumerate(values)]
+    table = pd.DataFrame(rows)
+    assert int(peak_layers(table).groupby("layer").size().idxmax()) == 0  # the count's answer
+    assert peak_layer(table) == 3
+    other = table.assign(pooling="last", value=table.value[::-1].to_numpy())
+    assert peak_layer(pd.concat([table, other])) == 3  # the first pooling's

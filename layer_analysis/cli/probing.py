@@ -105,7 +105,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                               "process compiles for about a minute; the dashboard computes it "
                               "on demand)")
     metrics.add_argument("--projection-layer", type=whole(COUNT_OR_NONE),
-                         help="layer to project (default: the most common peak layer)")
+                         help="layer to project (default: where centered P@1, averaged over the "
+                              "pairs, peaks)")
     output = run.add_argument_group("output")
     add_run_directory_options(output, "model-data-key; an unnamed rerun replaces the run of "
                                       "the same name")
@@ -164,7 +165,7 @@ def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
                            "median": grid.median(axis=1), "max": grid.max(axis=1)})
     print(f"over {len(grid.columns)} {'languages' if pivot else 'pairs'}:")
     print(spread.to_string(float_format=lambda v: f"{v:.3f}"))
-    peak = int(spread["mean"].idxmax())
+    peak = int(spread["mean"].idxmax())  # analysis.peak_layer of this pooling
     ranked = grid.loc[peak].sort_values(ascending=False)
     shown = lambda part: ", ".join(f"{k} {v:.3f}" for k, v in part.items())  # noqa: E731
     print(f"at layer {peak} (the mean's peak), highest: {shown(ranked.head(RANKED))}")
