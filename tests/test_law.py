@@ -39,6 +39,16 @@ def synthetic(family: str = "log", noise: float = 0.2, seed: int = 0) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def sweep_points() -> pd.DataFrame:
+    """The log law's synthetic points with each language's similarity, as a sweep has them."""
+    return synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
+
+
+def write_sweep(points: pd.DataFrame, path: Path) -> None:
+    """``points`` as a sweep's table (their score is chrF++)."""
+    points.rename(columns={"score": "chrf++"}).to_csv(path, index=False)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_fit_recovers_known_parameters(family):
     points = synthetic(family)
@@ -153,8 +163,8 @@ def test_written_spec_round_trips_through_the_training_parser(shared_data):
 
 
 def test_fit_law_and_allocate_cli(tmp_path, capsys):
-    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
-    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    points = sweep_points()
+    write_sweep(points, tmp_path / "sweep.csv")
     assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
     saved = json.loads((tmp_path / "law" / "law.json").read_text())
     assert saved["best"] == saved["fits"][0]["family"] and len(saved["fits"]) == 3
@@ -173,7 +183,7 @@ def test_fit_law_and_allocate_cli(tmp_path, capsys):
     assert str(parse_spec(spec)) == spec and spec.startswith("alpaca_en[:50]")
     assert main(["allocate", law, "--budget", "-5"]) == 2
     assert main(["allocate", str(tmp_path / "nope.json"), "--budget", "5"]) == 2
-    points.head(3).rename(columns={"score": "chrf++"}).to_csv(tmp_path / "few.csv", index=False)
+    write_sweep(points.head(3), tmp_path / "few.csv")
     assert main(["fit-law", str(tmp_path / "few.csv"), "--no-static"]) == 2
 
 
@@ -264,10 +274,10 @@ def test_a_law_written_again_removes_the_allocations_made_from_the_earlier_one(t
     path with the old fit's predictions."""
     import layer_analysis as la
 
-    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
-    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    points = sweep_points()
+    write_sweep(points, tmp_path / "sweep.csv")
     shifted = points.assign(score=points.score + 5 * (points.language == "ell_Grek"))
-    shifted.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "other.csv", index=False)
+    write_sweep(shifted, tmp_path / "other.csv")
     law, other = tmp_path / "law", tmp_path / "other-law"
     assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
     assert main(["fit-law", str(tmp_path / "other.csv"), "--no-static", "--output",
@@ -295,8 +305,8 @@ def test_a_law_written_again_removes_only_its_allocations_files(tmp_path, capsys
 
     import layer_analysis as la
 
-    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
-    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    points = sweep_points()
+    write_sweep(points, tmp_path / "sweep.csv")
     law, other = tmp_path / "law", tmp_path / "other-law"
     assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
     assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static", "--output",
@@ -340,8 +350,8 @@ def test_a_law_written_again_removes_only_its_allocations_files(tmp_path, capsys
 def test_fit_law_and_allocate_say_a_missing_input_before_the_output_s_state(tmp_path, capsys):
     """A missing sweep or law with an existing default output: "no such file", not "pass
     --overwrite"."""
-    points = synthetic("log").assign(similarity=lambda t: t.language.map(SIMILARITY))
-    points.rename(columns={"score": "chrf++"}).to_csv(tmp_path / "sweep.csv", index=False)
+    points = sweep_points()
+    write_sweep(points, tmp_path / "sweep.csv")
     assert main(["fit-law", str(tmp_path / "sweep.csv"), "--no-static"]) == 0
     assert main(["allocate", str(tmp_path / "law" / "law.json"), "--budget", "100",
                  "--no-static"]) == 0
