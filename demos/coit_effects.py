@@ -22,6 +22,7 @@ import torch
 from stages import run_stages
 
 from layer_analysis.probe.metrics import bootstrap_ci
+from layer_analysis.probe.transfer_run import sentence_differences
 
 BASE = "smollm2-135m"
 TRAINED = {"x-zh": {"zho_Hans"},
@@ -72,13 +73,10 @@ def _ci(value: float, low: float, high: float) -> str:
 def over_layers(out: Path, name: str, variant: str) -> pd.DataFrame:
     """Per target: the adapter's minus the base's per-sentence correctness, averaged over the
     layers first, then its mean with a 95 % bootstrap CI over test sentences."""
-    frames = [pd.read_parquet(out / "transfer" / n / "predictions.parquet") for n in ("base", name)]
-    merged = frames[0].merge(frames[1], on=["variant", "target", "setting", "layer", "row"],
-                             suffixes=("_a", "_b"))
-    merged = merged[(merged.setting == "transfer") & (merged.variant == variant)]
-    merged["difference"] = ((merged.prediction_b == merged.label_b).astype(float)
-                            - (merged.prediction_a == merged.label_a).astype(float))
-    per_sentence = merged.groupby(["target", "row"]).difference.mean().unstack("row")
+    differences = sentence_differences(out / "transfer" / "base", out / "transfer" / name)
+    differences = differences[(differences.setting == "transfer")
+                              & (differences.variant == variant)]
+    per_sentence = differences.groupby(["target", "row"]).difference.mean().unstack("row")
     low, high = bootstrap_ci(torch.tensor(per_sentence.to_numpy()), 1000, seed=0)
     return pd.DataFrame({"difference": per_sentence.mean(axis=1), "ci_low": low.numpy(),
                          "ci_high": high.numpy()}, index=per_sentence.index)

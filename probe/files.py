@@ -66,6 +66,21 @@ def check_not_a_file(directory: Path, option: str = "--output (or --name)") -> N
             return
 
 
+def check_output_file(path: Path, earlier: Callable[[Path], bool], what: str,
+                      example: str) -> None:
+    """``--output`` names one file to write: not a directory, not below a file, and not an
+    existing file (or link) unless ``earlier(path)`` says it is an earlier ``what`` of the same
+    command, which is replaced; anything else (a run's manifest, data) is never overwritten."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"--output {path} is a directory; name the {what} to write (e.g. "
+                         f"{path / example})")
+    check_not_a_file(path.parent)
+    if (path.exists() or path.is_symlink()) and not earlier(path):
+        raise StoreError(f"--output {path} exists and is no earlier {what}; it is not "
+                         "overwritten: choose another --output")
+
+
 UNFINISHED = ".unfinished"  # in a run directory while a command writes it; holds its kind
 REWRITTEN = ("figures", "mexa_export")  # a run's own sub-directories, rewritten with it
 

@@ -33,13 +33,19 @@ import torch
 from . import distributed, report
 from .analysis import AnalysisConfig, analyse
 from .checks import COUNT, check_numbers
-from .errors import DataError, StoreError, notice
+from .errors import DataError, notice
 from .extract import ExtractionConfig, Extractor
-from .files import MANIFEST, atomic_write, atomic_write_text, start_run_directory
+from .files import (
+    MANIFEST,
+    atomic_write,
+    atomic_write_text,
+    check_output_file,
+    start_run_directory,
+)
 from .hooks import check_layers
 from .languages import canonical
 from .models import block_count, loaded_or_load
-from .runs import RunSettings, check_not_a_file, slug, versions, writes_runs
+from .runs import RunSettings, slug, versions, writes_runs
 from .sib200 import NAME, LabelledCorpus, check_categories, limit_splits, load_sib
 from .store import ENGINE_VERSION, Activations, ActivationStore
 from .tokenization import FILE as TOKENIZATION
@@ -361,18 +367,11 @@ PAIRED_COLUMNS = ["model", "reference", "variant", "target", "setting", "layer",
 PAIRED_DATA = ("name", "source", "languages", "splits", "limit", "categories")  # must agree
 
 
-def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1000,
-                    seed: int = 0) -> pd.DataFrame:
-    """Run B minus run A per test sentence (correct or not), per variant, target, setting and
-    layer: mean difference of accuracy, 95 % bootstrap CI over sentences, sign-flip p and
-    Benjamini-Hochberg q over each curve's layers (``probe.paired``'s statistics). The runs
-    must hold the same data (``PAIRED_DATA``: base vs adapters on one sample), targets, layers
-    and test labels."""
-    from scipy.stats import false_discovery_control
-
-    from .metrics import bootstrap_ci
-    from .paired import sign_flip_p
-
+def sentence_differences(a: Path, b: Path) -> pd.DataFrame:
+    """Run B's "right" minus run A's per test sentence (1, 0 or −1), per variant, target,
+    setting and layer (columns ``variant, target, setting, layer, row, difference`` and the two
+    models' names as ``model``, ``reference``). The runs must hold the same data
+    (``PAIRED_DATA``: base vs adapters on one sample), targets, layers and test labels."""
     frames, manifests = [], []
     for path in (a, b):
         manifests.append(read_transfer(path)[1])  # a clear error if it is no transfer run
@@ -389,54 +388,56 @@ def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1
     if (merged._merge != "both").any() or (merged.label_a != merged.label_b).any():
         raise DataError(f"{a} and {b} differ in their targets, layers or test sentences; "
                         "paired differences need the same (run both on the same data)")
-    merged["difference"] = ((merged.prediction_b == merged.label_b).astype(float)
-                            - (merged.prediction_a == merged.label_a).astype(float))
-    names = [m.get("model", {}).get("name", str(path)) for m, path in zip(manifests, (a, b),
-                                                                          strict=True)]
+    difference = ((merged.prediction_b == merged.label_b).astype(float)
+                  - (merged.prediction_a == merged.label_a).astype(float))
+    reference, model = (m.get("model", {}).get("name", str(path))
+                        for m, path in zip(manifests, (a, b), strict=True))
+    return merged[keys].assign(difference=difference, model=model, reference=reference)
+
+
+def paired_transfer(a: Path, b: Path, samples: int = 1000, permutations: int = 1000,
+                    seed: int = 0) -> pd.DataFrame:
+    """Run B minus run A per test sentence (``sentence_differences``), per variant, target,
+    setting and layer: mean difference of accuracy, 95 % bootstrap CI over sentences, sign-flip
+    p and Benjamini-Hochberg q over each curve's layers (``probe.paired``'s statistics)."""
+    from scipy.stats import false_discovery_control
+
+    from .metrics import bootstrap_ci
+    from .paired import sign_flip_p
+
+    differences = sentence_differences(a, b)
     rows = []
-    for (variant, target, setting), part in merged.groupby(["variant", "target", "setting"],
-                                                           observed=True, sort=False):
+    for (variant, target, setting), part in differences.groupby(
+            ["variant", "target", "setting"], observed=True, sort=False):
         grid = part.pivot(index="layer", columns="row", values="difference")
         values = torch.tensor(grid.to_numpy(), dtype=torch.float32)
         low, high = bootstrap_ci(values, samples, seed=seed)
         p = sign_flip_p(values, permutations, seed)
         q = false_discovery_control(p.numpy(), method="bh")
         for i, layer in enumerate(grid.index):
-            rows.append([names[1], names[0], variant, target, setting, int(layer),
-                         float(values[i].mean()), float(low[i]), float(high[i]), float(p[i]),
-                         float(q[i]), values.shape[1]])
+            rows.append([part.model.iloc[0], part.reference.iloc[0], variant, target, setting,
+                         int(layer), float(values[i].mean()), float(low[i]), float(high[i]),
+                         float(p[i]), float(q[i]), values.shape[1]])
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 
 
-def check_paired_output(path: Path) -> None:
-    """``transfer-compare --output`` takes a CSV: not a directory, not below a file, and not an
-    existing file other than an earlier comparison's table (replaced); anything else (a run's
-    table or manifest, data) is never overwritten."""
-    path = Path(path)
-    if path.is_dir():
-        raise StoreError(f"--output {path} is a directory; name the CSV to write (e.g. "
-                         f"{path / 'transfer-compare.csv'})")
-    check_not_a_file(path.parent)
-    if path.exists() or path.is_symlink():
-        try:
-            with open(path, encoding="utf-8") as handle:
-                header = handle.readline().strip()
-        except (OSError, UnicodeDecodeError):
-            header = None
-        if path.is_symlink() or header != ",".join(PAIRED_COLUMNS):
-            raise StoreError(f"--output {path} exists and is no earlier transfer-compare table; "
-                             "it is not overwritten: choose another --output")
+def _is_paired_table(path: Path) -> bool:
+    """Whether ``path`` is a table ``transfer-compare`` wrote (its header; never a link)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline().strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not path.is_symlink() and header == ",".join(PAIRED_COLUMNS)
 
 
 def compare_transfer_runs(a: Path, b: Path, output: Path | None = None, samples: int = 1000,
                           permutations: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """``paired_transfer`` of two runs, written to ``output`` (a CSV, checked first) when given."""
-    if output is not None:
-        for run in (a, b):  # inputs before outputs
-            read_transfer(run)
-        check_paired_output(output)
+    """``paired_transfer`` of two runs (read first: inputs before outputs), written to ``output``
+    when given: a CSV that replaces only an earlier comparison's table (``check_output_file``)."""
     table = paired_transfer(a, b, samples, permutations, seed)
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        check_output_file(Path(output), _is_paired_table, "transfer-compare table",
+                          "transfer-compare.csv")
         atomic_write(Path(output), lambda tmp: table.to_csv(tmp, index=False))
     return table

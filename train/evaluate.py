@@ -112,6 +112,16 @@ def predictions_path(path: Path) -> Path:
     return Path(path).with_suffix(".predictions.jsonl")
 
 
+def _is_scores_file(path: Path) -> bool:
+    """Whether ``path`` holds an evaluation's scores (a list of score records)."""
+    try:
+        earlier = read_json(path)
+    except ProbeError:
+        return False
+    return (isinstance(earlier, list) and bool(earlier)
+            and all(isinstance(r, dict) and "task" in r for r in earlier))
+
+
 def check_scores_output(path: Path) -> None:
     """Before a model loads: ``path`` may take an evaluation's scores — not a directory, not
     below a file, and not an existing file other than an earlier scores file (a list of score
@@ -119,27 +129,16 @@ def check_scores_output(path: Path) -> None:
     overwritten. The predictions file beside it (``predictions_path``) is replaced only with
     the earlier scores it belongs to: one without them is refused."""
     from layer_analysis.probe.errors import StoreError
-    from layer_analysis.probe.runs import check_not_a_file
+    from layer_analysis.probe.files import check_output_file
 
     path = Path(path)
-    if path.is_dir():
-        raise StoreError(f"--output {path} is a directory; name the scores file (e.g. "
-                         f"{path / 'scores.json'})")
-    check_not_a_file(path.parent)
+    check_output_file(path, _is_scores_file, "evaluation's scores file", "scores.json")
     predictions = predictions_path(path)
     if predictions.is_dir() and not predictions.is_symlink():
         raise StoreError(f"{predictions}, where the predictions of --output {path} go, is a "
                          "directory; choose another --output")
-    if path.exists() or path.is_symlink():
-        try:
-            earlier = read_json(path)
-        except ProbeError:
-            earlier = None
-        if not (isinstance(earlier, list) and earlier
-                and all(isinstance(r, dict) and "task" in r for r in earlier)):
-            raise StoreError(f"--output {path} exists and is no earlier evaluation's scores "
-                             "file; it is not overwritten: choose another --output")
-    elif predictions.exists() or predictions.is_symlink():
+    if not (path.exists() or path.is_symlink()) and (predictions.exists()
+                                                     or predictions.is_symlink()):
         raise StoreError(f"{predictions} exists without the scores file {path} it would belong "
                          "to; it is not overwritten: choose another --output")
 
