@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from layer_analysis.probe.analysis import AnalysisConfig
+from layer_analysis.probe.analysis import AnalysisConfig, peak_layer
 from layer_analysis.probe.checks import COUNT_OR_NONE, RATIO, SEED
 from layer_analysis.probe.data import named_datasets
 from layer_analysis.probe.errors import DataError
@@ -165,7 +165,7 @@ def _print_table(table: pd.DataFrame, pivot: str | None) -> None:
                            "median": grid.median(axis=1), "max": grid.max(axis=1)})
     print(f"over {len(grid.columns)} {'languages' if pivot else 'pairs'}:")
     print(spread.to_string(float_format=lambda v: f"{v:.3f}"))
-    peak = int(spread["mean"].idxmax())  # analysis.peak_layer of this pooling
+    peak = peak_layer(rows)
     ranked = grid.loc[peak].sort_values(ascending=False)
     shown = lambda part: ", ".join(f"{k} {v:.3f}" for k, v in part.items())  # noqa: E731
     print(f"at layer {peak} (the mean's peak), highest: {shown(ranked.head(RANKED))}")
